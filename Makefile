@@ -1,0 +1,39 @@
+# Two commands do all the setup on a fresh machine: `make test` and `make bench`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-dev
+FFCV_STAMP := $(VENV)/.installed-ffcv
+PYTEST_ARGS ?=
+
+.PHONY: test bench install ffcv lint clean-venv
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+# Re-installs only when pyproject.toml changes, so a second `make test` installs nothing new.
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+install: $(STAMP)
+
+# FFCV is an optional extra that needs system libraries; scripts/install_ffcv.sh installs them where
+# it can (root with apt). If it cannot, the FFCV tests fail loudly rather than being skipped.
+$(FFCV_STAMP): scripts/install_ffcv.sh | $(STAMP)
+	-bash scripts/install_ffcv.sh $(VENV) && touch $@
+
+ffcv: $(FFCV_STAMP)
+
+test: $(STAMP) $(FFCV_STAMP)
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(BIN)/harness list models
+
+lint: $(STAMP)
+	$(BIN)/ruff check harness architectures loaders tests
+
+clean-venv:
+	rm -rf $(VENV)

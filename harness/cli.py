@@ -1,0 +1,67 @@
+"""The ``harness`` command line: one subcommand per module in :mod:`harness.commands`.
+
+Bad input (any :class:`~harness.errors.HarnessError`, or an argparse usage error) prints one line
+and exits with status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from harness.errors import HarnessError
+
+# Each module defines ``add_parser(subparsers)``, which registers its subcommand(s) and sets
+# ``func`` on the parsed namespace. Kept as a fixed list (no discovery magic) so ``--help`` is fast.
+COMMAND_MODULES: list[str] = [
+    "harness.commands.list_cmd",
+    "harness.commands.data_cmd",
+    "harness.commands.run_cmd",
+    "harness.commands.bench_cmd",
+    "harness.commands.sweep_cmd",
+    "harness.commands.leaderboard_cmd",
+    "harness.commands.cluster_cmd",
+]
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors are one line and exit 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        sys.stderr.write(f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        sys.exit(2)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full ``harness`` parser with every subcommand."""
+    parser = OneLineParser(
+        prog="harness",
+        description="cnn-harness: train, sweep and benchmark image-classification CNNs, "
+        "in process, under Ray Train DDP or as Ray Tune ASHA sweeps, with honest leaderboards.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
+    sub.required = True
+    for mod in COMMAND_MODULES:
+        importlib.import_module(mod).add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``harness`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        rc = args.func(args)
+    except HarnessError as e:
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        sys.stderr.write(f"harness {args.command}: error: {msg}\n")
+        return 2
+    except KeyboardInterrupt:
+        sys.stderr.write("harness: interrupted; finished results are on disk\n")
+        return 130
+    return int(rc or 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

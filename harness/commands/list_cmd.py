@@ -1,0 +1,58 @@
+"""``harness list KIND``: what is registered (models with their size and cost, datasets, loaders, ...)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+
+# kind -> (module, attribute holding the Registry); imported lazily so `harness --help` stays fast.
+REGISTRIES: dict[str, tuple[str, str]] = {
+    "datasets": ("loaders", "DATASETS"),
+    "loaders": ("loaders", "BACKENDS"),
+    "augment": ("loaders", "AUGMENTATIONS"),
+    "strategies": ("harness.strategies", "STRATEGIES"),
+    "optimizers": ("harness.optim", "OPTIMIZERS"),
+    "schedulers": ("harness.optim", "SCHEDULERS"),
+}
+KINDS = ["models", "presets", *REGISTRIES]
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Register ``harness list``."""
+    p = sub.add_parser("list", help="list registered models, presets, datasets, loaders, ...",
+                       description="List what is registered under one kind, by name.")
+    p.add_argument("kind", choices=KINDS, help="what to list")
+    p.add_argument("pattern", nargs="?", default="*", help="glob filter on names (models only), e.g. 'resnet*'")
+    p.set_defaults(func=run)
+
+
+def _print_table(header: list[str], rows: list[list[str]]) -> None:
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
+    print("  ".join(h.ljust(w) for h, w in zip(header, widths)))
+    print("  ".join("-" * w for w in widths))
+    for r in rows:
+        print("  ".join(str(x).ljust(w) for x, w in zip(r, widths)))
+
+
+def run(args: argparse.Namespace) -> int:
+    """Print the table for ``args.kind``."""
+    if args.kind == "models":
+        from architectures import list_models, model_info
+
+        rows = []
+        for name in list_models(args.pattern):
+            info = model_info(name)
+            rows.append([name, info.family, f"{info.params / 1e6:.3f}", f"{info.mflops:.1f}",
+                         f"{info.default_img_size}", info.source])
+        _print_table(["name", "family", "params_M", "MFLOPs", "input", "source"], rows)
+        return 0
+    if args.kind == "presets":
+        from harness.matrix import list_presets
+
+        _print_table(["preset", "description"], [[n, d] for n, d in list_presets()])
+        return 0
+    mod, attr = REGISTRIES[args.kind]
+    reg = getattr(importlib.import_module(mod), attr)
+    for name in reg.names():
+        print(name)
+    return 0

@@ -1,0 +1,79 @@
+"""Where a number came from: hardware, library versions and the git sha of the code."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import functools
+import os
+import platform
+import subprocess
+from pathlib import Path
+
+
+@functools.lru_cache(maxsize=1)
+def git_sha() -> str:
+    """Short git sha of the harness checkout, with ``+dirty`` if it has local changes; ``unknown`` if none."""
+    root = Path(__file__).resolve().parent.parent
+    env = os.environ.get("HARNESS_GIT_SHA")
+    if env:
+        return env
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "--short=10", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5
+        ).stdout.strip()
+        if not sha:
+            return "unknown"
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root, capture_output=True, text=True, timeout=5,
+        ).stdout.strip()
+        return sha + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_model() -> str:
+    """The CPU's model name, from /proc/cpuinfo where available."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def hardware(device: str | None = None) -> str:
+    """A short description of the compute: GPU name and count, or CPU model and core count."""
+    import torch
+
+    if (device is None or device.startswith("cuda")) and torch.cuda.is_available():
+        n = torch.cuda.device_count()
+        return f"{n}x {torch.cuda.get_device_name(0)}"
+    return f"{os.cpu_count()}x CPU {cpu_model()}"
+
+
+def versions() -> dict[str, str]:
+    """Versions of the libraries that shape results."""
+    import torch
+
+    out = {"torch": torch.__version__.split("+")[0], "cuda": torch.version.cuda or ""}
+    try:
+        import ray
+
+        out["ray"] = ray.__version__
+    except ImportError:  # pragma: no cover - ray is a hard dependency
+        out["ray"] = ""
+    return out
+
+
+def now() -> str:
+    """UTC timestamp, ISO 8601, seconds precision."""
+    return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
+
+
+def provenance(device: str | None = None) -> dict[str, str]:
+    """Every provenance field a results row carries."""
+    v = versions()
+    return {"hardware": hardware(device), "torch": v["torch"], "ray": v["ray"], "git_sha": git_sha(), "date": now()}
