@@ -1,0 +1,144 @@
+"""``harness bench overhead``: what the harness costs on top of a bare PyTorch loop.
+
+Same model, same in-memory data, same batch, measured side by side in one run:
+(a) a bare loop written here (forward, backward, step, nothing else);
+(b) ``harness run`` in process, as a subprocess (so imports and setup count toward its start-up);
+(c) ``harness run --workers 1`` under Ray Train, also a subprocess.
+Training images/s are steady state: the first epoch is warm-up and excluded, the median of the rest is
+reported. Start-up is the seconds from launching the command to its first optimizer step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from harness.provenance import provenance
+from harness.results_csv import THROUGHPUT_COLUMNS, append_rows, results_dir
+
+VAL_FRACTION = 0.05
+
+
+def _data_args(n_train: int) -> dict:
+    # synthetic_size counts images before the validation carve-out
+    return {"dataset": "synthetic", "synthetic_size": int(round(n_train / (1 - VAL_FRACTION))),
+            "val_fraction": VAL_FRACTION, "num_classes": 10}
+
+
+def bare_loop(arch: str, n_train: int, batch_size: int, epochs: int) -> list[float]:
+    """Images/s per epoch of the plainest correct loop over the same normalised in-memory data."""
+    from architectures import create_model
+    from loaders import DataOptions, load_splits
+
+    d = _data_args(n_train)
+    splits = load_splits(DataOptions(dataset="synthetic", synthetic_size=d["synthetic_size"],
+                                     val_fraction=VAL_FRACTION, num_classes=10))
+    meta = splits.meta
+    mean = torch.tensor(meta.mean).view(1, -1, 1, 1)
+    std = torch.tensor(meta.std).view(1, -1, 1, 1)
+    scale = 255.0 if max(meta.mean) > 1.5 else 1.0
+    x_all = (splits.train.images.float() / (255.0 / scale) - mean) / std
+    y_all = splits.train.labels
+    torch.manual_seed(0)
+    model = create_model(arch, num_classes=10, in_chans=meta.shape[0], img_size=meta.shape[-1])
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
+    crit = nn.CrossEntropyLoss()
+    rates = []
+    for _ in range(epochs):
+        model.train()
+        perm = torch.randperm(len(y_all))
+        t = time.perf_counter()
+        n = 0
+        for i in range(0, len(perm), batch_size):
+            idx = perm[i:i + batch_size]
+            x, y = x_all[idx], y_all[idx]
+            loss = crit(model(x), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            n += len(idx)
+        rates.append(n / (time.perf_counter() - t))
+    return rates
+
+
+def harness_run(arch: str, n_train: int, batch_size: int, epochs: int, workers: int) -> tuple[list[float], float]:
+    """Run ``harness run`` as a subprocess; return its per-epoch images/s and seconds to the first step."""
+    d = _data_args(n_train)
+    with tempfile.TemporaryDirectory(prefix="harness-overhead-") as out:
+        cmd = [sys.executable, "-m", "harness", "run", "--arch", arch, "--dataset", "synthetic",
+               "--set", f"data.synthetic_size={d['synthetic_size']}", "--val-fraction", str(VAL_FRACTION),
+               "--epochs", str(epochs), "--batch-size", str(batch_size), "--loader", "tensor", "--augment", "none",
+               "--optimizer", "sgd", "--lr", "0.05", "--scheduler", "constant", "--workers", str(workers),
+               "--set", "train.measure_inference=false", "--out", out, "--no-progress"]
+        if workers:
+            cmd += ["--cpus-per-worker", str(os.cpu_count() or 1)]
+        t0 = time.time()
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise RuntimeError(f"harness run failed ({proc.returncode}): {proc.stderr.strip()[-2000:]}")
+        run_dir = Path(proc.stdout.strip().splitlines()[-1])
+        summary = json.loads((run_dir / "summary.json").read_text())
+        import csv
+
+        with open(run_dir / "metrics.csv") as fh:
+            rates = [float(r["train_img_per_s"]) for r in csv.DictReader(fh)]
+        return rates, float(summary["first_step_at"]) - t0
+
+
+def main(args: argparse.Namespace) -> int:
+    """Measure the modes, print the table, append rows to results/throughput.csv."""
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    for m in modes:
+        if m not in ("bare", "inprocess", "ray"):
+            from harness.errors import HarnessError
+
+            raise HarnessError(f"unknown mode '{m}' (valid: bare, inprocess, ray)")
+    if args.epochs < 2:
+        from harness.errors import HarnessError
+
+        raise HarnessError("--epochs must be >= 2 (the first epoch is warm-up)")
+    results: dict[str, dict] = {}
+    for m in modes:
+        print(f"overhead: measuring {m} ...", flush=True)
+        if m == "bare":
+            rates, first = bare_loop(args.arch, args.n_train, args.batch_size, args.epochs), None
+        else:
+            rates, first = harness_run(args.arch, args.n_train, args.batch_size, args.epochs,
+                                       0 if m == "inprocess" else 1)
+        steady = rates[1:]
+        results[m] = {"img_per_s": statistics.median(steady), "first_step_s": first, "epochs": rates}
+    prov = provenance("cpu")
+    base = results.get("bare", {}).get("img_per_s")
+    rows = []
+    print(f"\n{'mode':<10} {'img/s':>9} {'ms/step':>8} {'ratio':>6} {'first step':>11}")
+    for m, r in results.items():
+        ratio = r["img_per_s"] / base if base else None
+        ms = 1000 * args.batch_size / r["img_per_s"]
+        first = f"{r['first_step_s']:.1f}s" if r["first_step_s"] is not None else "-"
+        print(f"{m:<10} {r['img_per_s']:>9.0f} {ms:>8.1f} {ratio if ratio else 0:>6.3f} {first:>11}")
+        rows.append({"kind": "overhead", "arch": args.arch, "backend": m, "dataset": "synthetic",
+                     "batch_size": args.batch_size, "device": "cuda" if torch.cuda.is_available() else "cpu",
+                     "precision": "fp32", "world_size": 1, "workers": 1 if m == "ray" else 0,
+                     "img_per_s": r["img_per_s"], "ms_per_step": ms, "first_step_s": r["first_step_s"],
+                     "ratio": ratio, "note": f"median of epochs 2-{args.epochs}; n_train={args.n_train}", **prov})
+    out = Path(args.out) if args.out else results_dir() / "throughput.csv"
+    append_rows(out, rows, THROUGHPUT_COLUMNS)
+    if base:
+        for m, target in (("inprocess", 0.95), ("ray", 0.90)):
+            if m in results:
+                ok = results[m]["img_per_s"] / base >= target
+                print(f"target {m}/bare >= {target}: {'met' if ok else 'MISSED'}")
+    if "ray" in results and results["ray"]["first_step_s"] is not None:
+        print(f"target ray first step <= 20 s: {'met' if results['ray']['first_step_s'] <= 20 else 'MISSED'}")
+    print(f"rows appended to {out}")
+    return 0

@@ -1,0 +1,212 @@
+"""Optimizers and learning-rate schedules, each chosen by name from a registry.
+
+Everything is torch's own (``torch.optim`` and ``torch.optim.lr_scheduler``); this module only maps
+names and epoch-based settings onto them. Schedulers that the literature defines per epoch (step,
+multistep, exponential, plateau) step per epoch; the rest step per batch, so warm-up and annealing
+are smooth even on short runs.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.optim import lr_scheduler as sch
+
+from harness.config import OptimConfig, SchedConfig
+from harness.errors import ConfigError
+from harness.registry import Registry
+
+OPTIMIZERS: Registry[Callable[[list[dict], OptimConfig], torch.optim.Optimizer]] = Registry("optimizer")
+SCHEDULERS: Registry[Callable[..., Schedule]] = Registry("scheduler")
+
+
+@OPTIMIZERS.register("sgd")
+def _sgd(groups: list[dict], c: OptimConfig) -> torch.optim.Optimizer:
+    return torch.optim.SGD(groups, lr=c.lr, momentum=c.momentum, nesterov=c.nesterov and c.momentum > 0,
+                           weight_decay=c.weight_decay)
+
+
+@OPTIMIZERS.register("adam")
+def _adam(groups: list[dict], c: OptimConfig) -> torch.optim.Optimizer:
+    return torch.optim.Adam(groups, lr=c.lr, betas=tuple(c.betas), eps=c.eps, weight_decay=c.weight_decay)
+
+
+@OPTIMIZERS.register("adamw")
+def _adamw(groups: list[dict], c: OptimConfig) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(groups, lr=c.lr, betas=tuple(c.betas), eps=c.eps, weight_decay=c.weight_decay)
+
+
+@OPTIMIZERS.register("rmsprop")
+def _rmsprop(groups: list[dict], c: OptimConfig) -> torch.optim.Optimizer:
+    return torch.optim.RMSprop(groups, lr=c.lr, momentum=c.momentum, eps=c.eps, weight_decay=c.weight_decay)
+
+
+def param_groups(
+    model: nn.Module, c: OptimConfig, head_prefix: str | None, lr: float
+) -> list[dict]:
+    """Split trainable parameters into groups: head vs body (own learning rates) x decay vs no decay.
+
+    Args:
+        model: the (unwrapped) model; frozen parameters (``requires_grad=False``) are left out.
+        c: optimizer settings; ``head_lr``/``body_lr`` default to ``lr``.
+        head_prefix: dotted name prefix of the classifier head, or None when there is no split.
+        lr: the base learning rate after any scaling rule.
+
+    Returns:
+        A list of param-group dicts for a ``torch.optim`` optimizer, each with a ``name``.
+    """
+    scale = lr / c.lr
+    head_lr = c.head_lr * scale if c.head_lr is not None else lr
+    body_lr = c.body_lr * scale if c.body_lr is not None else lr
+    no_decay_ids: set[int] = set()
+    if c.no_decay_bn_bias:
+        for m in model.modules():
+            if isinstance(m, (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm)):
+                no_decay_ids.update(id(p) for p in m.parameters(recurse=False))
+        for n, p in model.named_parameters():
+            if n.endswith(".bias"):
+                no_decay_ids.add(id(p))
+    buckets: dict[tuple[str, bool], list[nn.Parameter]] = {}
+    for n, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        part = "head" if head_prefix and (n == head_prefix or n.startswith(head_prefix + ".")) else "body"
+        buckets.setdefault((part, id(p) in no_decay_ids), []).append(p)
+    groups = []
+    for (part, nodecay), params in sorted(buckets.items()):
+        g = {"params": params, "lr": head_lr if part == "head" else body_lr, "name": part + ("_no_decay" if nodecay else "")}
+        if nodecay:
+            g["weight_decay"] = 0.0
+        groups.append(g)
+    if not groups:
+        raise ConfigError("no parameter is trainable: check --trainable / --freeze")
+    return groups
+
+
+def build_optimizer(groups: list[dict], c: OptimConfig) -> torch.optim.Optimizer:
+    """The optimizer named by ``c.name`` over ``groups``."""
+    return OPTIMIZERS.get(c.name)(groups, c)
+
+
+@dataclass
+class Schedule:
+    """A torch LR scheduler and when to step it: ``"step"`` (per batch) or ``"epoch"``."""
+
+    scheduler: sch.LRScheduler | sch.ReduceLROnPlateau
+    interval: str
+
+    def step_batch(self) -> None:
+        """Call after every optimizer step."""
+        if self.interval == "step":
+            self.scheduler.step()
+
+    def step_epoch(self, val_loss: float) -> None:
+        """Call after every epoch's validation."""
+        if isinstance(self.scheduler, sch.ReduceLROnPlateau):
+            self.scheduler.step(val_loss)
+        elif self.interval == "epoch":
+            self.scheduler.step()
+
+
+def _per_step(epochs: float, steps_per_epoch: int) -> int:
+    return max(1, int(round(epochs * steps_per_epoch)))
+
+
+@SCHEDULERS.register("constant")
+def _constant(opt, c: SchedConfig, epochs: int, spe: int) -> Schedule:
+    return Schedule(sch.ConstantLR(opt, factor=1.0, total_iters=0), "step")
+
+
+@SCHEDULERS.register("step")
+def _step(opt, c: SchedConfig, epochs: int, spe: int) -> Schedule:
+    return Schedule(sch.StepLR(opt, step_size=c.step_size, gamma=c.gamma), "epoch")
+
+
+@SCHEDULERS.register("multistep")
+def _multistep(opt, c: SchedConfig, epochs: int, spe: int) -> Schedule:
+    return Schedule(sch.MultiStepLR(opt, milestones=list(c.milestones), gamma=c.gamma), "epoch")
+
+
+@SCHEDULERS.register("exponential")
+def _exponential(opt, c: SchedConfig, epochs: int, spe: int) -> Schedule:
+    return Schedule(sch.ExponentialLR(opt, gamma=c.gamma), "epoch")
+
+
+@SCHEDULERS.register("linear")
+def _linear(opt, c: SchedConfig, epochs: int, spe: int) -> Schedule:
+    base = opt.param_groups[0]["initial_lr"] if "initial_lr" in opt.param_groups[0] else opt.param_groups[0]["lr"]
+    end = max(c.min_lr / base, 1e-8) if base > 0 else 1e-8
+    return Schedule(sch.LinearLR(opt, start_factor=1.0, end_factor=min(end, 1.0), total_iters=_per_step(epochs, spe)), "step")
+
+
+@SCHEDULERS.register("poly")
+def _poly(opt, c: SchedConfig, epochs: int, spe: int) -> Schedule:
+    return Schedule(sch.PolynomialLR(opt, total_iters=_per_step(epochs, spe), power=c.power), "step")
+
+
+@SCHEDULERS.register("cosine")
+def _cosine(opt, c: SchedConfig, epochs: int, spe: int) -> Schedule:
+    return Schedule(sch.CosineAnnealingLR(opt, T_max=_per_step(epochs, spe), eta_min=c.min_lr), "step")
+
+
+@SCHEDULERS.register("onecycle")
+def _onecycle(opt, c: SchedConfig, epochs: int, spe: int) -> Schedule:
+    max_lr = [g["lr"] for g in opt.param_groups]
+    return Schedule(sch.OneCycleLR(opt, max_lr=max_lr, total_steps=_per_step(epochs, spe) + 1,
+                                   pct_start=c.pct_start), "step")
+
+
+@SCHEDULERS.register("cyclic")
+def _cyclic(opt, c: SchedConfig, epochs: int, spe: int) -> Schedule:
+    max_lr = [g["lr"] for g in opt.param_groups]
+    base_lr = [lr * c.base_lr_factor for lr in max_lr]
+    # CyclicLR cycles momentum by default, which only SGD-style optimizers have.
+    cycle_momentum = "momentum" in opt.defaults and opt.defaults.get("momentum", 0) > 0
+    return Schedule(sch.CyclicLR(opt, base_lr=base_lr, max_lr=max_lr, step_size_up=_per_step(c.cycle_epochs, spe),
+                                 cycle_momentum=cycle_momentum), "step")
+
+
+@SCHEDULERS.register("plateau")
+def _plateau(opt, c: SchedConfig, epochs: int, spe: int) -> Schedule:
+    return Schedule(sch.ReduceLROnPlateau(opt, mode="min", factor=c.gamma, patience=c.patience), "epoch")
+
+
+def build_schedule(opt: torch.optim.Optimizer, c: SchedConfig, epochs: int, steps_per_epoch: int) -> Schedule:
+    """The schedule named by ``c.name``, with optional linear warm-up in front (``SequentialLR``).
+
+    Raises:
+        ConfigError: unknown name, or warm-up asked for with a schedule it cannot precede.
+    """
+    make = SCHEDULERS.get(c.name)
+    if c.warmup_epochs <= 0:
+        return make(opt, c, epochs, steps_per_epoch)
+    if c.name in ("plateau", "onecycle", "cyclic"):
+        raise ConfigError(f"sched.warmup_epochs cannot be combined with sched.name={c.name} "
+                          "(onecycle and cyclic warm up by design; plateau has no step count)")
+    main = make(opt, c, max(epochs - c.warmup_epochs, 1), steps_per_epoch)
+    if main.interval == "epoch":
+        n_warm = max(1, int(math.ceil(c.warmup_epochs)))
+    else:
+        n_warm = _per_step(c.warmup_epochs, steps_per_epoch)
+    warm = sch.LinearLR(opt, start_factor=c.warmup_start_factor, end_factor=1.0, total_iters=n_warm)
+    return Schedule(sch.SequentialLR(opt, [warm, main.scheduler], milestones=[n_warm]), main.interval)
+
+
+def current_lr(opt: torch.optim.Optimizer) -> float:
+    """The learning rate of the first parameter group (the head's, when groups differ)."""
+    return float(opt.param_groups[0]["lr"])
+
+
+def all_lrs(opt: torch.optim.Optimizer) -> dict[str, float]:
+    """Learning rate of every named parameter group."""
+    return {g.get("name", str(i)): float(g["lr"]) for i, g in enumerate(opt.param_groups)}
+
+
+def iter_params(groups: Iterable[dict]) -> Iterable[nn.Parameter]:
+    """Every parameter in ``groups``."""
+    for g in groups:
+        yield from g["params"]

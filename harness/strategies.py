@@ -1,0 +1,264 @@
+"""Training strategies: how a model's weights start and which of them train.
+
+- ``scratch``: fresh weights (``model.init``: default, xavier or kaiming).
+- ``finetune``: torchvision weights (``--weights``, tv_* models) or an earlier harness run's
+  checkpoint (``--init-from``), then a new head (1-4 layers), named frozen stages and per-group
+  learning rates (``--head-lr``/``--body-lr``).
+- ``linear_probe``: finetune with only the head trainable.
+- ``transfer``: pretrain from scratch on one dataset, then finetune on another (two stages; the
+  trainer runs stage one and hands its run directory to stage two as ``init_from``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from harness.config import RunConfig
+from harness.errors import ConfigError, HarnessError
+from harness.registry import Registry
+
+
+@dataclass
+class Prepared:
+    """A model ready to train, with what the optimizer and the loop need to know about it."""
+
+    model: nn.Module
+    head_prefix: str | None  # dotted name of the head, for per-group learning rates
+    frozen: list[str]  # dotted prefixes whose parameters do not train
+
+
+@dataclass(frozen=True)
+class Strategy:
+    """A registered strategy: ``prepare`` builds the model for one stage of a run."""
+
+    name: str
+    description: str
+    prepare: Callable[[RunConfig, int, int, int], Prepared]
+
+
+STRATEGIES: Registry[Strategy] = Registry("strategy")
+
+
+# ---------------------------------------------------------------------------------------------
+# helpers
+
+def init_weights(model: nn.Module, scheme: str) -> None:
+    """Re-initialise conv and linear layers with ``xavier`` or ``kaiming``; ``default`` keeps the builder's."""
+    if scheme == "default":
+        return
+    for m in model.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            if scheme == "xavier":
+                nn.init.xavier_uniform_(m.weight)
+            else:
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+
+def _set_module(model: nn.Module, path: str, new: nn.Module) -> None:
+    parent, _, leaf = path.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, leaf, new)
+
+
+def replace_head(model: nn.Module, head_path: str, num_classes: int, layers: int = 1) -> None:
+    """Put a fresh classifier head for ``num_classes`` at ``head_path``, ``layers`` linear layers deep.
+
+    A deeper head (the reports tried 1-4 layers) halves the width at each hidden layer, with ReLU and
+    dropout 0.2 between layers.
+    """
+    old = model.get_submodule(head_path)
+    if isinstance(old, nn.Linear):
+        width = old.in_features
+        mods: list[nn.Module] = []
+        for _ in range(layers - 1):
+            nxt = max(width // 2, num_classes * 2)
+            mods += [nn.Linear(width, nxt), nn.ReLU(inplace=True), nn.Dropout(0.2)]
+            width = nxt
+        mods.append(nn.Linear(width, num_classes))
+        new: nn.Module = mods[0] if len(mods) == 1 else nn.Sequential(*mods)
+    elif isinstance(old, nn.Conv2d) and old.kernel_size == (1, 1):
+        if layers != 1:
+            raise ConfigError(f"strategy.head_layers={layers} needs a linear head; this model's head is a 1x1 conv")
+        new = nn.Conv2d(old.in_channels, num_classes, 1, bias=old.bias is not None)
+    else:
+        raise ConfigError(f"cannot replace head '{head_path}' of type {type(old).__name__}")
+    _set_module(model, head_path, new.to(next(model.parameters()).device))
+
+
+def resolve_frozen(model: nn.Module, head_path: str, trainable: str | None, freeze: str | None, arch: str) -> list[str]:
+    """Translate ``--trainable``/``--freeze`` stage names into frozen dotted prefixes.
+
+    Stages are the model's top-level children; ``head`` names the classifier head itself.
+
+    Raises:
+        HarnessError: an unknown stage name, naming the valid ones.
+    """
+    stages = [n for n, c in model.named_children() if any(True for _ in c.parameters())]
+    valid = ["head", *stages]
+
+    def check(names: list[str]) -> list[str]:
+        for n in names:
+            if n not in valid:
+                from harness.registry import unknown_name_message
+
+                raise HarnessError(unknown_name_message(f"stage for {arch}", n, valid))
+        return names
+
+    if trainable and freeze:
+        raise ConfigError("give either --trainable or --freeze, not both")
+    if freeze == "all-but-head":
+        trainable, freeze = "head", None
+    if trainable:
+        keep = check([t.strip() for t in trainable.split(",") if t.strip()])
+        keep_prefixes = [head_path if k == "head" else k for k in keep]
+        frozen = []
+        for n, _ in model.named_parameters():
+            if not any(n == k or n.startswith(k + ".") for k in keep_prefixes):
+                frozen.append(n)
+        return frozen
+    if freeze:
+        names = check([t.strip() for t in freeze.split(",") if t.strip()])
+        return [head_path if k == "head" else k for k in names]
+    return []
+
+
+def apply_freeze(model: nn.Module, frozen: list[str]) -> None:
+    """Turn off gradients for every parameter under a frozen prefix."""
+    for n, p in model.named_parameters():
+        if any(n == f or n.startswith(f + ".") for f in frozen):
+            p.requires_grad_(False)
+
+
+def set_train_mode(model: nn.Module) -> None:
+    """``model.train()``, except BatchNorm layers whose parameters are all frozen stay in eval mode.
+
+    A frozen stage's BatchNorm must keep its running statistics, or fine-tuning silently changes the
+    frozen features.
+    """
+    model.train()
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            ps = list(m.parameters(recurse=False))
+            if ps and not any(p.requires_grad for p in ps):
+                m.eval()
+
+
+def load_checkpoint_weights(model: nn.Module, run_dir: str, head_path: str) -> None:
+    """Load an earlier harness run's ``best.pt`` (or ``last.pt``) into ``model``, except its head.
+
+    Raises:
+        HarnessError: no checkpoint there, or its body does not fit this model.
+    """
+    d = Path(run_dir)
+    ckpt = next((p for p in (d / "best.pt", d / "last.pt") if p.is_file()), None)
+    if ckpt is None:
+        raise HarnessError(f"--init-from {run_dir}: no best.pt or last.pt there (give an earlier run's directory)")
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)
+    state = state.get("model", state)
+    own = model.state_dict()
+    body = {k: v for k, v in state.items() if not (k == head_path or k.startswith(head_path + "."))}
+    bad = [k for k, v in body.items() if k not in own or own[k].shape != v.shape]
+    if bad:
+        k = bad[0]
+        got = tuple(body[k].shape)
+        want = tuple(own[k].shape) if k in own else "missing"
+        raise HarnessError(f"--init-from {run_dir}: weights do not fit this model ({k}: checkpoint {got}, model {want}); "
+                           "same arch, in_chans (--grayscale) and img_size are needed")
+    model.load_state_dict(body, strict=False)
+
+
+def build_model(cfg: RunConfig, num_classes: int, in_chans: int, img_size: int, **extra: object) -> nn.Module:
+    """``create_model`` with the config's architecture and builder keywords."""
+    from architectures import create_model
+
+    return create_model(cfg.model.arch, num_classes=num_classes, in_chans=in_chans, img_size=img_size,
+                        **cfg.model.kwargs, **extra)
+
+
+def _head_path(arch: str) -> str:
+    from architectures import model_info
+
+    return model_info(arch).head
+
+
+# ---------------------------------------------------------------------------------------------
+# the strategies
+
+def _scratch(cfg: RunConfig, num_classes: int, in_chans: int, img_size: int) -> Prepared:
+    if cfg.strategy.weights or cfg.strategy.init_from:
+        raise ConfigError("strategy scratch starts from fresh weights; use --strategy finetune with --weights/--init-from")
+    model = build_model(cfg, num_classes, in_chans, img_size)
+    init_weights(model, cfg.model.init)
+    head = _head_path(cfg.model.arch)
+    frozen = resolve_frozen(model, head, cfg.strategy.trainable, cfg.strategy.freeze, cfg.model.arch)
+    apply_freeze(model, frozen)
+    return Prepared(model, head, frozen)
+
+
+def _finetune(cfg: RunConfig, num_classes: int, in_chans: int, img_size: int) -> Prepared:
+    s = cfg.strategy
+    head = _head_path(cfg.model.arch)
+    if s.weights and s.init_from:
+        raise ConfigError("give either --weights or --init-from, not both")
+    if s.weights:
+        if not cfg.model.arch.startswith("tv_"):
+            raise ConfigError(f"--weights {s.weights} needs a torchvision model (tv_*), not {cfg.model.arch}; "
+                              "use --init-from RUN_DIR for harness models")
+        model = build_model(cfg, num_classes, in_chans, img_size, weights=s.weights)
+    elif s.init_from:
+        model = build_model(cfg, num_classes, in_chans, img_size)
+        load_checkpoint_weights(model, s.init_from, head)
+    else:
+        raise ConfigError(f"strategy {s.name} needs pretrained weights: --weights NAME (tv_* models, e.g. "
+                          "IMAGENET1K_V1) or --init-from RUN_DIR (an earlier harness run)")
+    replace_head(model, head, num_classes, s.head_layers)
+    frozen = resolve_frozen(model, head, s.trainable, s.freeze, cfg.model.arch)
+    apply_freeze(model, frozen)
+    return Prepared(model, head, frozen)
+
+
+def _linear_probe(cfg: RunConfig, num_classes: int, in_chans: int, img_size: int) -> Prepared:
+    s = cfg.strategy
+    if (s.trainable and s.trainable != "head") or (s.freeze and s.freeze != "all-but-head"):
+        raise ConfigError("strategy linear_probe trains only the head; drop --trainable/--freeze or use finetune")
+    s.trainable, s.freeze = "head", None
+    return _finetune(cfg, num_classes, in_chans, img_size)
+
+
+def _transfer(cfg: RunConfig, num_classes: int, in_chans: int, img_size: int) -> Prepared:
+    if not cfg.strategy.init_from:
+        raise ConfigError("strategy transfer: stage two needs the stage-one run (the trainer sets init_from)")
+    return _finetune(cfg, num_classes, in_chans, img_size)
+
+
+STRATEGIES.register("scratch", Strategy("scratch", "train every weight from a fresh init", _scratch))
+STRATEGIES.register("finetune", Strategy("finetune", "start from --weights or --init-from, new head, "
+                                         "optional frozen stages and per-group lrs", _finetune))
+STRATEGIES.register("linear_probe", Strategy("linear_probe", "finetune only the new head", _linear_probe))
+STRATEGIES.register("transfer", Strategy("transfer", "pretrain on --pretrain-dataset, then finetune on --dataset",
+                                         _transfer))
+
+
+def check_strategy(cfg: RunConfig) -> None:
+    """Fail early (before data loads) on strategy options that cannot work.
+
+    Raises:
+        HarnessError: unknown strategy, missing weights for finetune, missing pretrain dataset, ...
+    """
+    s = cfg.strategy
+    STRATEGIES.get(s.name)
+    if s.name in ("finetune", "linear_probe") and not (s.weights or s.init_from):
+        raise ConfigError(f"strategy {s.name} needs pretrained weights: --weights NAME (tv_* models, e.g. "
+                          "IMAGENET1K_V1) or --init-from RUN_DIR (an earlier harness run)")
+    if s.name == "transfer" and not s.pretrain_dataset:
+        raise ConfigError("strategy transfer needs --pretrain-dataset (e.g. imagenette)")
+    if s.name != "transfer" and s.pretrain_dataset:
+        raise ConfigError("--pretrain-dataset is only used by --strategy transfer")
+    if s.weights and not cfg.model.arch.startswith("tv_"):
+        raise ConfigError(f"--weights {s.weights} needs a torchvision model (tv_*), not {cfg.model.arch}")

@@ -1,0 +1,43 @@
+"""Test-wide setup: keep every test's outputs out of the repo, and share one local Ray cluster.
+
+Starting Ray costs several seconds, so tests that need it share the session-scoped ``ray_cluster``
+fixture (a real local cluster with 2 CPUs, dashboard off, private temp dir).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+import pytest
+import torch
+
+# Before anything imports wandb or writes results: tests never touch the repo's results/ or the network.
+_TMP = tempfile.mkdtemp(prefix="harness-tests-")
+os.environ.setdefault("HARNESS_RESULTS_DIR", os.path.join(_TMP, "results"))
+os.environ.setdefault("HARNESS_CACHE_DIR", os.path.join(_TMP, "cache"))
+os.environ["WANDB_MODE"] = "offline"
+os.environ.setdefault("WANDB_SILENT", "true")
+os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
+os.environ.pop("RAY_ADDRESS", None)
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """A real local Ray cluster for the whole session (2 CPUs, no dashboard)."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
+                 _temp_dir=os.path.join(_TMP, "ray"))
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture
+def results_dir(tmp_path, monkeypatch):
+    """A fresh results/ directory for one test."""
+    d = tmp_path / "results"
+    monkeypatch.setenv("HARNESS_RESULTS_DIR", str(d))
+    return d

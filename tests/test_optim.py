@@ -1,0 +1,75 @@
+"""Optimizer and scheduler registries: every name builds, steps where it should, and lookups help."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from harness.config import OptimConfig, SchedConfig
+from harness.errors import HarnessError
+from harness.optim import OPTIMIZERS, SCHEDULERS, build_optimizer, build_schedule, param_groups
+
+
+def _model() -> nn.Module:
+    return nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(4 * 6 * 6, 10))
+
+
+@pytest.mark.parametrize("name", OPTIMIZERS.names())
+def test_every_optimizer_steps(name):
+    m = _model()
+    c = OptimConfig(name=name, lr=0.01)
+    opt = build_optimizer(param_groups(m, c, None, c.lr), c)
+    before = m[3].weight.detach().clone()
+    m(torch.randn(2, 3, 8, 8)).sum().backward()
+    opt.step()
+    assert not torch.equal(before, m[3].weight)
+
+
+# warm-up is refused with plateau, onecycle and cyclic by design (tested below)
+@pytest.mark.parametrize("name,warmup", [(n, w) for n in SCHEDULERS.names() for w in (0.0, 1.0)
+                                         if not (w and n in ("plateau", "onecycle", "cyclic"))])
+def test_every_scheduler_runs(name, warmup):
+    m = _model()
+    c = OptimConfig(lr=0.1)
+    opt = build_optimizer(param_groups(m, c, None, c.lr), c)
+    s = build_schedule(opt, SchedConfig(name=name, warmup_epochs=warmup, step_size=1, milestones=[1]), 3, 5)
+    lrs = []
+    for _epoch in range(3):
+        for _ in range(5):
+            opt.step()
+            s.step_batch()
+        s.step_epoch(val_loss=1.0)
+        lrs.append(opt.param_groups[0]["lr"])
+    assert all(lr >= 0 for lr in lrs)
+    if name in ("step", "multistep", "exponential", "cosine", "linear", "poly"):
+        assert lrs[-1] < 0.1  # decayed
+    if name == "constant":
+        assert lrs == [0.1, 0.1, 0.1]
+    assert s.interval == ("epoch" if name in ("step", "multistep", "exponential", "plateau") else "step")
+
+
+def test_warmup_rejected_with_onecycle():
+    m = _model()
+    c = OptimConfig()
+    opt = build_optimizer(param_groups(m, c, None, c.lr), c)
+    with pytest.raises(HarnessError, match="warmup"):
+        build_schedule(opt, SchedConfig(name="onecycle", warmup_epochs=1), 3, 5)
+
+
+def test_unknown_names_suggest():
+    with pytest.raises(HarnessError, match="did you mean adam"):
+        OPTIMIZERS.get("adan")
+    with pytest.raises(HarnessError, match="valid: .*cosine"):
+        SCHEDULERS.get("nope")
+
+
+def test_groups_head_body_and_no_decay():
+    m = _model()
+    c = OptimConfig(lr=0.1, head_lr=0.1, body_lr=0.001, no_decay_bn_bias=True, weight_decay=1e-4)
+    groups = {g["name"]: g for g in param_groups(m, c, "3", c.lr)}
+    assert groups["head"]["lr"] == 0.1 and groups["body"]["lr"] == 0.001
+    assert groups["body_no_decay"]["weight_decay"] == 0.0
+    assert any(p is m[3].weight for p in groups["head"]["params"])
+    assert any(p is m[3].bias for p in groups["head_no_decay"]["params"])
+    assert any(p is m[1].weight for p in groups["body_no_decay"]["params"])
