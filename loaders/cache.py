@@ -25,6 +25,7 @@ import os
 import shutil
 import sys
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ import numpy as np
 
 from loaders.integrity import array_sha256
 
+NOTICE_AFTER_S = 1.0  # announce a decode that is still running after this long
 # Bump when the layout of cached arrays changes, so old entries are never read as new ones.
 CACHE_FORMAT = 1
 
@@ -157,7 +159,14 @@ class ArrayCache:
             hit = self.load()  # another process may have built it while we waited
             if hit is not None:
                 return hit
-            notice(f"decoding {what} once; cache: {self.path}")
-            arrays, info = build()
+            # Said only when decoding is slow enough to wonder about, so that a file that fails
+            # at once (truncated archive) still gives exactly one line of output.
+            timer = threading.Timer(NOTICE_AFTER_S, notice, [f"decoding {what} once; cache: {self.path}"])
+            timer.daemon = True
+            timer.start()
+            try:
+                arrays, info = build()
+            finally:
+                timer.cancel()
             self.save(arrays, info)
             return arrays, info

@@ -107,8 +107,6 @@ def load_splits(opts: DataOptions) -> Splits:
     """
     validate_options(opts)
     raw = read_raw(opts)
-    if opts.dataset != "synthetic" and opts.num_classes != len(raw.classes):
-        raise HarnessError(f"{opts.dataset} has {len(raw.classes)} classes, not num_classes={opts.num_classes}")
     train_x, train_y, test_x, test_y = raw.train_x, raw.train_y, raw.test_x, raw.test_y
     notes = [raw.note] if raw.note else []
     if opts.subset:

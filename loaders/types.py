@@ -31,7 +31,7 @@ class DataOptions:
         download: fetch missing files with torchvision's downloaders (needs internet).
         folds: K >= 2 for stratified K-fold on the training split instead of ``val_fraction``.
         fold: which fold (0 <= fold < folds) is the validation split.
-        num_classes: class count of ``synthetic``; for real datasets it must match theirs.
+        num_classes: class count of ``synthetic``; real datasets have their own (``len(meta.classes)``).
         synthetic_size: training images of ``synthetic`` (default 50000, CIFAR-like); the test
             split has a fifth as many.
     """
