@@ -110,7 +110,10 @@ class ImagenetteReader(DatasetReader):
             arrays[f"{split}_x"] = decode_images([p for p, _ in items], size)
             arrays[f"{split}_y"] = np.array([lbl for _, lbl in items], dtype=np.int64)
         classes = [WNID_NAMES.get(w, w) for w in found.extra["wnids"]]
-        return arrays, {"classes": classes}
+        # No copy is large enough: say so rather than hand out upsampled pixels silently.
+        small = _folder_size(found.source) < size
+        note = f"upsampled from {found.source.name} to {size}px" if small else ""
+        return arrays, {"classes": classes, "note": note}
 
 
 def load_square(path: Path, size: int) -> np.ndarray:

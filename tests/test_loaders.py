@@ -31,6 +31,16 @@ def indexed_split(n: int, c: int = 3, size: int = 8) -> SplitData:
     return SplitData(images, torch.arange(n))
 
 
+@pytest.fixture(autouse=True)
+def _one_torch_thread() -> object:
+    """In-process per-sample transforms are thousands of tiny ops: with 2 OpenMP threads on a shared
+    2-core machine each op can stall on a barrier, turning 0.4 s into 20 s. Workers use 1 thread too."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def _loader(split: SplitData, meta: object, backend: str, **kw: object) -> object:
     if backend == "torchvision":
         kw.setdefault("num_workers", 0)  # worker start-up would dominate these tiny tests
