@@ -18,6 +18,7 @@ weights of its best validation epoch; runs that ASHA stopped early have none
 
 from __future__ import annotations
 
+import datetime as _dt
 import json
 import math
 import os
@@ -49,12 +50,13 @@ STOPPED = "stopped_by_scheduler"
 
 # Keys that do not make a different configuration: replicates, where files go, and what is only measured.
 _NOT_CONFIG = {"train.seed": 0, "data.fold": 0, "train.progress": False, "train.measure_inference": True,
-               "dist.max_failures": 0, "data.download": False, "data.num_workers": None}
+               "dist.max_failures": 0, "data.download": False, "data.num_workers": None,
+               "dist.cpus_per_worker": None, "dist.use_gpu": None}
 # Keys already shown in their own column (or not results-relevant), left out of ``options``.
 _IN_COLUMNS = {"model.arch", "data.dataset", "data.subset", "data.img_size", "data.grayscale", "strategy.name",
                "optim.name", "sched.name", "data.augment", "train.epochs", "train.batch_size", "optim.lr",
                "optim.weight_decay", "data.folds", "name", "out", "data.data_dir", "dist.storage",
-               *_NOT_CONFIG}
+               "dist.workers", *_NOT_CONFIG}
 
 
 def config_id(cfg: RunConfig | dict) -> str:
@@ -160,6 +162,19 @@ def _read_json_lines(path: Path) -> list[dict]:
     return rows
 
 
+def _with_pretraining(summary: dict, run_dir: Path) -> dict:
+    """``train_s`` of a transfer run counts its pretraining stage too (``<run>/pretrain/summary.json``):
+    a cost axis that left it out would make transfer look free."""
+    pre = run_dir / "pretrain" / "summary.json"
+    if summary.get("train_s") is None or "pretrain_train_s" in summary or not pre.is_file():
+        return summary
+    try:
+        pre_s = float(json.loads(pre.read_text()).get("train_s") or 0.0)
+    except (ValueError, json.JSONDecodeError):
+        return summary
+    return {**summary, "train_s": float(summary["train_s"]) + pre_s, "pretrain_train_s": pre_s}
+
+
 def read_trial(trial_dir: Path) -> RunRecord | None:
     """One sweep trial directory (``trial.json`` written by the trial, Tune's ``result.json``).
 
@@ -191,12 +206,18 @@ def read_trial(trial_dir: Path) -> RunRecord | None:
         outcome = "error"
     if summary is not None and summary.get("status") == "diverged":
         error = str(summary.get("error") or "diverged: the loss stopped being finite")
+    if summary is not None:
+        summary = _with_pretraining(summary, trial_dir / "run")
     last = (summary or (epochs[-1] if epochs else {}))
+    date = str(last.get("run_date") or "")
+    if not date and last.get("timestamp"):
+        date = _dt.datetime.fromtimestamp(float(last["timestamp"]), _dt.timezone.utc).replace(
+            microsecond=0).isoformat()
     return RunRecord(
         config=config_from_dict(meta["config"]), sweep=meta.get("sweep", ""), reports=epochs,
         summary=summary if summary is not None and summary.get("status") != "failed" else None,
         error=error, outcome=outcome, provenance=meta.get("provenance", {}),
-        date=str(last.get("date") or meta.get("started", "")), source=str(trial_dir),
+        date=date or str(meta.get("started", "")), source=str(trial_dir),
     )
 
 
@@ -205,7 +226,7 @@ def read_run_dir(run_dir: Path) -> RunRecord | None:
     sp, cp = run_dir / "summary.json", run_dir / "config.yaml"
     if not (sp.is_file() and cp.is_file()):
         return None
-    summary = json.loads(sp.read_text())
+    summary = _with_pretraining(json.loads(sp.read_text()), run_dir)
     cfg = config_from_dict(yaml.safe_load(cp.read_text()) or {})
     rows = []
     mp = run_dir / "metrics.csv"
@@ -357,16 +378,16 @@ def throughput_rows(records: Sequence[RunRecord]) -> list[dict[str, Any]]:
             "batch_size": s.get("batch_size", r.config.train.batch_size), "device": s.get("device", ""),
             "precision": s.get("precision", r.config.train.precision), "world_size": s.get("world_size", 1),
             "hardware": s.get("hardware", ""), "torch": s.get("torch", ""), "ray": s.get("ray", ""),
-            "git_sha": s.get("git_sha", ""), "date": s.get("date", r.date),
+            "git_sha": s.get("git_sha", ""), "date": r.date,
             "img_per_s": s.get("train_img_per_s"), "infer_img_per_s": s.get("infer_img_per_s"),
-            "peak_mem_mb": s.get("peak_mem_mb"), "first_step_s": s.get("first_step_at"),
+            "peak_mem_mb": s.get("peak_mem_mb"),
             "note": f"sweep {r.sweep}" if r.sweep else "harness run",
         }
         groups.setdefault(throughput_key(row), []).append(row)
     out = []
     for rows in groups.values():
         row = dict(rows[-1])
-        for k in ("img_per_s", "infer_img_per_s", "peak_mem_mb", "first_step_s"):
+        for k in ("img_per_s", "infer_img_per_s", "peak_mem_mb"):
             vals = [float(x[k]) for x in rows if x.get(k) not in (None, "")]
             row[k] = statistics.median(vals) if vals else None
         if row["img_per_s"]:
@@ -451,6 +472,7 @@ def _plot(rows: list[dict], x_key: str, x_label: str, path: Path, front: bool) -
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     pts = [(r, _f(r.get(x_key)), _f(r.get("test_acc_mean"))) for r in rows]
     pts = [(r, x, y) for r, x, y in pts if x is not None and y is not None and x > 0]
@@ -471,6 +493,7 @@ def _plot(rows: list[dict], x_key: str, x_label: str, path: Path, front: bool) -
             ax.scatter([sub[j][1] for j in idx], [100 * sub[j][2] for j in idx], s=90, facecolors="none",
                        edgecolors="black", lw=1.0)
     ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
     ax.set_xlabel(x_label)
     ax.set_ylabel("test accuracy (%)")
     ax.grid(True, which="both", alpha=0.3)
@@ -525,7 +548,8 @@ def render_docs(results: Path | None = None, docs: Path | None = None) -> Path:
         "",
         "How to read it: configurations are selected on **validation** accuracy; test accuracy is "
         "measured once per run, at the end, on the weights of its best validation epoch. `n` counts "
-        "the runs (seeds x folds) behind a row; accuracies are their mean ± sample standard deviation. "
+        "the runs (seeds x folds) behind a row; accuracies are their mean ± sample standard deviation; "
+        "`train s` is training time per run, a transfer run's pretraining stage included. "
         "Runs that ASHA stopped early (`stopped_by_scheduler`) have no test accuracy.",
         "",
         "![test accuracy against training time, Pareto front marked](img/acc_vs_time.png)",

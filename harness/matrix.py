@@ -306,7 +306,9 @@ class Matrix:
 
     def max_epochs(self) -> int:
         """The most epochs any trial runs (the ``epochs`` axis, else ``train.epochs`` of ``base``)."""
-        best = int(self.base.get("train.epochs", RunConfig().train.epochs))
+        axis = any(a.key == "train.epochs" or any("train.epochs" in v for v in a.values) for a in self.axes)
+        best = 0 if axis and "train.epochs" not in self.base else int(
+            self.base.get("train.epochs", RunConfig().train.epochs))
         for a in self.axes:
             if a.kind in GRID_KINDS:
                 for v in a.values:

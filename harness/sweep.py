@@ -288,24 +288,24 @@ def _make_callbacks(s: SweepSettings, total: int | None) -> list:
                     "stopped_by_scheduler": f"stopped early by ASHA at epoch {r.get(TIME_ATTR, '?')}",
                     "error": f"FAILED: {r.get('error', '')}", "excluded": "excluded by the matrix"}[out]
             self.events.append(f"  {_trial_index(trial)} {_trial_label(trial.config)}: {what}")
-            self.print_table(trials, force=True)
+            self.print_table(trials, force=True, ended=trial)
 
         def on_trial_error(self, iteration, trials, trial, **info):
             self.trials = trials
             _write_outcome(trial, "error")
             self.events.append(f"  {_trial_index(trial)} {_trial_label(trial.config)}: FAILED (see error.txt)")
-            self.print_table(trials, force=True)
+            self.print_table(trials, force=True, ended=trial)
 
         def on_step_end(self, iteration, trials, **info):
             self.trials = trials
             self.print_table(trials)
 
-        def print_table(self, trials, force: bool = False) -> None:
+        def print_table(self, trials, force: bool = False, ended: Any = None) -> None:
             now = time.monotonic()
             if not force and now - self.last_print < 30:
                 return
             self.last_print = now
-            print(progress_table(s.name, trials, now - self.t0, total, self.events), flush=True)
+            print(progress_table(s.name, trials, now - self.t0, total, self.events, ended), flush=True)
             self.events = []
 
     callbacks: list = [Progress()]
@@ -358,20 +358,24 @@ def _write_outcome(trial: Any, outcome: str) -> None:
         (Path(path) / OUTCOME_FILE).write_text(json.dumps({"outcome": outcome, "status": trial.status}))
 
 
-def progress_table(name: str, trials: list, elapsed: float, total: int | None, events: list[str]) -> str:
-    """The terminal table: counts of running, pending, finished, stopped-early and failed trials, and the best."""
+def progress_table(name: str, trials: list, elapsed: float, total: int | None, events: list[str],
+                   ended: Any = None) -> str:
+    """The terminal table: counts of running, pending, finished, stopped-early and failed trials, and the best.
+
+    ``ended`` is a trial Tune is ending right now (its status still says RUNNING).
+    """
     counts = {"running": 0, "pending": 0, "finished": 0, "stopped early": 0, "failed": 0}
     best = None
     running = []
     for t in trials:
         r = t.last_result or {}
-        if t.status == "RUNNING":
+        if t.status == "RUNNING" and t is not ended:
             counts["running"] += 1
             running.append(t)
         elif t.status in ("PENDING", "PAUSED"):
             counts["pending"] += 1
-        elif t.status in ("TERMINATED", "ERROR"):
-            out = _outcome(t)
+        elif t.status in ("TERMINATED", "ERROR") or t is ended:
+            out = "error" if t is ended and t.status != "TERMINATED" and not r else _outcome(t)
             key = {"completed": "finished", "stopped_by_scheduler": "stopped early", "error": "failed"}.get(out)
             if key:
                 counts[key] += 1
@@ -609,6 +613,8 @@ def run_sweep(s: SweepSettings, resume: bool = False) -> int:
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
 
+    # The legacy reporter honours verbose=0; our progress table replaces Tune's.
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     local = _init_ray(s)
     try:
         res, cap = _resources(s, ray.cluster_resources(), local)
@@ -640,7 +646,10 @@ def run_sweep(s: SweepSettings, resume: bool = False) -> int:
                                                          log_to_file=True,
                                                          failure_config=tune.FailureConfig(max_failures=0)))
         t0 = time.monotonic()
-        tuner.fit()
+        try:
+            tuner.fit()
+        except Exception as e:  # noqa: BLE001 - e.g. the local Ray node was killed; keep what finished
+            print(f"sweep {s.name}: Tune stopped: {_one_line(e)}", file=sys.stderr, flush=True)
         elapsed = time.monotonic() - t0
     finally:
         ray.shutdown()

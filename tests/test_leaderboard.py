@@ -1,0 +1,153 @@
+"""Leaderboards: rows per configuration, merges that replace reruns, concurrent writers, the docs page."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+from pathlib import Path
+
+import pytest
+
+from harness.cli import main
+from harness.config import RunConfig, apply_overrides
+from harness.leaderboard import (
+    DOCUMENTED_COLUMNS,
+    LEADERBOARD_COLUMNS,
+    STOPPED,
+    RunRecord,
+    aggregate,
+    collect,
+    config_id,
+    pareto_front,
+    read_trial,
+    render_docs,
+    write_results,
+)
+from harness.results_csv import read_rows
+
+ISSUE_COLUMNS = ("dataset, arch, strategy, optimizer, scheduler, augment, epochs_planned, epochs_run, batch_size, "
+                 "lr, params_m, mflops, n_seeds, test_acc_mean, test_acc_std, val_acc_mean, test_loss, "
+                 "time_to_target_s, train_s, stop_reason, device, world_size, torch, ray, git_sha, sweep, date, "
+                 "error").split(", ")
+
+
+def _cfg(arch: str = "tiny_cnn", lr: float = 0.05, seed: int = 0, **kw) -> RunConfig:
+    return apply_overrides(RunConfig(), {"model.arch": arch, "optim.lr": lr, "train.seed": seed,
+                                         "data.dataset": "synthetic", **kw})
+
+
+def _done(cfg: RunConfig, test: float, val: float, sweep: str = "s") -> RunRecord:
+    summary = {"arch": cfg.model.arch, "test_acc": test, "val_acc": val, "test_loss": 1.0 - test, "train_s": 10.0,
+               "epochs_run": 4, "stop_reason": "completed", "status": "ok", "params": 26_000,
+               "mflops_per_img": 3.3, "device": "cpu", "world_size": 1, "torch": "2.x", "ray": "2.y",
+               "git_sha": "abc", "hardware": "2x CPU", "train_img_per_s": 1000.0, "infer_img_per_s": 5000.0,
+               "peak_mem_mb": 500.0, "loader": "tensor", "precision": "fp32", "batch_size": 64}
+    return RunRecord(config=cfg, sweep=sweep, reports=[{"epoch": 1, "val_acc": val}], summary=summary,
+                     outcome="completed", date="2026-01-01T00:00:00+00:00")
+
+
+def test_columns_are_the_documented_order():
+    assert DOCUMENTED_COLUMNS == ISSUE_COLUMNS
+    assert LEADERBOARD_COLUMNS[: len(ISSUE_COLUMNS)] == ISSUE_COLUMNS and LEADERBOARD_COLUMNS[-1] == "config_id"
+
+
+def test_seeds_aggregate_to_mean_and_std_and_stopped_runs_keep_val_acc():
+    a0, a1, a2 = (_cfg(seed=s) for s in range(3))
+    stopped = RunRecord(config=_cfg("lenet_cnn"), sweep="s", reports=[{"epoch": 1, "val_acc": 0.2, "epoch_s": 3.0}],
+                        outcome=STOPPED)
+    failed = RunRecord(config=_cfg("lenet_cnn", lr=9.0), sweep="s", error="RuntimeError: boom", outcome="error")
+    rows = {r["config_id"]: r for r in aggregate([_done(a0, 0.5, 0.6), _done(a1, 0.7, 0.8), _done(a2, 0.6, 0.7),
+                                                   stopped, failed])}
+    assert len(rows) == 3
+    r = rows[config_id(a0)]
+    assert r["n_seeds"] == 3 and r["seeds"] == "0 1 2"
+    assert r["test_acc_mean"] == pytest.approx(0.6) and r["test_acc_std"] == pytest.approx(0.1)
+    assert r["val_acc_mean"] == pytest.approx(0.7) and r["stop_reason"] == "completed"
+    s = rows[config_id(stopped.config)]
+    assert s["stop_reason"] == STOPPED and s["test_acc_mean"] is None and s["val_acc_mean"] == 0.2
+    assert s["params_m"] is not None, "params come from the registry when the run has no summary"
+    f = rows[config_id(failed.config)]
+    assert f["stop_reason"] == "error" and f["error"] == "RuntimeError: boom"
+
+
+def test_merge_keeps_other_rows_and_replaces_reruns(tmp_path):
+    a, b, c = _cfg("tiny_cnn"), _cfg("lenet_cnn"), _cfg("mlp")
+    write_results([_done(a, 0.5, 0.5), _done(b, 0.4, 0.4)], tmp_path)
+    write_results([_done(a, 0.9, 0.9, sweep="rerun"), _done(c, 0.3, 0.3)], tmp_path)
+    rows = read_rows(tmp_path / "leaderboard.csv")
+    assert list(rows[0]) == LEADERBOARD_COLUMNS
+    by = {r["arch"]: r for r in rows}
+    assert len(rows) == 3 and set(by) == {"tiny_cnn", "lenet_cnn", "mlp"}
+    assert float(by["tiny_cnn"]["test_acc_mean"]) == 0.9 and by["tiny_cnn"]["sweep"] == "rerun"
+    assert float(by["lenet_cnn"]["test_acc_mean"]) == 0.4
+    tp = read_rows(tmp_path / "throughput.csv")
+    assert len(tp) == 3 and {r["kind"] for r in tp} == {"sweep"}
+    assert float(tp[0]["img_per_s"]) == 1000.0 and float(tp[0]["infer_img_per_s"]) == 5000.0
+
+
+def _writer(out: str, k: int) -> None:
+    recs = [_done(_cfg("tiny_cnn", lr=round(0.001 * (k * 100 + i + 1), 6)), 0.5, 0.5, sweep=f"w{k}")
+            for i in range(10)]
+    for r in recs:  # one merge per row: many interleaved read-modify-write cycles
+        write_results([r], Path(out))
+
+
+def test_four_concurrent_writers_lose_no_rows(tmp_path):
+    ctx = mp.get_context("fork")
+    procs = [ctx.Process(target=_writer, args=(str(tmp_path), k)) for k in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+    assert all(p.exitcode == 0 for p in procs)
+    rows = read_rows(tmp_path / "leaderboard.csv")
+    assert len(rows) == 40 and len({r["config_id"] for r in rows}) == 40
+    assert {r["sweep"] for r in rows} == {"w0", "w1", "w2", "w3"}
+
+
+def test_pareto_front():
+    pts = [(1.0, 0.5), (2.0, 0.4), (3.0, 0.7), (0.5, 0.2), (4.0, 0.7)]
+    assert pareto_front(pts) == [3, 0, 2]
+
+
+def test_docs_page_has_tables_best_per_arch_and_two_plots(tmp_path):
+    recs = [_done(_cfg("tiny_cnn"), 0.5, 0.6), _done(_cfg("tiny_cnn", lr=0.1), 0.55, 0.5),
+            _done(_cfg("lenet_cnn", **{"data.subset": 10}), 0.4, 0.45),
+            RunRecord(config=_cfg("mlp"), sweep="s", reports=[{"epoch": 1, "val_acc": 0.1}], outcome=STOPPED)]
+    write_results(recs, tmp_path / "results")
+    out = render_docs(tmp_path / "results", tmp_path / "docs")
+    md = out.read_text()
+    assert "## Best configuration per architecture" in md
+    assert "## synthetic" in md and "## synthetic[10/class]" in md, "one table per dataset"
+    best = md.split("## Best configuration per architecture")[1].split("\n## ")[0]
+    assert "| synthetic | tiny_cnn | scratch | sgd | 0.05 |" in best, "best is chosen on validation accuracy"
+    assert "stopped_by_scheduler" in md
+    for png in ("acc_vs_time.png", "acc_vs_params.png"):
+        p = tmp_path / "docs" / "img" / png
+        assert p.is_file() and p.read_bytes()[:4] == b"\x89PNG" and f"img/{png}" in md
+
+
+def test_read_trial_keeps_the_last_attempt_and_a_replayed_summary(tmp_path):
+    cfg = _cfg()
+    (tmp_path / "trial.json").write_text(json.dumps({"sweep": "s", "config": json.loads(json.dumps(
+        __import__("harness.config", fromlist=["config_to_dict"]).config_to_dict(cfg)))}))
+    rows = [{"epoch": 1, "val_acc": 0.1}, {"epoch": 2, "val_acc": 0.2},  # attempt killed by kill -9
+            {"epoch": 1, "val_acc": 0.3}, {"epoch": 2, "val_acc": 0.4},
+            {"stop_reason": "completed", "status": "ok", "val_acc": 0.4, "test_acc": 0.35, "epochs_run": 2}]
+    (tmp_path / "result.json").write_text("\n".join(json.dumps(r) for r in rows) + "\n{\"epoch\": 3, \"va")
+    rec = read_trial(tmp_path)
+    assert [r["val_acc"] for r in rec.reports] == [0.3, 0.4]
+    assert rec.summary["test_acc"] == 0.35 and rec.stop_reason == "completed"
+    # A trial restarted after its summary and cut short again has no summary of its last attempt.
+    (tmp_path / "result.json").write_text("\n".join(json.dumps(r) for r in [*rows, {"epoch": 1, "val_acc": 0.2}]))
+    assert read_trial(tmp_path).stop_reason == "incomplete"
+    assert collect([tmp_path]) and aggregate(collect([tmp_path])) == []
+
+
+def test_leaderboard_cli_errors_are_one_line(tmp_path, capsys):
+    assert main(["leaderboard", "--results-dir", str(tmp_path / "r"), "--docs-dir", str(tmp_path / "d")]) == 2
+    assert "no " in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert main(["leaderboard", "--from", str(tmp_path / "empty"), "--results-dir", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "no sweep trials" in err
