@@ -61,8 +61,12 @@ def _context(cfg: RunConfig) -> WorkerContext:
     except Exception:  # noqa: BLE001 - not inside a Ray Train worker: in process (maybe a Tune trial)
         in_train = False
     if in_train:
+        import logging
+
         import ray.train.torch
 
+        # Ray Train logs every report's whole metrics dict at INFO from each worker; keep warnings only.
+        logging.getLogger("ray.train.v2._internal.execution.context").setLevel(logging.WARNING)
         device = ray.train.torch.get_device()
         if cfg.dist.cpus_per_worker:
             # Ray pins each worker to its CPU share; more torch threads than that only thrash.
@@ -465,7 +469,15 @@ def run_worker(cfg: RunConfig, run_dir: Path, ctx: WorkerContext, report: Callab
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
         if tb is not None:
             tb.close()
-    report({**summary, "done": True}, None)
+    final_ckpt = None
+    if ctx.ray_train and ctx.is_main:
+        # Ray Train's Result carries the metrics of the latest *checkpointed* report, so the summary
+        # travels with one (its directory holds summary.json; no shared filesystem is assumed).
+        final_ckpt = Path(tempfile.mkdtemp(prefix="harness-summary-"))
+        (final_ckpt / "summary.json").write_text(json.dumps(summary, indent=2))
+    report({**summary, "done": True}, final_ckpt)
+    if final_ckpt is not None:
+        shutil.rmtree(final_ckpt, ignore_errors=True)
     return summary
 
 

@@ -43,6 +43,11 @@ def check_config(cfg: RunConfig) -> None:
     check_strategy(cfg)
     if cfg.strategy.trainable or cfg.strategy.freeze:
         _check_stage_names(cfg)
+    if cfg.strategy.weights:
+        # Fetch (or find cached) pretrained weights now: offline, that is a one-line error before any data loads.
+        from architectures import create_model
+
+        create_model(cfg.model.arch, num_classes=10, weights=cfg.strategy.weights)
     cuda = torch.cuda.is_available() if cfg.dist.use_gpu is None else cfg.dist.use_gpu
     if cfg.train.precision == "fp16" and not cuda:
         raise ConfigError("train.precision=fp16 needs a CUDA GPU (GradScaler); use bf16 on CPU")
@@ -163,6 +168,7 @@ def _fit_ray(cfg: RunConfig, run_dir: Path, tune_report: bool) -> dict:
     import ray
     import torch
     from ray.train import CheckpointConfig, FailureConfig, ScalingConfig
+    from ray.train.v2.api.config import LoggingConfig
     from ray.train import RunConfig as RayRunConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
@@ -192,7 +198,9 @@ def _fit_ray(cfg: RunConfig, run_dir: Path, tune_report: bool) -> dict:
         scaling_config=ScalingConfig(num_workers=n, use_gpu=use_gpu, resources_per_worker={"CPU": cpus}),
         run_config=RayRunConfig(name=run_dir.name, storage_path=storage,
                                 failure_config=FailureConfig(max_failures=cfg.dist.max_failures),
-                                checkpoint_config=CheckpointConfig(num_to_keep=2), callbacks=callbacks or None),
+                                checkpoint_config=CheckpointConfig(num_to_keep=2), callbacks=callbacks or None,
+                                # INFO logs every report's full metrics dict; warnings are what users need
+                                logging_config=LoggingConfig(log_level="WARNING")),
     )
     try:
         result = trainer.fit()
@@ -203,6 +211,11 @@ def _fit_ray(cfg: RunConfig, run_dir: Path, tune_report: bool) -> dict:
         if isinstance(cause, HarnessError):
             raise HarnessError(str(cause)) from None
         raise
+    if result.error is not None:
+        raise result.error
     summary = dict(result.metrics or {})
     summary.pop("done", None)
+    summary.pop("checkpoint_path", None)
+    if "run_dir" not in summary:
+        raise RuntimeError(f"Ray Train finished without a final summary (last metrics: {summary})")
     return summary

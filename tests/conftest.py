@@ -1,7 +1,8 @@
 """Test-wide setup: keep every test's outputs out of the repo, and share one local Ray cluster.
 
-Starting Ray costs several seconds, so tests that need it share the session-scoped ``ray_cluster``
-fixture (a real local cluster with 2 CPUs, dashboard off, private temp dir).
+Starting Ray costs several seconds, so the tests of one module share the ``ray_cluster`` fixture (a
+real local cluster with 2 CPUs, dashboard off). It is module-scoped, not session-scoped, because the
+cluster tests run ``ray stop``, which ends every Ray process on the machine.
 """
 
 from __future__ import annotations
@@ -23,14 +24,14 @@ os.environ.pop("RAY_ADDRESS", None)
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def ray_cluster():
-    """A real local Ray cluster for the whole session (2 CPUs, no dashboard)."""
+    """A real local Ray cluster for one test module (2 CPUs, no dashboard)."""
     import ray
 
     if not ray.is_initialized():
         ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
-                 _temp_dir=os.path.join(_TMP, "ray"))
+                 _temp_dir=tempfile.mkdtemp(prefix="r", dir="/tmp"))  # AF_UNIX paths: <= 107 bytes
     yield ray
     ray.shutdown()
 

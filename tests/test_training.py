@@ -95,7 +95,7 @@ def test_finetune_freezes_and_splits_lrs(tmp_path):
     prepared = S.get("finetune").prepare(cfg, 10, 3, 32)
     model = prepared.model
     frozen_before = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
-    assert frozen_before and all(n.startswith(("conv1", "bn1", "layer1", "layer2")) or not n for n in frozen_before)
+    assert frozen_before and all(n.startswith(("stem", "layer1", "layer2")) for n in frozen_before)
     assert all(p.requires_grad for n, p in model.named_parameters() if n.startswith(("layer3", prepared.head_prefix)))
     # Loaded weights: the body equals the earlier run's best model.
     src_state = torch.load(Path(src) / "best.pt", weights_only=True)["model"]
@@ -106,7 +106,7 @@ def test_finetune_freezes_and_splits_lrs(tmp_path):
     for n, before in frozen_before.items():
         assert torch.equal(trained["model"][n], before), n
     # Frozen BatchNorm stays in eval mode, so its running statistics do not move either.
-    assert torch.equal(trained["model"]["bn1.running_mean"], src_state["bn1.running_mean"])
+    assert torch.equal(trained["model"]["stem.1.running_mean"], src_state["stem.1.running_mean"])
     lrs = sorted({g["lr"] for g in trained["optimizer"]["param_groups"]})
     assert lrs == [0.001, 0.1]
 

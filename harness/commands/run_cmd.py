@@ -110,12 +110,27 @@ def run(args: argparse.Namespace) -> int:
     if args.print_config:
         print(yaml.safe_dump(config_to_dict(cfg), sort_keys=False), end="")
         return 0
-    summary = fit(cfg)
+    try:
+        summary = fit(cfg)
+    finally:
+        _shutdown_ray()
     keys = ["arch", "dataset", "strategy", "stop_reason", "epochs_run", "best_epoch", "val_acc", "test_acc",
             "test_loss", "time_to_target_s", "total_s", "train_img_per_s", "world_size", "device"]
     print("summary: " + "  ".join(f"{k}={_fmt(summary.get(k))}" for k in keys))
     print(summary["run_dir"])
     return 0
+
+
+def _shutdown_ray() -> None:
+    """Stop the local Ray instance, if any, so forwarded worker logs are flushed before our last lines."""
+    import sys
+
+    if "ray" not in sys.modules:
+        return
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
 
 
 def _fmt(v: object) -> str:
