@@ -660,8 +660,13 @@ def _scheduler(cls: Any, max_t: int, grace: int, rf: float) -> Any:
     # Rungs must lie before the last epoch: a cut at the last epoch saves nothing and would lose the
     # test evaluation of a run that trained to the end. stop_last_trials=False: Tune never stops a
     # trial at max_t either; the trial ends itself after its summary.
-    top = max(grace, max_t - 1)
-    return cls(time_attr=TIME_ATTR, max_t=top, grace_period=min(grace, top), reduction_factor=rf,
+    if grace >= max_t:  # no rung before the last epoch: nothing to stop early
+        from ray.tune.schedulers import FIFOScheduler
+
+        print(f"ASHA: --grace-period {grace} leaves no rung before epoch {max_t}; no trial will be stopped early",
+              flush=True)
+        return FIFOScheduler()
+    return cls(time_attr=TIME_ATTR, max_t=max_t - 1, grace_period=grace, reduction_factor=rf,
                stop_last_trials=False)
 
 

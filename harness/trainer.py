@@ -168,9 +168,9 @@ def _fit_ray(cfg: RunConfig, run_dir: Path, tune_report: bool) -> dict:
     import ray
     import torch
     from ray.train import CheckpointConfig, FailureConfig, ScalingConfig
-    from ray.train.v2.api.config import LoggingConfig
     from ray.train import RunConfig as RayRunConfig
     from ray.train.torch import TorchConfig, TorchTrainer
+    from ray.train.v2.api.config import LoggingConfig
 
     from harness.train_loop import train_loop_per_worker
 
