@@ -311,7 +311,14 @@ def _make_callbacks(s: SweepSettings, total: int | None) -> list:
     callbacks: list = [Progress()]
     mode = wandb_mode(s.wandb)
     if mode is not None:
-        from ray.air.integrations.wandb import WandbLoggerCallback
+        from ray.air.integrations.wandb import WandbLoggerCallback, _WandbLoggingActor
+
+        class LoggingActor(_WandbLoggingActor):
+            def run(self):
+                super().run()
+                # finish() returns before wandb-core has written the run; the callback kills this actor
+                # as soon as run() returns, which lost the last trial's offline data. Wait for W&B.
+                self._wandb.teardown()
 
         class Wandb(WandbLoggerCallback):
             """One W&B run per trial: group = sweep, tags = arch/strategy/dataset, config = the trial's."""
@@ -320,6 +327,8 @@ def _make_callbacks(s: SweepSettings, total: int | None) -> list:
                                 "dataset", "strategy", "device", "hardware", "torch", "ray", "git_sha",
                                 "config_id", "run_dir", "loader", "precision", "optimizer", "scheduler",
                                 "augment", "run_date", "config_hash", "pretrain_dataset"]
+
+            _logger_actor_cls = LoggingActor
 
             def log_trial_start(self, trial):
                 cfg = {"sweep": s.name, "trial": _trial_label(trial.config)}
@@ -337,6 +346,17 @@ def _make_callbacks(s: SweepSettings, total: int | None) -> list:
                 self.kwargs["config"] = cfg
                 self.kwargs["tags"] = tags
                 super().log_trial_start(trial)
+
+            def _start_logging_actor(self, trial, exclude_results, **wandb_init_kwargs):
+                # Ray's callback hands WANDB_API_KEY to its actor through a runtime_env, which Ray's
+                # runtime-env agent writes to its log. The actor inherits the driver's environment on a
+                # local cluster anyway, so keep the key out of the runtime_env.
+                key = os.environ.pop("WANDB_API_KEY", None)
+                try:
+                    super()._start_logging_actor(trial, exclude_results, **wandb_init_kwargs)
+                finally:
+                    if key is not None:
+                        os.environ["WANDB_API_KEY"] = key
 
         callbacks.append(Wandb(project=os.environ.get("WANDB_PROJECT") or WANDB_PROJECT, group=s.name,
                                excludes=["config"], upload_timeout=120))
@@ -423,6 +443,8 @@ def _setup_wandb_env(mode: str | None) -> None:
         netrc = Path.home() / ".netrc"
         if not (netrc.is_file() and "api.wandb.ai" in netrc.read_text(errors="ignore")):
             raise ConfigError("--wandb online needs WANDB_API_KEY (or `wandb login`); use --wandb offline")
+    if mode == "offline":
+        os.environ.pop("WANDB_API_KEY", None)  # never needed offline, so never handed to a process or a log
     os.environ["WANDB_MODE"] = mode
     os.environ.setdefault("WANDB_SILENT", "true")
     os.environ.setdefault("WANDB_CONSOLE", "off")
@@ -478,6 +500,12 @@ def _resources(s: SweepSettings, cluster: dict[str, float], local: bool) -> tupl
     return res, cap
 
 
+def _local_cpus(s: SweepSettings) -> int:
+    if s.num_cpus:
+        return s.num_cpus
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def _init_ray(s: SweepSettings) -> bool:
     """Connect to ``$RAY_ADDRESS`` (a cluster) or start a private local Ray; True when local."""
     import ray
@@ -491,7 +519,7 @@ def _init_ray(s: SweepSettings) -> bool:
         return False
     tmp = os.environ.get("RAY_TMPDIR")
     kwargs: dict[str, Any] = {"_temp_dir": tmp} if tmp else {}
-    cpus = s.num_cpus or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count())
+    cpus = _local_cpus(s)
     # address="local" never attaches to a stale cluster file; no dashboard (nothing faces the network).
     ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=s.verbose,
              configure_logging=True, logging_level="ERROR" if not s.verbose else "INFO", **kwargs)
@@ -602,6 +630,10 @@ def run_sweep(s: SweepSettings, resume: bool = False) -> int:
     configs = _check_trials(m, s, cells)
     exp_dir = storage / s.name
 
+    if not os.environ.get("RAY_ADDRESS"):  # a local cluster: check that trials fit before starting anything
+        import torch
+
+        _resources(dataclasses.replace(s), {"CPU": _local_cpus(s), "GPU": torch.cuda.device_count()}, True)
     mode = wandb_mode(s.wandb)
     _setup_wandb_env(mode)
     if s.data_dir:

@@ -1,0 +1,184 @@
+"""End-to-end sweeps on a real local Ray cluster (2 CPUs), synthetic data and real W&B offline files.
+
+Each sweep runs as its own `python -m harness sweep` process (as a user would run it), with a hard
+timeout: a sweep that hangs fails the test instead of hanging the suite. Results, sweeps, docs and
+Ray's temp files all go to temporary folders.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from harness.cli import main
+from harness.results_csv import read_rows
+
+FAKE_KEY = "fake0wandb0key0that0must0never0be0written0anywhere00"
+QUICK = {"data.dataset": "synthetic", "data.synthetic_size": 512, "train.batch_size": 64,
+         "train.measure_inference": False}
+
+
+def _matrix(path: Path, axes: str, epochs: int = 4) -> Path:
+    base = "\n".join(f"  {k}: {json.dumps(v)}" for k, v in {**QUICK, "train.epochs": epochs}.items())
+    path.write_text(f"description: test\nasha: {{grace_period: 1, reduction_factor: 2}}\nbase:\n{base}\naxes:\n{axes}")
+    return path
+
+
+@pytest.fixture
+def env(tmp_path):
+    """A clean environment for the sweep process: tmp results/docs/sweeps and a short Ray temp dir."""
+    ray_tmp = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # unix socket paths must stay short
+    e = {k: v for k, v in os.environ.items() if not k.startswith(("WANDB_", "RAY_", "HARNESS_"))}
+    e.update(HARNESS_RESULTS_DIR=str(tmp_path / "results"), HARNESS_DOCS_DIR=str(tmp_path / "docs"),
+             HARNESS_SWEEPS_DIR=str(tmp_path / "sweeps"), RAY_TMPDIR=ray_tmp, PYTHONUNBUFFERED="1")
+    yield e
+    shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
+def _sweep(env: dict, *args: str, timeout: float = 240) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "harness", "sweep", "--num-cpus", "2", *args]
+    p = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                         start_new_session=True)
+    try:
+        out, _ = p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(p.pid, signal.SIGKILL)
+        out, _ = p.communicate()
+        pytest.fail(f"sweep did not finish within {timeout} s (hang?)\n{out[-3000:]}")
+    return subprocess.CompletedProcess(cmd, p.returncode, out, "")
+
+
+@pytest.mark.slow
+def test_four_trial_asha_sweep_finishes_stops_early_and_logs_to_wandb(tmp_path, env):
+    m = _matrix(tmp_path / "m.yaml", """  run:
+    - {arch: tiny_cnn, lr: 0.05, label: tiny-good}
+    - {arch: lenet_cnn, lr: 0.05, label: lenet-good}
+    - {arch: tiny_cnn, lr: 0.00001, label: tiny-bad}
+    - {arch: lenet_cnn, lr: 0.00001, label: lenet-bad}
+""")
+    env["WANDB_API_KEY"] = FAKE_KEY  # --wandb offline must not write it anywhere
+    r = _sweep(env, "--matrix", str(m), "--name", "four", "--wandb", "offline", "--max-concurrent", "2")
+    assert r.returncode == 0, r.stdout[-3000:]
+    assert "[sweep four" in r.stdout and "best so far" in r.stdout, "the progress table is printed"
+
+    rows = read_rows(tmp_path / "results" / "leaderboard.csv")
+    assert len(rows) == 4 and len({x["config_id"] for x in rows}) == 4
+    reasons = [x["stop_reason"] for x in rows]
+    assert reasons.count("stopped_by_scheduler") >= 1, reasons
+    done = [x for x in rows if x["stop_reason"] == "completed"]
+    assert done and all(x["test_acc_mean"] for x in done)
+    for x in rows:
+        if x["stop_reason"] == "stopped_by_scheduler":
+            assert x["test_acc_mean"] == "" and float(x["val_acc_mean"]) >= 0 and int(x["epochs_run"]) < 4
+        assert x["sweep"] == "four" and x["git_sha"] and x["torch"] and x["ray"] and x["hardware"]
+    assert read_rows(tmp_path / "results" / "throughput.csv")
+    md = (tmp_path / "docs" / "leaderboard.md").read_text()
+    assert "## synthetic" in md
+    assert (tmp_path / "docs" / "img" / "acc_vs_time.png").is_file()
+    assert (tmp_path / "docs" / "img" / "acc_vs_params.png").is_file()
+
+    exp = tmp_path / "sweeps" / "four"
+    runs = sorted(exp.glob("*/wandb/offline-run-*"))
+    assert len(runs) == 4, runs
+    for run in runs:
+        blobs = b"".join(f.read_bytes() for f in run.glob("*.wandb"))
+        assert b"val_acc" in blobs, f"no val_acc in {run}"
+    assert b"arch:tiny_cnn" in b"".join(f.read_bytes() for run in runs for f in run.glob("*.wandb"))
+
+    for root in (exp, tmp_path / "results", tmp_path / "docs", Path(env["RAY_TMPDIR"])):
+        for f in root.rglob("*"):
+            if f.is_file() and not f.is_symlink() and f.stat().st_size < 50_000_000:
+                assert FAKE_KEY.encode() not in f.read_bytes(), f"W&B key written to {f}"
+
+
+def _outcomes(exp: Path) -> dict[str, str]:
+    return {p.parent.name: json.loads(p.read_text())["outcome"] for p in exp.glob("*/outcome.json")}
+
+
+@pytest.mark.slow
+def test_kill_9_then_resume_finishes_once_with_seeds_and_a_failed_trial(tmp_path, env):
+    m = _matrix(tmp_path / "m.yaml", """  run:
+    - {arch: tiny_cnn, lr: 0.05, label: tiny}
+    - {arch: mlp, lr: 0.05, label: mlp}
+    - {arch: tiny_cnn, lr: 1000000.0, label: diverges}
+""", epochs=3)
+    exp = tmp_path / "sweeps" / "t1"
+    cmd = [sys.executable, "-m", "harness", "sweep", "--num-cpus", "2", "--matrix", str(m), "--name", "t1",
+           "--seeds", "2", "--wandb", "off", "--max-concurrent", "1", "--grace-period", "2"]
+    log = open(tmp_path / "first.log", "w")
+    p = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and "completed" not in _outcomes(exp).values():
+            assert p.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
+            time.sleep(0.5)
+        assert "completed" in _outcomes(exp).values(), "no trial finished in time"
+        os.kill(p.pid, signal.SIGKILL)  # the driver only, as `kill -9 PID` would
+        p.wait(30)
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+        log.close()
+    before = _outcomes(exp)
+    assert len(before) < 6, "the kill came too late to test resuming"
+    finished = [d for d, o in before.items() if o == "completed"]
+    snapshot = {d: (exp / d / "result.json").read_text() for d in finished}
+
+    r = _sweep(env, "--name", "t1", "--resume")
+    assert r.returncode == 0, r.stdout[-3000:]
+    after = _outcomes(exp)
+    assert len(after) == 6 and set(before) <= set(after)
+    for d in finished:  # finished trials were not trained again
+        rows = [json.loads(x) for x in (exp / d / "result.json").read_text().splitlines() if x.strip()]
+        epochs = [x["epoch"] for x in rows if "epoch" in x]
+        assert epochs == sorted(set(epochs)), f"{d} was trained again: {epochs}"
+        assert (exp / d / "result.json").read_text().startswith(snapshot[d])
+
+    rows = read_rows(tmp_path / "results" / "leaderboard.csv")
+    assert len(rows) == 3 and len({x["config_id"] for x in rows}) == 3, "each configuration exactly once"
+    by = {(x["arch"], x["lr"]): x for x in rows}
+    good = by[("tiny_cnn", "0.05")]
+    assert good["n_seeds"] == "2" and good["seeds"] == "0 1"
+    bad = by[("tiny_cnn", "1e+06")]
+    assert bad["stop_reason"] == "diverged" and "diverged" in bad["error"] and bad["test_acc_mean"] == ""
+
+
+@pytest.mark.slow
+def test_optuna_search(tmp_path, env):
+    m = _matrix(tmp_path / "m.yaml", """  arch: [tiny_cnn, mlp]
+  lr: {loguniform: [0.001, 0.1]}
+""", epochs=2)
+    r = _sweep(env, "--matrix", str(m), "--name", "opt", "--search", "optuna", "--num-samples", "3",
+               "--wandb", "off")
+    assert r.returncode == 0, r.stdout[-3000:]
+    states = sorted((tmp_path / "sweeps" / "opt").glob("*/trial.json"))
+    assert len(states) == 3
+    lrs = {json.loads(s.read_text())["config"]["optim"]["lr"] for s in states}
+    assert len(lrs) == 3 and all(0.001 <= x <= 0.1 for x in lrs), "Optuna suggested the lrs"
+    assert len(read_rows(tmp_path / "results" / "leaderboard.csv")) == 3
+
+
+def test_resume_and_name_errors_are_one_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("HARNESS_SWEEPS_DIR", str(tmp_path))
+    assert main(["sweep", "--matrix", "quick", "--name", "nope", "--resume"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "no sweep 'nope'" in err
+    (tmp_path / "taken").mkdir()
+    assert main(["sweep", "--matrix", "quick", "--name", "taken", "--wandb", "off"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--resume" in err
+    assert main(["sweep", "--matrix", "quick", "--search", "optuna", "--seeds", "2", "--wandb", "off"]) == 2
+    assert "optuna" in capsys.readouterr().err
+    assert main(["sweep", "--matrix", "quick", "--workers-per-trial", "4", "--cpus-per-worker", "8",
+                 "--num-cpus", "2", "--wandb", "off", "--data-dir", str(tmp_path / "nodata")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "32 CPUs" in err
