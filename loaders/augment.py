@@ -10,9 +10,9 @@ thing everywhere. The stages, in torchvision's order:
 3. normalisation ``(x - mean) / std``;
 4. cutout (``RandomErasing``, value 0 = the mean colour) on the normalised batch.
 
-Batched versions draw every random parameter for the whole batch at once from a CPU
-``torch.Generator`` (so a batch is the same on CPU and GPU), then apply them with a few tensor
-ops on the batch's device: no per-sample Python. Differences from torchvision that only show
+Batched versions draw every random parameter for the whole batch at once from a seeded numpy
+generator on the host (so a batch is the same on CPU and GPU), then apply them with a few tensor
+ops on the batch's device, or one numba kernel on a CPU: no per-sample Python. Differences from torchvision that only show
 in statistics, not in meaning: colour jitter runs in float instead of uint8 (no rounding
 between its ops) and in the fixed order brightness, contrast, saturation; rotation and affine are
 one combined warp.
@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -117,84 +118,95 @@ def torchvision_transform(spec: AugmentSpec, size: tuple[int, int], mean: tuple[
 
 @dataclass
 class BatchParams:
-    """Random parameters of one batch, all on the CPU; ``None`` where the spec turns a stage off."""
+    """Random parameters of one batch, as numpy arrays; ``None`` where the spec turns a stage off."""
 
-    dy: torch.Tensor  # int64 (B,): crop offset in the padded image, 0..2*pad (pad = no shift)
-    dx: torch.Tensor
-    flip: torch.Tensor  # bool (B,)
-    theta: torch.Tensor | None  # float32 (B, 2, 3): output -> input map for affine_grid
-    jitter: torch.Tensor | None  # float32 (3, B): brightness, contrast, saturation factors
-    erase: torch.Tensor | None  # int64 (4, B): top, left, height, width; height 0 = no erasing
+    dy: np.ndarray  # int64 (B,): crop offset in the padded image, 0..2*pad (pad = no shift)
+    dx: np.ndarray
+    flip: np.ndarray  # bool (B,)
+    theta: np.ndarray | None  # float32 (B, 2, 3): output -> input map for affine_grid
+    jitter: np.ndarray | None  # float32 (3, B): brightness, contrast, saturation factors
+    erase: np.ndarray | None  # int64 (4, B): top, left, height, width; height 0 = no erasing
 
 
-def sample_params(spec: AugmentSpec, b: int, h: int, w: int, gen: torch.Generator) -> BatchParams:
-    """Draw every random parameter of ``spec`` for a batch of ``b`` images of ``h`` x ``w``."""
+def sample_params(spec: AugmentSpec, b: int, h: int, w: int, gen: np.random.Generator) -> BatchParams:
+    """Draw every random parameter of ``spec`` for a batch of ``b`` images of ``h`` x ``w``.
+
+    numpy, not torch: these are a few thousand numbers per batch, and torch's intra-op threads
+    turn each such tiny op into a millisecond-long barrier wait when other processes share the cores.
+    """
     pad = spec.crop_pad
     if pad:
-        dy = torch.randint(0, 2 * pad + 1, (b,), generator=gen)
-        dx = torch.randint(0, 2 * pad + 1, (b,), generator=gen)
+        dy = gen.integers(0, 2 * pad + 1, b, dtype=np.int64)
+        dx = gen.integers(0, 2 * pad + 1, b, dtype=np.int64)
     else:
-        dy = dx = torch.zeros(b, dtype=torch.int64)
-    flip = torch.rand(b, generator=gen) < 0.5 if spec.flip else torch.zeros(b, dtype=torch.bool)
+        dy = dx = np.zeros(b, dtype=np.int64)
+    flip = gen.random(b) < 0.5 if spec.flip else np.zeros(b, dtype=bool)
     theta = _sample_theta(spec, b, h, w, gen) if spec.warp else None
     jitter = None
     if any(spec.jitter):
-        m = torch.tensor(spec.jitter, dtype=torch.float32).view(3, 1)
-        u = torch.rand(3, b, generator=gen)
-        jitter = (1 - m).clamp(min=0) + u * (1 + m - (1 - m).clamp(min=0))
+        m = np.asarray(spec.jitter, dtype=np.float64).reshape(3, 1)
+        lo = np.maximum(1 - m, 0)
+        jitter = (lo + gen.random((3, b)) * (1 + m - lo)).astype(np.float32)
     erase = _sample_erase(spec, b, h, w, gen) if spec.erase_p else None
     return BatchParams(dy, dx, flip, theta, jitter, erase)
 
 
-def _sample_theta(spec: AugmentSpec, b: int, h: int, w: int, gen: torch.Generator) -> torch.Tensor:
+def _sample_theta(spec: AugmentSpec, b: int, h: int, w: int, gen: np.random.Generator) -> np.ndarray:
     """Rotation and random affine as one ``affine_grid`` matrix per image (output -> input, normalised)."""
-    d = torch.float64
-    angle = (torch.rand(b, generator=gen, dtype=d) * 2 - 1) * math.radians(spec.rotate)
-    shear = (torch.rand(b, generator=gen, dtype=d) * 2 - 1) * math.radians(spec.shear)
+    angle = (gen.random(b) * 2 - 1) * math.radians(spec.rotate)
+    shear = (gen.random(b) * 2 - 1) * math.radians(spec.shear)
     lo, hi = spec.scale
-    s = lo + torch.rand(b, generator=gen, dtype=d) * (hi - lo)
+    s = lo + gen.random(b) * (hi - lo)
     # torchvision rounds the translation to whole pixels.
-    tx = ((torch.rand(b, generator=gen, dtype=d) * 2 - 1) * spec.translate * w).round()
-    ty = ((torch.rand(b, generator=gen, dtype=d) * 2 - 1) * spec.translate * h).round()
-    cos, sin = torch.cos(angle), torch.sin(angle)
-    # Forward map in pixel coordinates centred on the image (y down): A = R(angle) @ Shear_x @ s.
-    rot = torch.stack([torch.stack([cos, sin], -1), torch.stack([-sin, cos], -1)], -2)
-    shx = torch.zeros(b, 2, 2, dtype=d)
-    shx[:, 0, 0] = 1
-    shx[:, 1, 1] = 1
-    shx[:, 0, 1] = torch.tan(shear)
-    fwd = rot @ shx * s.view(b, 1, 1)
-    inv = torch.linalg.inv(fwd)
-    # Normalised coordinates (align_corners=False) are pixel offsets from the centre over half sizes.
-    half = torch.tensor([w / 2, h / 2], dtype=d)
-    lin = inv * half.view(1, 1, 2) / half.view(1, 2, 1)  # S^-1 A^-1 S
-    t = -(inv @ torch.stack([tx, ty], -1).unsqueeze(-1)).squeeze(-1) / half
-    return torch.cat([lin, t.unsqueeze(-1)], -1).to(torch.float32)
+    tx = np.round((gen.random(b) * 2 - 1) * spec.translate * w)
+    ty = np.round((gen.random(b) * 2 - 1) * spec.translate * h)
+    cos, sin, tan = np.cos(angle), np.sin(angle), np.tan(shear)
+    # Forward map in pixel coordinates centred on the image (y down): A = R(angle) @ Shear_x * s,
+    # with R = [[cos, sin], [-sin, cos]] and Shear_x = [[1, tan], [0, 1]].
+    a, bb = cos * s, (cos * tan + sin) * s
+    c, dd = -sin * s, (cos - sin * tan) * s
+    det = a * dd - bb * c
+    ia, ib, ic, id_ = dd / det, -bb / det, -c / det, a / det  # A^-1, closed form
+    # Normalised coordinates (align_corners=False) are pixel offsets from the centre over half
+    # sizes: theta = S^-1 A^-1 S, and the translation -S^-1 A^-1 t.
+    hx, hy = w / 2, h / 2
+    theta = np.empty((b, 2, 3), dtype=np.float64)
+    theta[:, 0, 0], theta[:, 0, 1] = ia, ib * hy / hx
+    theta[:, 1, 0], theta[:, 1, 1] = ic * hx / hy, id_
+    theta[:, 0, 2] = -(ia * tx + ib * ty) / hx
+    theta[:, 1, 2] = -(ic * tx + id_ * ty) / hy
+    return theta.astype(np.float32)
 
 
-def _sample_erase(spec: AugmentSpec, b: int, h: int, w: int, gen: torch.Generator) -> torch.Tensor:
+def _sample_erase(spec: AugmentSpec, b: int, h: int, w: int, gen: np.random.Generator) -> np.ndarray:
     """Cutout rectangles as torchvision's RandomErasing draws them: up to 10 tries for one that fits."""
     tries = 10
-    area = h * w * (spec.erase_scale[0] + torch.rand(b, tries, generator=gen) * (spec.erase_scale[1] - spec.erase_scale[0]))
-    lr = torch.log(torch.tensor(spec.erase_ratio))
-    ratio = torch.exp(lr[0] + torch.rand(b, tries, generator=gen) * (lr[1] - lr[0]))
-    eh = torch.sqrt(area * ratio).round().long()
-    ew = torch.sqrt(area / ratio).round().long()
+    lo, hi = spec.erase_scale
+    area = h * w * (lo + gen.random((b, tries)) * (hi - lo))
+    lr = np.log(np.asarray(spec.erase_ratio, dtype=np.float64))
+    ratio = np.exp(lr[0] + gen.random((b, tries)) * (lr[1] - lr[0]))
+    eh = np.round(np.sqrt(area * ratio)).astype(np.int64)
+    ew = np.round(np.sqrt(area / ratio)).astype(np.int64)
     fits = (eh < h) & (ew < w) & (eh > 0) & (ew > 0)
-    first = torch.argmax(fits.int(), dim=1)  # first try that fits (0 if none; masked below)
-    ok = fits.any(1) & (torch.rand(b, generator=gen) < spec.erase_p)
-    eh = torch.where(ok, eh.gather(1, first[:, None]).squeeze(1), 0)
-    ew = torch.where(ok, ew.gather(1, first[:, None]).squeeze(1), 0)
-    top = (torch.rand(b, generator=gen) * (h - eh + 1)).long()
-    left = (torch.rand(b, generator=gen) * (w - ew + 1)).long()
-    return torch.stack([top, left, eh, ew])
+    first = np.argmax(fits, axis=1)  # first try that fits (0 if none; masked below)
+    ok = fits.any(1) & (gen.random(b) < spec.erase_p)
+    rows = np.arange(b)
+    eh = np.where(ok, eh[rows, first], 0)
+    ew = np.where(ok, ew[rows, first], 0)
+    top = (gen.random(b) * (h - eh + 1)).astype(np.int64)
+    left = (gen.random(b) * (w - ew + 1)).astype(np.int64)
+    return np.stack([top, left, eh, ew])
+
+
+def _dev(a: np.ndarray, device: torch.device) -> torch.Tensor:
+    return torch.from_numpy(a).to(device)
 
 
 def crop_flip(x: torch.Tensor, p: BatchParams, pad: int) -> torch.Tensor:
     """Stage 1 on a uint8 batch (B, C, H, W): zero-padded random crop, then flip, as one gather."""
     b, c, h, w = x.shape
     dev = x.device
-    dy, dx, flip = p.dy.to(dev), p.dx.to(dev), p.flip.to(dev)
+    dy, dx, flip = _dev(p.dy, dev), _dev(p.dx, dev), _dev(p.flip, dev)
     ar_h = torch.arange(h, device=dev)
     ar_w = torch.arange(w, device=dev)
     ys = ar_h.view(1, h) + (dy - pad).view(b, 1)
@@ -222,10 +234,10 @@ def float_stage(x: torch.Tensor, spec: AugmentSpec, p: BatchParams) -> torch.Ten
     b = x.shape[0]
     dev = x.device
     if p.theta is not None:
-        grid = F.affine_grid(p.theta.to(dev), list(x.shape), align_corners=False)
+        grid = F.affine_grid(_dev(p.theta, dev), list(x.shape), align_corners=False)
         x = F.grid_sample(x, grid, mode="nearest", padding_mode="zeros", align_corners=False)
     if p.jitter is not None:
-        fb, fc, fs = (f.to(dev).view(b, 1, 1, 1) for f in p.jitter)
+        fb, fc, fs = (_dev(f, dev).view(b, 1, 1, 1) for f in p.jitter)
         if spec.jitter[0]:
             x = (x * fb).clamp_(0, 1)
         if spec.jitter[1]:
@@ -246,7 +258,7 @@ def erase_(x: torch.Tensor, p: BatchParams) -> torch.Tensor:
     if p.erase is None:
         return x
     b, _, h, w = x.shape
-    top, left, eh, ew = (t.to(x.device).view(b, 1) for t in p.erase)
+    top, left, eh, ew = (_dev(t, x.device).view(b, 1) for t in p.erase)
     ys = torch.arange(h, device=x.device).view(1, h)
     xs = torch.arange(w, device=x.device).view(1, w)
     rows = (ys >= top) & (ys < top + eh)

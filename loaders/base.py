@@ -83,10 +83,9 @@ class LoaderBase:
         """Samples this rank sees per epoch (after dropping the incomplete last batch, if any)."""
         return len(self) * self.batch_size if self.drop_last else self._shard
 
-    def aug_generator(self) -> torch.Generator:
-        """The CPU generator of this epoch's augmentation draws (differs per rank and epoch)."""
-        return torch.Generator().manual_seed(int(np.random.SeedSequence([self.seed, self.epoch, self.rank, 0xA06])
-                                                 .generate_state(1, np.uint64)[0] >> 1))
+    def aug_generator(self) -> np.random.Generator:
+        """The host generator of this epoch's augmentation draws (differs per rank and epoch)."""
+        return np.random.default_rng([self.seed, self.epoch, self.rank, 0xA06])
 
     def _finish(self, x: torch.Tensor) -> torch.Tensor:
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x

@@ -71,3 +71,118 @@ def channel_histogram(x: np.ndarray, n_chunks: int) -> np.ndarray:  # pragma: no
                     for v in x[i, c, y]:
                         part[k, c, v] += 1
     return part.sum(axis=0)
+
+
+@numba.njit(parallel=True, cache=True, nogil=True, fastmath=False)
+def gather_augment(src: np.ndarray, idx: np.ndarray, dy: np.ndarray, dx: np.ndarray, flip: np.ndarray, pad: int,
+                   theta: np.ndarray, use_theta: bool, jitter: np.ndarray, use_jitter: np.ndarray,
+                   erase: np.ndarray, scale: np.float32, mean: np.ndarray, std: np.ndarray,
+                   out: np.ndarray) -> None:  # pragma: no cover - jitted
+    """Every stage of a preset in one kernel: crop + flip, warp (nearest), colour jitter, normalise, cutout.
+
+    The semantics are those of :func:`loaders.augment.augment_batch` (crop and flip first, then
+    the warp samples the cropped image, then brightness, contrast, saturation, then normalisation,
+    then cutout); composing the index maps means no intermediate image is ever materialised.
+    On a CPU this replaces some twenty batch-sized torch ops, whose OpenMP barriers stall badly
+    when other processes share the cores.
+
+    Args:
+        src, idx, dy, dx, flip, pad, scale, mean, std, out: as for :func:`gather_crop_flip_normalize`.
+        theta: float32 (B, 2, 3) output -> input maps in ``affine_grid``'s normalised coordinates.
+        use_theta: whether to warp at all.
+        jitter: float32 (3, B) brightness, contrast, saturation factors.
+        use_jitter: bool (3,) which of the three are on.
+        erase: int64 (4, B) top, left, height, width of the cutout; height 0 = none.
+    """
+    n_b = idx.shape[0]
+    n_c, h, w = src.shape[1], src.shape[2], src.shape[3]
+    hw = h * w
+    one = np.float32(1.0)
+    zero = np.float32(0.0)
+    half = np.float32(0.5)
+    hf = np.float32(h)
+    wf = np.float32(w)
+    # affine_grid's base grid for align_corners=False: pixel centres in [-1, 1].
+    xn = np.empty(w, np.float32)
+    yn = np.empty(h, np.float32)
+    for x in range(w):
+        xn[x] = np.float32((2 * x + 1) / w - 1)
+    for y in range(h):
+        yn[y] = np.float32((2 * y + 1) / h - 1)
+    lw = np.empty(n_c, np.float32)
+    if n_c == 3:
+        lw[0], lw[1], lw[2] = 0.2989, 0.587, 0.114
+    else:
+        lw[:] = 1.0
+    do_b, do_c, do_s = use_jitter[0], use_jitter[1], use_jitter[2] and n_c == 3
+    flat_src = src.reshape(src.shape[0], n_c, hw)
+    flat_out = out.reshape(n_b, n_c, hw)
+    for b in numba.prange(n_b):
+        i = idx[b]
+        oy = dy[b] - pad
+        ox = dx[b] - pad
+        f = flip[b]
+        t00, t01, t02 = theta[b, 0, 0], theta[b, 0, 1], theta[b, 0, 2]
+        t10, t11, t12 = theta[b, 1, 0], theta[b, 1, 1], theta[b, 1, 2]
+        # 1. Where each output pixel comes from (-1: outside): warp, then flip and crop, composed.
+        off = np.empty(hw, np.int64)
+        for y in range(h):
+            for x in range(w):
+                u = y
+                v = x
+                ok = True
+                if use_theta:
+                    gx = t00 * xn[x] + t01 * yn[y] + t02
+                    gy = t10 * xn[x] + t11 * yn[y] + t12
+                    fu = np.rint(((gy + one) * hf - one) * half)  # grid_sample nearest: round half to even
+                    fv = np.rint(((gx + one) * wf - one) * half)
+                    ok = zero <= fu < hf and zero <= fv < wf
+                    if ok:
+                        u = int(fu)
+                        v = int(fv)
+                sy = u + oy
+                sx = (w - 1 - v if f else v) + ox
+                off[y * w + x] = sy * w + sx if ok and 0 <= sy < h and 0 <= sx < w else -1
+        # 2. Gather into [0, 1] floats, with brightness.
+        fb = jitter[0, b]
+        for c in range(n_c):
+            o = flat_out[b, c]
+            s = flat_src[i, c]
+            for k in range(hw):
+                val = np.float32(s[off[k]]) * scale if off[k] >= 0 else zero
+                o[k] = min(max(val * fb, zero), one) if do_b else val
+        # 3. Contrast: blend with the image's mean grey.
+        if do_c:
+            fc = jitter[1, b]
+            total = 0.0
+            for c in range(n_c):
+                o = flat_out[b, c]
+                part = zero
+                for k in range(hw):
+                    part += o[k]
+                total += lw[c] * part
+            m = np.float32(total / hw)
+            for c in range(n_c):
+                o = flat_out[b, c]
+                for k in range(hw):
+                    o[k] = min(max(fc * o[k] + (one - fc) * m, zero), one)
+        # 4. Saturation: blend each pixel with its grey.
+        if do_s:
+            fs = jitter[2, b]
+            r, g, bl = flat_out[b, 0], flat_out[b, 1], flat_out[b, 2]
+            for k in range(hw):
+                gr = lw[0] * r[k] + lw[1] * g[k] + lw[2] * bl[k]
+                r[k] = min(max(fs * r[k] + (one - fs) * gr, zero), one)
+                g[k] = min(max(fs * g[k] + (one - fs) * gr, zero), one)
+                bl[k] = min(max(fs * bl[k] + (one - fs) * gr, zero), one)
+        # 5. Normalise, then cutout (zero = the mean colour after normalisation).
+        for c in range(n_c):
+            o = flat_out[b, c]
+            mc, sc = mean[c], std[c]
+            for k in range(hw):
+                o[k] = (o[k] - mc) / sc
+        top, left, eh, ew = erase[0, b], erase[1, b], erase[2, b], erase[3, b]
+        for c in range(n_c):
+            for y in range(top, top + eh):
+                for x in range(left, left + ew):
+                    out[b, c, y, x] = zero

@@ -2,10 +2,10 @@
 
 After airbench: the data sits on the target device (CPU or GPU) as uint8, each epoch draws a
 seeded permutation, and every batch is gathered and augmented with batched ops, never with
-per-sample Python. On the CPU, gather + crop + flip + normalise is one fused numba kernel
+per-sample Python. On the CPU every stage of a preset is one fused numba kernel
 (:mod:`loaders.kernels`); on a GPU the same stages run as torch ops on the device
 (:func:`loaders.augment.augment_batch`). Both draw the batch's random parameters from the same
-CPU generator, so they give the same batches.
+host generator, so they give the same batches.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from loaders.augment import BatchParams, augment_batch, erase_, float_stage, normalize_, sample_params
+from loaders.augment import BatchParams, augment_batch, sample_params
 from loaders.base import LoaderBase
 from loaders.registries import BACKENDS
 from loaders.types import DatasetMeta, SplitData
@@ -46,6 +46,12 @@ class TensorLoader(LoaderBase):
         self._std_np = np.asarray(meta.std, dtype=np.float32)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        if self.use_kernel:
+            import numba
+
+            # As many kernel threads as torch's intra-op threads (which Ray / DDP launchers set per
+            # worker), so two ranks on two cores do not each start two numba threads.
+            numba.set_num_threads(max(1, min(numba.config.NUMBA_NUM_THREADS, torch.get_num_threads())))
         idx = torch.from_numpy(self.indices())
         idx_dev = idx.to(self.device)
         gen = self.aug_generator()
@@ -62,20 +68,24 @@ class TensorLoader(LoaderBase):
             yield self._finish(x), self.labels[idx_dev[sl]]
 
     def _kernel_batch(self, bi: torch.Tensor, p: BatchParams) -> torch.Tensor:
-        from loaders.kernels import gather_crop_flip_normalize
+        from loaders.kernels import gather_augment, gather_crop_flip_normalize
 
         spec = self.spec
+        b = len(bi)
         _, c, h, w = self.images.shape
-        out = torch.empty((len(bi), c, h, w), dtype=torch.float32)
-        # With a float stage to come, the kernel stops at [0, 1] pixels (mean 0, std 1):
-        # rotation and cutout must see unnormalised zeros for their fill.
-        mean = np.zeros(c, np.float32) if spec.float_stage else self._mean_np
-        std = np.ones(c, np.float32) if spec.float_stage else self._std_np
-        gather_crop_flip_normalize(self.images.numpy(), bi.numpy(), p.dy.numpy(), p.dx.numpy(), p.flip.numpy(),
-                                   spec.crop_pad, np.float32(1.0 / 255), mean, std, out.numpy())
-        if spec.float_stage:
-            out = normalize_(float_stage(out, spec, p), self.mean, self.std)
-        return erase_(out, p)
+        out = torch.empty((b, c, h, w), dtype=torch.float32)
+        common = (self.images.numpy(), bi.numpy(), p.dy, p.dx, p.flip, spec.crop_pad)
+        if not (spec.float_stage or p.erase is not None):
+            # none / base: torchvision's exact arithmetic (bit-identical to ToDtype + Normalize).
+            gather_crop_flip_normalize(*common, np.float32(1.0 / 255), self._mean_np, self._std_np, out.numpy())
+            return out
+        theta = p.theta if p.theta is not None else np.zeros((b, 2, 3), np.float32)
+        jitter = p.jitter if p.jitter is not None else np.ones((3, b), np.float32)
+        erase = p.erase if p.erase is not None else np.zeros((4, b), np.int64)
+        use_jitter = np.array([m > 0 for m in spec.jitter], dtype=np.bool_)
+        gather_augment(*common, theta, p.theta is not None, jitter, use_jitter, erase, np.float32(1.0 / 255),
+                       self._mean_np, self._std_np, out.numpy())
+        return out
 
 
 BACKENDS.register("tensor", TensorLoader)

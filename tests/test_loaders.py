@@ -162,13 +162,18 @@ def test_base_statistics_match_between_backends(synth: object) -> None:
     assert torch.allclose(ma, mb, atol=0.03) and torch.allclose(sa, sb, atol=0.03)
 
 
-@pytest.mark.parametrize("augment", ["base", "stronger"])
+@pytest.mark.parametrize("augment", ["base", "strong", "stronger"])
 def test_numba_kernel_matches_torch_ops(synth: object, augment: str) -> None:
     a = build_loader(synth.train, synth.meta, backend="tensor", train=True, batch_size=90, augment=augment)  # type: ignore[attr-defined]
     b = build_loader(synth.train, synth.meta, backend="tensor", train=True, batch_size=90, augment=augment)  # type: ignore[attr-defined]
     b.use_kernel = False  # the path a CUDA device takes
     for (xa, ya), (xb, yb) in zip(a, b, strict=True):
-        assert torch.equal(ya, yb) and torch.equal(xa, xb)
+        assert torch.equal(ya, yb)
+        if augment == "base":
+            assert torch.equal(xa, xb)
+        else:  # float sums in another order; a nearest-neighbour tie may round the other way
+            off = (xa - xb).abs() > 1e-4
+            assert off.float().mean() < 1e-4
 
 
 def test_base_crop_and_flip_semantics() -> None:
@@ -259,3 +264,23 @@ def test_bench_appends_rows(tmp_path: Path, capsys: pytest.CaptureFixture) -> No
                and float(r["img_per_s"]) > 0 and r["torch"] and r["git_sha"] for r in rows)
     assert float(rows[0]["ratio"]) > 1
     assert "tensor" in capsys.readouterr().out
+
+
+def test_warp_parameters_mean_what_the_presets_say() -> None:
+    import math
+
+    import numpy as np
+
+    from loaders.augment import STRONG, STRONGER, sample_params
+
+    gen = np.random.default_rng(0)
+    th = sample_params(STRONG, 500, 32, 32, gen).theta
+    lin = th[:, :, :2].astype(np.float64)
+    assert np.allclose(lin @ lin.transpose(0, 2, 1), np.eye(2), atol=1e-6)  # a pure rotation
+    angles = np.degrees(np.arctan2(lin[:, 0, 1], lin[:, 0, 0]))
+    assert np.abs(angles).max() <= 10 + 1e-4 and np.abs(angles).max() > 8 and np.allclose(th[:, :, 2], 0)
+    th = sample_params(STRONGER, 500, 32, 32, gen).theta
+    det = np.linalg.det(th[:, :, :2].astype(np.float64))  # 1 / scale^2, scale in [0.9, 1.1]
+    assert (det >= 1 / 1.1**2 - 1e-5).all() and (det <= 1 / 0.9**2 + 1e-5).all()
+    assert np.abs(th[:, :, 2]).max() <= 2 * 0.1 * 1.2 + 1e-5 and np.abs(th[:, :, 2]).max() > 0.1
+    assert math.isfinite(float(th.sum()))
