@@ -52,7 +52,8 @@ class LoaderBase:
         self.spec = spec if train else NONE
         self.batch_size = batch_size
         self.device = resolve_device(device)
-        self.rank, self.world_size, self.seed = rank, world_size, seed
+        # numpy's SeedSequence takes non-negative integers only.
+        self.rank, self.world_size, self.seed = rank, world_size, int(seed) % (1 << 63)
         self.drop_last = (train and world_size > 1) if drop_last is None else bool(drop_last)
         self.even = self.drop_last and world_size > 1
         self.channels_last = channels_last

@@ -173,7 +173,7 @@ class FFCVLoader(LoaderBase):
         image.append(ToTorchImage(channels_last=True, convert_back_int16=False))
         self.num_workers = num_workers or max(1, (os.cpu_count() or 1) // world_size)
         self.loader = Loader(str(self.path), batch_size=batch_size, num_workers=self.num_workers,
-                             order=_shard_order(self), drop_last=self.drop_last, seed=seed, os_cache=True,
+                             order=_shard_order(self), drop_last=self.drop_last, seed=self.seed % (1 << 31), os_cache=True,
                              pipelines={"image": image, "label": label}, batches_ahead=2)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

@@ -32,11 +32,10 @@ class MissingDataError(DataError):
 
 
 def resolve_data_dir(data_dir: str | os.PathLike | None) -> Path:
-    """The data root: ``data_dir`` if given, else ``$HARNESS_DATA_DIR``, else ``./data``."""
-    if data_dir:
-        return Path(data_dir).expanduser()
+    """The data root: ``data_dir`` if given, else ``$HARNESS_DATA_DIR``, else ``./data`` (made absolute)."""
     env = os.environ.get("HARNESS_DATA_DIR")
-    return Path(env).expanduser() if env else Path("data")
+    chosen = Path(data_dir) if data_dir else Path(env) if env else Path("data")
+    return Path(os.path.abspath(chosen.expanduser()))  # abspath also folds "..", unlike Path.absolute
 
 
 @dataclass

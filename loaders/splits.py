@@ -41,6 +41,8 @@ def validate_options(opts: DataOptions) -> None:
         raise HarnessError(f"subset must be >= 1 images per class, got {opts.subset}")
     if opts.img_size is not None and opts.img_size < 1:
         raise HarnessError(f"img_size must be >= 1, got {opts.img_size}")
+    if opts.seed < 0:
+        raise HarnessError(f"seed must be >= 0, got {opts.seed}")
     if opts.synthetic_size is not None and opts.dataset != "synthetic":
         raise HarnessError(f"synthetic_size applies only to the synthetic dataset, not {opts.dataset}")
 

@@ -66,7 +66,7 @@ class TorchvisionLoader(LoaderBase):
             raise HarnessError(f"num_workers must be >= 0, got {workers}")
         self.num_workers = workers
         transform = torchvision_transform(self.spec, tuple(split.images.shape[2:]), meta.mean, meta.std)
-        self.sampler = ShardSampler(self.n, seed=seed, shuffle=train, rank=rank, world_size=world_size,
+        self.sampler = ShardSampler(self.n, seed=self.seed, shuffle=train, rank=rank, world_size=world_size,
                                     even=self.even)
         self.loader = DataLoader(
             TransformedImages(split.images, split.labels.to(torch.int64), transform),
