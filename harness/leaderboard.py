@@ -122,7 +122,7 @@ class RunRecord:
 
     @property
     def stop_reason(self) -> str:
-        if self.error or self.outcome == "error" or (self.summary or {}).get("status") == "failed":
+        if self.outcome == "error" or (self.error and self.summary is None):
             return "error"
         if self.summary is not None:
             return str(self.summary.get("stop_reason") or "completed")

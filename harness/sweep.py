@@ -622,6 +622,12 @@ def run_sweep(s: SweepSettings, resume: bool = False) -> int:
         s.storage = str(storage)
         s.created = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
     _validate_settings(s, m)
+    # Trials run in their own directories: every path they read must be absolute.
+    if s.data_dir:
+        s.data_dir = str(Path(s.data_dir).expanduser().resolve())
+    for var in ("HARNESS_DATA_DIR", "HARNESS_CACHE_DIR"):
+        if os.environ.get(var):
+            os.environ[var] = str(Path(os.environ[var]).expanduser().resolve())
     search = s.search or m.search
     for o in s.overrides:
         if "=" not in o:
@@ -637,7 +643,7 @@ def run_sweep(s: SweepSettings, resume: bool = False) -> int:
     mode = wandb_mode(s.wandb)
     _setup_wandb_env(mode)
     if s.data_dir:
-        os.environ["HARNESS_DATA_DIR"] = str(Path(s.data_dir).expanduser().resolve())
+        os.environ["HARNESS_DATA_DIR"] = s.data_dir
     if not resume:
         _prepare_data(configs)
 
@@ -671,7 +677,9 @@ def run_sweep(s: SweepSettings, resume: bool = False) -> int:
                                tune_config=tune.TuneConfig(
                                    metric=METRIC, mode=MODE, scheduler=_scheduler(ASHAScheduler, max_t, grace, rf),
                                    search_alg=_searcher(search), num_samples=1 if cells is not None else n_trials,
-                                   max_concurrent_trials=cap, trial_name_creator=_trial_name,
+                                   # A reused actor reports the previous trial's directory, which the
+                                   # replay-on-resume logic reads: one actor per trial.
+                                   max_concurrent_trials=cap, trial_name_creator=_trial_name, reuse_actors=False,
                                    trial_dirname_creator=_trial_name),
                                run_config=tune.RunConfig(name=s.name, storage_path=str(storage), verbose=0,
                                                          callbacks=_make_callbacks(s, n_trials),

@@ -108,12 +108,11 @@ def _outcomes(exp: Path) -> dict[str, str]:
 def test_kill_9_then_resume_finishes_once_with_seeds_and_a_failed_trial(tmp_path, env):
     m = _matrix(tmp_path / "m.yaml", """  run:
     - {arch: tiny_cnn, lr: 0.05, label: tiny}
-    - {arch: mlp, lr: 0.05, label: mlp}
     - {arch: tiny_cnn, lr: 1000000.0, label: diverges}
-""", epochs=3)
+""", epochs=2)
     exp = tmp_path / "sweeps" / "t1"
     cmd = [sys.executable, "-m", "harness", "sweep", "--num-cpus", "2", "--matrix", str(m), "--name", "t1",
-           "--seeds", "2", "--wandb", "off", "--max-concurrent", "1", "--grace-period", "2"]
+           "--seeds", "2", "--wandb", "off", "--max-concurrent", "2", "--grace-period", "2"]
     log = open(tmp_path / "first.log", "w")
     p = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
@@ -129,14 +128,14 @@ def test_kill_9_then_resume_finishes_once_with_seeds_and_a_failed_trial(tmp_path
             os.killpg(p.pid, signal.SIGKILL)
         log.close()
     before = _outcomes(exp)
-    assert len(before) < 6, "the kill came too late to test resuming"
+    assert len(before) < 4, "the kill came too late to test resuming"
     finished = [d for d, o in before.items() if o == "completed"]
     snapshot = {d: (exp / d / "result.json").read_text() for d in finished}
 
     r = _sweep(env, "--name", "t1", "--resume")
     assert r.returncode == 0, r.stdout[-3000:]
     after = _outcomes(exp)
-    assert len(after) == 6 and set(before) <= set(after)
+    assert len(after) == 4 and set(before) <= set(after)
     for d in finished:  # finished trials were not trained again
         rows = [json.loads(x) for x in (exp / d / "result.json").read_text().splitlines() if x.strip()]
         epochs = [x["epoch"] for x in rows if "epoch" in x]
@@ -144,7 +143,7 @@ def test_kill_9_then_resume_finishes_once_with_seeds_and_a_failed_trial(tmp_path
         assert (exp / d / "result.json").read_text().startswith(snapshot[d])
 
     rows = read_rows(tmp_path / "results" / "leaderboard.csv")
-    assert len(rows) == 3 and len({x["config_id"] for x in rows}) == 3, "each configuration exactly once"
+    assert len(rows) == 2 and len({x["config_id"] for x in rows}) == 2, "each configuration exactly once"
     by = {(x["arch"], x["lr"]): x for x in rows}
     good = by[("tiny_cnn", "0.05")]
     assert good["n_seeds"] == "2" and good["seeds"] == "0 1"
