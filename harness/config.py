@@ -100,8 +100,8 @@ class TrainConfig:
     min_delta: float = 0.0
     budget: str | None = None  # wall-clock budget, e.g. 90s, 30m, 2h
     target_acc: float | None = None  # time_to_target_s = first time val_acc >= this
-    precision: str = "fp32"  # fp32 | bf16 | fp16 (fp16 needs CUDA)
-    channels_last: bool = False
+    precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16 | fp16 (fp16 needs CUDA)
+    channels_last: bool | None = None  # None: auto (on for CUDA, where it speeds up convolutions)
     compile: bool = False
     seed: int = 0
     deterministic: bool = False
@@ -358,7 +358,8 @@ def validate(cfg: RunConfig) -> None:
     need(o.lr_scaling in ("none", "linear"), f"optim.lr_scaling must be none or linear, got '{o.lr_scaling}'")
     need(0 <= t.label_smoothing < 1, f"train.label_smoothing must be in [0, 1), got {t.label_smoothing}")
     need(t.grad_clip is None or t.grad_clip > 0, f"train.grad_clip must be > 0, got {t.grad_clip}")
-    need(t.precision in ("fp32", "bf16", "fp16"), f"train.precision must be fp32, bf16 or fp16, got '{t.precision}'")
+    need(t.precision in ("auto", "fp32", "bf16", "fp16"),
+         f"train.precision must be auto, fp32, bf16 or fp16, got '{t.precision}'")
     need(t.early_stop_patience is None or t.early_stop_patience >= 1,
          f"train.early_stop_patience must be >= 1, got {t.early_stop_patience}")
     need(t.target_acc is None or 0 < t.target_acc <= 1, f"train.target_acc must be in (0, 1], got {t.target_acc}")

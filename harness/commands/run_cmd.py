@@ -40,7 +40,7 @@ SHORTCUTS: dict[str, tuple[str, str]] = {
     "--min-delta": ("train.min_delta", "smallest val-loss improvement that counts"),
     "--budget": ("train.budget", "wall-clock budget, e.g. 90s, 30m, 2h (still tests at the end)"),
     "--target-acc": ("train.target_acc", "record the time when val accuracy first reaches this"),
-    "--precision": ("train.precision", "fp32, bf16 or fp16 (CUDA)"),
+    "--precision": ("train.precision", "auto (bf16 on CUDA, fp32 on CPU), fp32, bf16 or fp16 (CUDA)"),
     "--seed": ("train.seed", "random seed"),
     "--workers": ("dist.workers", "0 = in process; N = Ray Train DDP with N workers"),
     "--cpus-per-worker": ("dist.cpus_per_worker", "CPUs per Ray Train worker"),
@@ -50,7 +50,7 @@ SHORTCUTS: dict[str, tuple[str, str]] = {
 }
 FLAGS: dict[str, tuple[str, str]] = {
     "--grayscale": ("data.grayscale", "convert images to one channel"),
-    "--channels-last": ("train.channels_last", "channels_last memory format"),
+    "--channels-last": ("train.channels_last", "channels_last memory format (default: on for CUDA)"),
     "--compile": ("train.compile", "torch.compile the model"),
     "--deterministic": ("train.deterministic", "deterministic algorithms"),
     "--nesterov": ("optim.nesterov", "Nesterov momentum"),
