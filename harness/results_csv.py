@@ -51,6 +51,7 @@ def read_rows(path: Path) -> list[dict[str, str]]:
 def _write_atomic(path: Path, columns: Sequence[str], rows: Iterable[dict]) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o644)  # mkstemp makes 0600; results are for everyone who can read the repo
         with os.fdopen(fd, "w", newline="") as fh:
             w = csv.DictWriter(fh, fieldnames=list(columns), extrasaction="ignore")
             w.writeheader()
