@@ -520,9 +520,13 @@ def _init_ray(s: SweepSettings) -> bool:
     tmp = os.environ.get("RAY_TMPDIR")
     kwargs: dict[str, Any] = {"_temp_dir": tmp} if tmp else {}
     cpus = _local_cpus(s)
-    # address="local" never attaches to a stale cluster file; no dashboard (nothing faces the network).
-    ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=s.verbose,
-             configure_logging=True, logging_level="ERROR" if not s.verbose else "INFO", **kwargs)
+    # address="local" never attaches to a stale cluster file. The dashboard serves Ray's State API,
+    # which Ray Train's placement-group cleaner needs to free the workers of a TorchTrainer trial that
+    # Tune ended; without it the next trial waits for CPUs forever. It listens on 127.0.0.1 only.
+    ddp = s.workers_per_trial > 1
+    ray.init(address="local", num_cpus=cpus, include_dashboard=ddp, dashboard_host="127.0.0.1",
+             log_to_driver=s.verbose, configure_logging=True, logging_level="ERROR" if not s.verbose else "INFO",
+             **kwargs)
     return True
 
 

@@ -152,18 +152,22 @@ def test_kill_9_then_resume_finishes_once_with_seeds_and_a_failed_trial(tmp_path
 
 
 @pytest.mark.slow
-def test_optuna_search(tmp_path, env):
-    m = _matrix(tmp_path / "m.yaml", """  arch: [tiny_cnn, mlp]
+def test_optuna_search_with_ddp_trials(tmp_path, env):
+    """Optuna suggests the trials; each trial fits a 2-worker TorchTrainer (TuneReportCallback)."""
+    m = _matrix(tmp_path / "m.yaml", """  arch: [tiny_cnn, lenet_cnn]
   lr: {loguniform: [0.001, 0.1]}
 """, epochs=2)
-    r = _sweep(env, "--matrix", str(m), "--name", "opt", "--search", "optuna", "--num-samples", "3",
-               "--wandb", "off")
+    r = _sweep(env, "--matrix", str(m), "--name", "opt", "--search", "optuna", "--num-samples", "2",
+               "--workers-per-trial", "2", "--wandb", "off")
     assert r.returncode == 0, r.stdout[-3000:]
+    assert "at most 1 at once" in r.stdout, "2 workers x 1 CPU on 2 CPUs: one trial at a time"
     states = sorted((tmp_path / "sweeps" / "opt").glob("*/trial.json"))
-    assert len(states) == 3
+    assert len(states) == 2
     lrs = {json.loads(s.read_text())["config"]["optim"]["lr"] for s in states}
-    assert len(lrs) == 3 and all(0.001 <= x <= 0.1 for x in lrs), "Optuna suggested the lrs"
-    assert len(read_rows(tmp_path / "results" / "leaderboard.csv")) == 3
+    assert len(lrs) == 2 and all(0.001 <= x <= 0.1 for x in lrs), "Optuna suggested the lrs"
+    rows = read_rows(tmp_path / "results" / "leaderboard.csv")
+    assert len(rows) == 2 and {x["world_size"] for x in rows} == {"2"}
+    assert all(x["stop_reason"] == "completed" and x["test_acc_mean"] for x in rows)
 
 
 def test_resume_and_name_errors_are_one_line(tmp_path, capsys, monkeypatch):
