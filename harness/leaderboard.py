@@ -122,6 +122,8 @@ class RunRecord:
 
     @property
     def stop_reason(self) -> str:
+        if self.outcome == "excluded":
+            return "excluded"
         if self.outcome == "error" or (self.error and self.summary is None):
             return "error"
         if self.summary is not None:
@@ -193,7 +195,7 @@ def read_trial(trial_dir: Path) -> RunRecord | None:
     epochs = _segments_last([r for r in rows if "epoch" in r and "stop_reason" not in r])
     if summary is not None and epochs and rows.index(summary) < rows.index(epochs[-1]):
         summary = None
-    outcome = ""
+    outcome = "excluded" if any(r.get("status") == "excluded" for r in rows) else ""
     op = trial_dir / "outcome.json"
     if op.is_file():
         outcome = json.loads(op.read_text()).get("outcome", "")
@@ -324,7 +326,7 @@ def aggregate(records: Sequence[RunRecord]) -> list[dict[str, Any]]:
     """One leaderboard row per configuration (seeds and folds aggregated). Interrupted runs are left out."""
     groups: dict[str, list[RunRecord]] = {}
     for r in records:
-        if r.finished:
+        if r.finished and r.stop_reason != "excluded":
             groups.setdefault(config_id(r.config), []).append(r)
     rows = []
     for cid, recs in groups.items():

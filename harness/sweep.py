@@ -697,7 +697,7 @@ def run_sweep(s: SweepSettings, resume: bool = False) -> int:
         elapsed = time.monotonic() - t0
     finally:
         ray.shutdown()
-    return _finish(s, exp_dir, elapsed, mode)
+    return _finish(s, exp_dir, elapsed, mode, n_trials)
 
 
 def _scheduler(cls: Any, max_t: int, grace: int, rf: float) -> Any:
@@ -764,7 +764,7 @@ def _validate_settings(s: SweepSettings, m: Matrix) -> None:
     wandb_mode(s.wandb)
 
 
-def _finish(s: SweepSettings, exp_dir: Path, elapsed: float, mode: str | None) -> int:
+def _finish(s: SweepSettings, exp_dir: Path, elapsed: float, mode: str | None, n_trials: int) -> int:
     """Merge the leaderboards, regenerate the docs page and print what happened."""
     from harness.leaderboard import collect, render_docs, write_results
 
@@ -777,7 +777,9 @@ def _finish(s: SweepSettings, exp_dir: Path, elapsed: float, mode: str | None) -
     reasons: dict[str, int] = {}
     for r in records:
         reasons[r.stop_reason] = reasons.get(r.stop_reason, 0) + 1
-    incomplete = reasons.pop("incomplete", 0)
+    reasons.pop("incomplete", 0)
+    excluded = sum(1 for p in exp_dir.glob(f"*/{OUTCOME_FILE}") if '"excluded"' in p.read_text())
+    incomplete = n_trials - sum(reasons.values()) - excluded  # started but unfinished, or never started
     from harness.results_csv import results_dir
 
     rdir = results or results_dir()
@@ -790,7 +792,7 @@ def _finish(s: SweepSettings, exp_dir: Path, elapsed: float, mode: str | None) -
         print(f"docs: {out} and its plots in {out.parent / 'img'}", flush=True)
     if mode == "offline":
         print(f"W&B runs are offline; upload them with: wandb sync {exp_dir}/*/wandb/offline-run-*", flush=True)
-    if incomplete:
+    if incomplete > 0:
         print(f"sweep {s.name} was interrupted with {incomplete} trial(s) unfinished; finish it with: "
               f"harness sweep --name {s.name} --resume" + (f" --storage {s.storage}" if s.storage else ""),
               file=sys.stderr, flush=True)
