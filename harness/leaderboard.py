@@ -19,6 +19,7 @@ weights of its best validation epoch; runs that ASHA stopped early have none
 from __future__ import annotations
 
 import datetime as _dt
+import itertools
 import json
 import math
 import os
@@ -421,13 +422,14 @@ def write_results(records: Sequence[RunRecord], out_dir: Path | None = None) -> 
         merge_rows(out_dir / "leaderboard.csv", rows, LEADERBOARD_COLUMNS, _lb_key)
     tp = throughput_rows(records)
     if tp:
-        merge_rows(out_dir / "throughput.csv", tp, THROUGHPUT_COLUMNS, _tp_key)
+        # Rows other benchmarks append (kind loader, overhead, ...) are never merged, even if two are equal.
+        others = itertools.count()
+
+        def tp_key(row: dict) -> tuple:
+            return throughput_key(row) if row.get("kind") in ("sweep", "run") else ("other", next(others))
+
+        merge_rows(out_dir / "throughput.csv", tp, THROUGHPUT_COLUMNS, tp_key)
     return len(rows), len(tp)
-
-
-def _tp_key(row: dict) -> tuple:
-    # Rows other benchmarks append (kind loaders/overhead, ...) stay distinct: they differ in kind.
-    return throughput_key(row) if row.get("kind") in ("sweep", "run") else tuple(sorted(row.items()))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -85,6 +85,17 @@ def test_merge_keeps_other_rows_and_replaces_reruns(tmp_path):
     assert float(tp[0]["img_per_s"]) == 1000.0 and float(tp[0]["infer_img_per_s"]) == 5000.0
 
 
+def test_throughput_keeps_other_benchmarks_rows(tmp_path):
+    from harness.results_csv import THROUGHPUT_COLUMNS, append_rows
+
+    other = {"kind": "loader", "arch": "", "backend": "tensor", "img_per_s": 10.0}
+    append_rows(tmp_path / "throughput.csv", [other, other], THROUGHPUT_COLUMNS)
+    write_results([_done(_cfg(), 0.5, 0.5)], tmp_path)
+    write_results([_done(_cfg(), 0.6, 0.6)], tmp_path)
+    kinds = [r["kind"] for r in read_rows(tmp_path / "throughput.csv")]
+    assert kinds == ["loader", "loader", "sweep"]
+
+
 def _writer(out: str, k: int) -> None:
     recs = [_done(_cfg("tiny_cnn", lr=round(0.001 * (k * 100 + i + 1), 6)), 0.5, 0.5, sweep=f"w{k}")
             for i in range(10)]
