@@ -5,6 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-dev
 FFCV_STAMP := $(VENV)/.installed-ffcv
 PYTEST_ARGS ?=
+SWEEP_ARGS ?=
 
 .PHONY: test bench install ffcv lint clean-venv
 
@@ -29,8 +30,11 @@ ffcv: $(FFCV_STAMP)
 test: $(STAMP) $(FFCV_STAMP)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
+# The main job: the `quick` matrix (small models x 2 strategies on a CIFAR-10 subset) as a local Ray
+# Tune ASHA sweep, then the leaderboards and docs/leaderboard.md. Data: $$HARNESS_DATA_DIR or ./data.
 bench: $(STAMP)
-	$(BIN)/harness list models
+	$(BIN)/harness sweep --matrix quick $(SWEEP_ARGS)
+	$(BIN)/harness leaderboard
 
 lint: $(STAMP)
 	$(BIN)/ruff check harness architectures loaders tests
