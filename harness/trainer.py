@@ -135,6 +135,7 @@ def fit(cfg: RunConfig, run_dir: Path | None = None, report: Callable[[dict], No
         summary["pretrain_dataset"] = pretrain_summary.get("dataset")
         summary["pretrain_val_acc"] = pretrain_summary.get("val_acc")
         summary["pretrain_test_acc"] = pretrain_summary.get("test_acc")
+        summary["pretrain_train_s"] = pretrain_summary.get("train_s")
         summary["total_s"] = summary.get("total_s", 0) + pretrain_summary.get("total_s", 0)
         import json
 
