@@ -66,7 +66,10 @@ def _context(cfg: RunConfig) -> WorkerContext:
         import ray.train.torch
 
         # Ray Train logs every report's whole metrics dict at INFO from each worker; keep warnings only.
-        logging.getLogger("ray.train.v2._internal.execution.context").setLevel(logging.WARNING)
+        # (That module names its logger by file path, not by dotted module name.)
+        from ray.train.v2._internal.execution import context as _train_context
+
+        logging.getLogger(_train_context.__file__).setLevel(logging.WARNING)
         device = ray.train.torch.get_device()
         if cfg.dist.cpus_per_worker:
             # Ray pins each worker to its CPU share; more torch threads than that only thrash.

@@ -49,7 +49,7 @@ def test_two_cpu_workers(tmp_path):
 
 def test_killed_worker_resumes_from_checkpoint(tmp_path):
     out = tmp_path / "runs"
-    epochs = 5
+    epochs = 6
     proc = subprocess.Popen([*RUN, "--workers", "2", "--cpus-per-worker", "1", "--epochs", str(epochs),
                              "--max-failures", "2", "--set", "data.synthetic_size=3000", "--arch", "vanilla_cnn",
                              "--out", str(out)],
@@ -58,11 +58,15 @@ def test_killed_worker_resumes_from_checkpoint(tmp_path):
     try:
         deadline = time.monotonic() + 240
         while time.monotonic() < deadline and proc.poll() is None:
-            # Kill only once Ray has persisted a checkpoint (metrics.csv is written just before it).
-            ckpts = list(out.glob("*/ray_train/*/checkpoint_*"))
-            if ckpts:
-                pid_file = ckpts[0].parents[2] / "pids" / "rank1"
-                if pid_file.is_file():
+            # Kill once the controller has surely *registered* a checkpoint: a checkpoint folder on disk
+            # is not enough (Ray restores only registered ones), but when epoch 2's row is written,
+            # epoch 1's report (a barrier across ranks) finished a whole epoch earlier.
+            runs = list(out.glob("*/metrics.csv"))
+            if runs:
+                with open(runs[0]) as fh:
+                    rows = list(csv.DictReader(fh))
+                pid_file = runs[0].parent / "pids" / "rank1"
+                if len(rows) >= 2 and pid_file.is_file():
                     killed = int(pid_file.read_text())
                     os.kill(killed, signal.SIGKILL)
                     break
