@@ -46,8 +46,7 @@ def bare_loop(arch: str, n_train: int, batch_size: int, epochs: int) -> list[flo
     meta = splits.meta
     mean = torch.tensor(meta.mean).view(1, -1, 1, 1)
     std = torch.tensor(meta.std).view(1, -1, 1, 1)
-    scale = 255.0 if max(meta.mean) > 1.5 else 1.0
-    x_all = (splits.train.images.float() / (255.0 / scale) - mean) / std
+    x_all = (splits.train.images.float() / 255.0 - mean) / std  # meta.mean/std are in [0, 1] units
     y_all = splits.train.labels
     torch.manual_seed(0)
     model = create_model(arch, num_classes=10, in_chans=meta.shape[0], img_size=meta.shape[-1])

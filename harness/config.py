@@ -308,13 +308,14 @@ def set_dotted(d: dict, key: str, value: Any) -> None:
 def apply_overrides(cfg: RunConfig, overrides: list[str] | dict[str, Any]) -> RunConfig:
     """Apply dotted overrides (``["optim.lr=0.05", ...]`` or ``{"optim.lr": 0.05}``) and re-validate."""
     d = config_to_dict(cfg)
-    items = overrides.items() if isinstance(overrides, dict) else [_split_override(o) for o in overrides]
+    items = overrides.items() if isinstance(overrides, dict) else [parse_override(o) for o in overrides]
     for k, v in items:
         set_dotted(d, k, v)
     return config_from_dict(d)
 
 
-def _split_override(o: str) -> tuple[str, Any]:
+def parse_override(o: str) -> tuple[str, Any]:
+    """Split ``section.key=value`` into the key and the YAML-parsed value."""
     if "=" not in o:
         raise ConfigError(f"override '{o}' must look like section.key=value")
     k, v = o.split("=", 1)

@@ -305,7 +305,6 @@ def run_worker(cfg: RunConfig, run_dir: Path, ctx: WorkerContext, report: Callab
         run_dir.mkdir(parents=True, exist_ok=True)
         if resumed is not None:
             _write_metrics(run_dir / "metrics.csv", history)  # drop rows of the epoch that was lost
-        (run_dir / "pids").mkdir(exist_ok=True)
     if ctx.ray_train:
         # The fault test finds workers to kill here; a restarted worker writes its new pid.
         (run_dir / "pids").mkdir(parents=True, exist_ok=True)
@@ -321,18 +320,18 @@ def run_worker(cfg: RunConfig, run_dir: Path, ctx: WorkerContext, report: Callab
             tb = None
 
     tag = f"[rank {ctx.rank}/{ctx.world_size}] " if ctx.world_size > 1 else ""
-    if ctx.world_size > 1 or ctx.is_main:
-        if cfg.train.progress and (ctx.is_main or ctx.world_size > 1):
-            print(f"{tag}training {cfg.model.arch} ({params / 1e6:.3f}M params) on {cfg.data.dataset} "
-                  f"{tuple(meta.shape)} x {len(splits.train.labels)} train / {len(splits.val.labels)} val, "
-                  f"{cfg.strategy.name}, {ctx.device}, loader {train_loader.backend}, world size {ctx.world_size}",
-                  flush=True)
+    if cfg.train.progress and (ctx.is_main or ctx.world_size > 1):  # every rank says it started
+        print(f"{tag}training {cfg.model.arch} ({params / 1e6:.3f}M params) on {cfg.data.dataset} "
+              f"{tuple(meta.shape)} x {len(splits.train.labels)} train / {len(splits.val.labels)} val, "
+              f"{cfg.strategy.name}, {ctx.device}, loader {train_loader.backend}, world size {ctx.world_size}",
+              flush=True)
     progress = _Progress(cfg.train.progress and ctx.is_main, cfg.train.epochs, tag)
     deadline = t_start + parse_duration(cfg.train.budget) if cfg.train.budget else None
     stop_reason = "completed"
     epoch_times: list[float] = []
     img_rates: list[float] = []
     train_s_total = sum(r["epoch_s"] for r in history)
+    plain_cfg = _plain_config(cfg)  # stored in every checkpoint
     first_step_at: float | None = None  # unix time of the first optimizer step (bench overhead)
 
     for epoch in range(state["epoch"], cfg.train.epochs):
@@ -422,12 +421,12 @@ def run_worker(cfg: RunConfig, run_dir: Path, ctx: WorkerContext, report: Callab
                 tb.flush()
             ck = {"model": raw_model.state_dict(), "optimizer": opt.state_dict(),
                   "scheduler": sched.scheduler.state_dict(), "history": history, "state": state,
-                  "best_model": best_state, "config": config_from_dict_safe(cfg)}
+                  "best_model": best_state, "config": plain_cfg}
             torch.save(ck, run_dir / "last.pt.tmp")
             os.replace(run_dir / "last.pt.tmp", run_dir / "last.pt")
             if state["best_epoch"] == epoch + 1:
                 torch.save({"model": best_state, "epoch": epoch + 1, "val_acc": val["acc"],
-                            "config": config_from_dict_safe(cfg)}, run_dir / "best.pt")
+                            "config": plain_cfg}, run_dir / "best.pt")
             if ctx.ray_train:
                 ckpt_dir = Path(tempfile.mkdtemp(prefix="harness-ckpt-"))
                 shutil.copy2(run_dir / "last.pt", ckpt_dir / "last.pt")
@@ -498,7 +497,7 @@ def run_worker(cfg: RunConfig, run_dir: Path, ctx: WorkerContext, report: Callab
     return summary
 
 
-def config_from_dict_safe(cfg: RunConfig) -> dict:
+def _plain_config(cfg: RunConfig) -> dict:
     """The config as plain data, safe for ``torch.load(weights_only=True)``."""
     from harness.config import config_to_dict
 

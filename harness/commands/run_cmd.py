@@ -81,15 +81,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def resolve_config(args: argparse.Namespace):
     """The RunConfig from defaults, --config, --set and shortcut flags, in that order."""
-    from harness.config import RunConfig, apply_overrides, load_config
+    from harness.config import RunConfig, apply_overrides, load_config, parse_override
 
     cfg = load_config(args.config) if args.config else RunConfig()
-    over: dict[str, object] = {}
-    for o in args.set:
-        from harness.config import _split_override
-
-        k, v = _split_override(o)
-        over[k] = v
+    over: dict[str, object] = dict(parse_override(o) for o in args.set)
     for name, value in vars(args).items():
         if name.startswith("sc_") and value is not None:
             over[name[3:].replace("__", ".")] = value
