@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from harness.config import (
+from harness.run.config import (
     RunConfig,
     apply_overrides,
     config_from_dict,

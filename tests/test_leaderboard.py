@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from harness.cli import main
-from harness.config import RunConfig, apply_overrides
-from harness.leaderboard import (
+from harness.run.config import RunConfig, apply_overrides
+from harness.report.leaderboard import (
     DOCUMENTED_COLUMNS,
     LEADERBOARD_COLUMNS,
     STOPPED,
@@ -141,7 +141,7 @@ def test_docs_page_has_tables_best_per_arch_and_two_plots(tmp_path):
 def test_read_trial_keeps_the_last_attempt_and_a_replayed_summary(tmp_path):
     cfg = _cfg()
     (tmp_path / "trial.json").write_text(json.dumps({"sweep": "s", "config": json.loads(json.dumps(
-        __import__("harness.config", fromlist=["config_to_dict"]).config_to_dict(cfg)))}))
+        __import__("harness.run.config", fromlist=["config_to_dict"]).config_to_dict(cfg)))}))
     rows = [{"epoch": 1, "val_acc": 0.1}, {"epoch": 2, "val_acc": 0.2},  # attempt killed by kill -9
             {"epoch": 1, "val_acc": 0.3}, {"epoch": 2, "val_acc": 0.4},
             {"stop_reason": "completed", "status": "ok", "val_acc": 0.4, "test_acc": 0.35, "epochs_run": 2}]

@@ -9,8 +9,8 @@ import pytest
 
 from harness.cli import main
 from harness.errors import ConfigError
-from harness.matrix import list_presets, load_matrix, parse_matrix
-from harness.sweep import SweepSettings, _cells, trial_config
+from harness.sweep.matrix import list_presets, load_matrix, parse_matrix
+from harness.sweep.driver import SweepSettings, _cells, trial_config
 
 
 def test_presets_are_listed_with_descriptions():
@@ -115,7 +115,7 @@ def test_seeds_and_folds_are_replicate_trials_of_one_configuration():
     assert len(cells) == 12 * 2 * 3
     cfg, info = trial_config({"cell": cells[5]}, s)
     assert (cfg.train.seed, cfg.data.folds, cfg.data.fold) == (info["seed"], 3, info["fold"])
-    from harness.leaderboard import config_id
+    from harness.report.leaderboard import config_id
 
     ids = {config_id(trial_config({"cell": c}, s)[0]) for c in cells}
     assert len(ids) == 12, "seeds and folds must not make new configurations"

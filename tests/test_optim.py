@@ -6,9 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from harness.config import OptimConfig, SchedConfig
+from harness.run.config import OptimConfig, SchedConfig
 from harness.errors import HarnessError
-from harness.optim import OPTIMIZERS, SCHEDULERS, build_optimizer, build_schedule, param_groups
+from harness.run.optim import OPTIMIZERS, SCHEDULERS, build_optimizer, build_schedule, param_groups
 
 
 def _model() -> nn.Module:

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness.config import RunConfig, apply_overrides
-from harness.optim import OPTIMIZERS, SCHEDULERS
-from harness.strategies import STRATEGIES
-from harness.trainer import fit
+from harness.run.config import RunConfig, apply_overrides
+from harness.run.optim import OPTIMIZERS, SCHEDULERS
+from harness.run.strategies import STRATEGIES
+from harness.run.trainer import fit
 
 BASE = {
     "model.arch": "tiny_cnn", "data.dataset": "synthetic", "data.synthetic_size": 320, "data.loader": "tensor",
@@ -90,7 +90,7 @@ def test_finetune_freezes_and_splits_lrs(tmp_path):
     cfg = make_cfg(tmp_path, **{"model.arch": "resnet20", "strategy.name": "finetune", "strategy.init_from": src,
                                 "strategy.trainable": "head,layer3", "optim.head_lr": 0.1, "optim.body_lr": 0.001,
                                 "optim.lr": 0.05, "train.max_steps_per_epoch": 3, "train.batch_size": 16})
-    from harness.strategies import STRATEGIES as S
+    from harness.run.strategies import STRATEGIES as S
 
     prepared = S.get("finetune").prepare(cfg, 10, 3, 32)
     model = prepared.model

@@ -45,6 +45,6 @@ def _loaders(args: argparse.Namespace) -> int:
 
 
 def _overhead(args: argparse.Namespace) -> int:
-    from harness.bench_overhead import main
+    from harness.bench.overhead import main
 
     return main(args)

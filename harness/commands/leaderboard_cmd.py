@@ -25,7 +25,7 @@ def run(args: argparse.Namespace) -> int:
     import os
     from pathlib import Path
 
-    from harness.leaderboard import collect, render_docs, write_results
+    from harness.report.leaderboard import collect, render_docs, write_results
     from harness.results_csv import results_dir
 
     results = Path(args.results_dir) if args.results_dir else results_dir()

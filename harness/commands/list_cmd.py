@@ -10,9 +10,9 @@ REGISTRIES: dict[str, tuple[str, str]] = {
     "datasets": ("loaders", "DATASETS"),
     "loaders": ("loaders", "BACKENDS"),
     "augment": ("loaders", "AUGMENTATIONS"),
-    "strategies": ("harness.strategies", "STRATEGIES"),
-    "optimizers": ("harness.optim", "OPTIMIZERS"),
-    "schedulers": ("harness.optim", "SCHEDULERS"),
+    "strategies": ("harness.run.strategies", "STRATEGIES"),
+    "optimizers": ("harness.run.optim", "OPTIMIZERS"),
+    "schedulers": ("harness.run.optim", "SCHEDULERS"),
 }
 KINDS = ["models", "presets", *REGISTRIES]
 
@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
         _print_table(["name", "family", "params_M", "MFLOPs", "input", "source"], rows)
         return 0
     if args.kind == "presets":
-        from harness.matrix import list_presets
+        from harness.sweep.matrix import list_presets
 
         _print_table(["preset", "description"], [[n, d] for n, d in list_presets()])
         return 0

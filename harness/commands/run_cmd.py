@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-# shortcut flag -> (dotted config key, help). Values are parsed and checked by harness.config.
+# shortcut flag -> (dotted config key, help). Values are parsed and checked by harness.run.config.
 SHORTCUTS: dict[str, tuple[str, str]] = {
     "--arch": ("model.arch", "model name (harness list models)"),
     "--init": ("model.init", "scratch init: default, xavier or kaiming"),
@@ -81,7 +81,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def resolve_config(args: argparse.Namespace):
     """The RunConfig from defaults, --config, --set and shortcut flags, in that order."""
-    from harness.config import RunConfig, apply_overrides, load_config, parse_override
+    from harness.run.config import RunConfig, apply_overrides, load_config, parse_override
 
     cfg = load_config(args.config) if args.config else RunConfig()
     over: dict[str, object] = dict(parse_override(o) for o in args.set)
@@ -98,8 +98,8 @@ def run(args: argparse.Namespace) -> int:
     """Resolve the config, train, print the summary and the run directory."""
     import yaml
 
-    from harness.config import config_to_dict
-    from harness.trainer import fit
+    from harness.run.config import config_to_dict
+    from harness.run.trainer import fit
 
     cfg = resolve_config(args)
     if args.print_config:

@@ -1,6 +1,6 @@
 """Run one configuration: in process (``dist.workers == 0``) or as a Ray Train ``TorchTrainer``.
 
-Both paths call the same :func:`harness.train_loop.train_loop_per_worker`. The ``transfer``
+Both paths call the same :func:`harness.run.loop.train_loop_per_worker`. The ``transfer``
 strategy is two runs of it: stage one pretrains from scratch on ``--pretrain-dataset`` into
 ``<run>/pretrain``, stage two finetunes from that on ``--dataset``.
 """
@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from harness.config import RunConfig, config_hash, config_to_dict, save_config
+from harness.run.config import RunConfig, config_hash, config_to_dict, save_config
 from harness.errors import ConfigError, HarnessError
 
 
@@ -28,8 +28,8 @@ def check_config(cfg: RunConfig) -> None:
     import torch
 
     from architectures import model_info
-    from harness.optim import OPTIMIZERS, SCHEDULERS
-    from harness.strategies import check_strategy
+    from harness.run.optim import OPTIMIZERS, SCHEDULERS
+    from harness.run.strategies import check_strategy
     from loaders import AUGMENTATIONS, BACKENDS, DATASETS
 
     model_info(cfg.model.arch)
@@ -62,7 +62,7 @@ def _check_stage_names(cfg: RunConfig) -> None:
     import torch
 
     from architectures import create_model, model_info
-    from harness.strategies import resolve_frozen
+    from harness.run.strategies import resolve_frozen
 
     info = model_info(cfg.model.arch)
     in_chans = 1 if cfg.data.grayscale else 3
@@ -145,7 +145,7 @@ def fit(cfg: RunConfig, run_dir: Path | None = None, report: Callable[[dict], No
 
 def _dispatch(cfg: RunConfig, run_dir: Path, report: Callable[[dict], None] | None, tune_report: bool) -> dict:
     if cfg.dist.workers == 0:
-        from harness.train_loop import train_loop_per_worker
+        from harness.run.loop import train_loop_per_worker
 
         return train_loop_per_worker({"cfg": config_to_dict(cfg), "run_dir": str(run_dir), "report": report})
     return _fit_ray(cfg, run_dir, tune_report)
@@ -173,7 +173,7 @@ def _fit_ray(cfg: RunConfig, run_dir: Path, tune_report: bool) -> dict:
     from ray.train.torch import TorchConfig, TorchTrainer
     from ray.train.v2.api.config import LoggingConfig
 
-    from harness.train_loop import train_loop_per_worker
+    from harness.run.loop import train_loop_per_worker
 
     init_ray()
     use_gpu = torch.cuda.is_available() if cfg.dist.use_gpu is None else cfg.dist.use_gpu

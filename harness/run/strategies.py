@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from harness.config import RunConfig
+from harness.run.config import RunConfig
 from harness.errors import ConfigError, HarnessError
 from harness.registry import Registry
 

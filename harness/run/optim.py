@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from torch.optim import lr_scheduler as sch
 
-from harness.config import OptimConfig, SchedConfig
+from harness.run.config import OptimConfig, SchedConfig
 from harness.errors import ConfigError
 from harness.registry import Registry
 

@@ -3,7 +3,7 @@
 The design follows Ray's guidance for Train V2 (Ray >= 2.43): Tune runs a *function trainable*
 (:func:`run_trial`). With one worker per trial it trains in the trial's own process, reporting each
 epoch with ``ray.tune.report``; with more it builds and fits a ``TorchTrainer`` whose workers'
-reports reach the trial through ``TuneReportCallback`` (both are :func:`harness.trainer.fit`).
+reports reach the trial through ``TuneReportCallback`` (both are :func:`harness.run.trainer.fit`).
 ``ASHAScheduler`` on ``val_acc`` (max) stops hopeless trials at its rungs; the test split is only
 touched by :func:`fit` at the end of a trial that was not stopped.
 
@@ -18,7 +18,7 @@ What makes it safe to leave running:
   kept, unfinished ones run again (a trial whose summary had already been written replays it
   instead of training again).
 - At the end (and after an interruption) the leaderboard CSVs and ``docs/leaderboard.md`` are
-  merged from whatever finished (:mod:`harness.leaderboard`).
+  merged from whatever finished (:mod:`harness.report.leaderboard`).
 
 Seeds and folds are replicate trials of one configuration (``--seeds S`` x ``--folds K``); the
 leaderboard aggregates them into one row with mean and standard deviation, and with folds the
@@ -39,9 +39,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.config import RunConfig, apply_overrides, config_to_dict
+from harness.run.config import RunConfig, apply_overrides, config_to_dict
 from harness.errors import ConfigError, HarnessError
-from harness.matrix import Matrix, load_matrix, parse_matrix
+from harness.sweep.matrix import Matrix, load_matrix, parse_matrix
 
 METRIC, MODE, TIME_ATTR = "val_acc", "max", "epoch"
 SWEEP_FILE = "sweep.json"
@@ -174,7 +174,7 @@ def run_trial(config: dict, settings: dict) -> None:
     import torch
     from ray import tune
 
-    from harness.leaderboard import config_id, read_trial
+    from harness.report.leaderboard import config_id, read_trial
     from harness.provenance import provenance
 
     s = SweepSettings(**settings)
@@ -222,7 +222,7 @@ def run_trial(config: dict, settings: dict) -> None:
         m.setdefault(METRIC, None)
         tune.report({**m, **tags})
 
-    from harness.trainer import fit
+    from harness.run.trainer import fit
 
     in_process = s.workers_per_trial <= 1
     if in_process:
@@ -553,7 +553,7 @@ def _prepare_data(configs: list[RunConfig]) -> None:
 
 def _check_trials(m: Matrix, s: SweepSettings, cells: list[dict] | None) -> list[RunConfig]:
     """Resolve every trial and check it as `harness run` would, before Ray starts."""
-    from harness.trainer import check_config
+    from harness.run.trainer import check_config
 
     configs = []
     if cells is None:  # Optuna: check the base config and each grid value on top of it
@@ -766,7 +766,7 @@ def _validate_settings(s: SweepSettings, m: Matrix) -> None:
 
 def _finish(s: SweepSettings, exp_dir: Path, elapsed: float, mode: str | None, n_trials: int) -> int:
     """Merge the leaderboards, regenerate the docs page and print what happened."""
-    from harness.leaderboard import collect, render_docs, write_results
+    from harness.report.leaderboard import collect, render_docs, write_results
 
     try:
         records = collect([exp_dir])

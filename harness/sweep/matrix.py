@@ -2,9 +2,9 @@
 
 A matrix names the axes of a sweep (architecture, strategy, dataset, optimizer, scheduler,
 augmentation, learning rate, weight decay, batch size, epochs, strategy options: any key of
-:class:`harness.config.RunConfig`), what every trial shares (``base``), and which combinations
+:class:`harness.run.config.RunConfig`), what every trial shares (``base``), and which combinations
 to leave out (``exclude``) or to complete (``constraints``). Presets ship in
-``harness/matrices/*.yaml``; ``harness list presets`` shows them. The schema::
+``harness/sweep/matrices/*.yaml``; ``harness list presets`` shows them. The schema::
 
     description: one line for `harness list presets`
     search: grid                 # default of `harness sweep --search`: grid | random | optuna
@@ -53,7 +53,7 @@ from typing import Any
 
 import yaml
 
-from harness.config import RunConfig, apply_overrides, config_to_dict
+from harness.run.config import RunConfig, apply_overrides, config_to_dict
 from harness.errors import ConfigError, HarnessError
 from harness.registry import suggest, unknown_name_message
 
@@ -372,7 +372,7 @@ def _defaults() -> dict[str, Any]:
 
 def presets_dir() -> Path:
     """The folder of the shipped matrix presets."""
-    return Path(str(resources.files("harness") / "matrices"))
+    return Path(str(resources.files("harness.sweep") / "matrices"))
 
 
 def list_presets() -> list[tuple[str, str]]:
@@ -646,15 +646,15 @@ def _registry_names(key: str) -> tuple[str, list[str]] | None:
 
         return "loader backend", ["auto", *BACKENDS.names()]
     if key == "strategy.name":
-        from harness.strategies import STRATEGIES
+        from harness.run.strategies import STRATEGIES
 
         return "strategy", STRATEGIES.names()
     if key == "optim.name":
-        from harness.optim import OPTIMIZERS
+        from harness.run.optim import OPTIMIZERS
 
         return "optimizer", OPTIMIZERS.names()
     if key == "sched.name":
-        from harness.optim import SCHEDULERS
+        from harness.run.optim import SCHEDULERS
 
         return "scheduler", SCHEDULERS.names()
     return None

@@ -28,9 +28,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from harness.config import RunConfig, config_from_dict, config_hash, parse_duration
-from harness.optim import build_optimizer, build_schedule, current_lr, param_groups
-from harness.strategies import STRATEGIES, set_train_mode
+from harness.run.config import RunConfig, config_from_dict, config_hash, parse_duration
+from harness.run.optim import build_optimizer, build_schedule, current_lr, param_groups
+from harness.run.strategies import STRATEGIES, set_train_mode
 
 METRIC_COLUMNS = ["epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "epoch_s", "train_img_per_s"]
 _CHECK_EVERY = 20  # steps between divergence/budget checks (each costs a device sync, and an all-reduce under DDP)
@@ -479,7 +479,7 @@ def run_worker(cfg: RunConfig, run_dir: Path, ctx: WorkerContext, report: Callab
         if cfg.train.measure_inference and stop_reason != "diverged":
             summary["infer_img_per_s"] = _inference_img_per_s(raw_model, tuple(meta.shape), cfg, ctx.device)
         summary["peak_mem_mb"] = _peak_mem_mb(ctx.device)
-        from harness.artifacts import write_artifacts
+        from harness.run.artifacts import write_artifacts
 
         write_artifacts(run_dir, history, test["confusion"] if test else None, list(meta.classes))
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
@@ -499,7 +499,7 @@ def run_worker(cfg: RunConfig, run_dir: Path, ctx: WorkerContext, report: Callab
 
 def _plain_config(cfg: RunConfig) -> dict:
     """The config as plain data, safe for ``torch.load(weights_only=True)``."""
-    from harness.config import config_to_dict
+    from harness.run.config import config_to_dict
 
     return json.loads(json.dumps(config_to_dict(cfg)))
 

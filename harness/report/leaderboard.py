@@ -32,7 +32,7 @@ from typing import Any
 
 import yaml
 
-from harness.config import RunConfig, apply_overrides, config_from_dict, config_hash, config_to_dict
+from harness.run.config import RunConfig, apply_overrides, config_from_dict, config_hash, config_to_dict
 from harness.errors import HarnessError
 from harness.results_csv import THROUGHPUT_COLUMNS, merge_rows, read_rows, results_dir
 
