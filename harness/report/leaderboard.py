@@ -32,7 +32,7 @@ from typing import Any
 
 import yaml
 
-from harness.run.config import RunConfig, apply_overrides, config_from_dict, config_hash, config_to_dict
+from harness.run.config import NOT_IDENTITY, RunConfig, config_from_dict, config_id, config_to_dict
 from harness.errors import HarnessError
 from harness.results_csv import THROUGHPUT_COLUMNS, merge_rows, read_rows, results_dir
 
@@ -49,22 +49,12 @@ LEADERBOARD_COLUMNS: list[str] = DOCUMENTED_COLUMNS + EXTRA_COLUMNS
 
 STOPPED = "stopped_by_scheduler"
 
-# Keys that do not make a different configuration: replicates, where files go, and what is only measured.
-_NOT_CONFIG = {"train.seed": 0, "data.fold": 0, "train.progress": False, "train.measure_inference": True,
-               "dist.max_failures": 0, "data.download": False, "data.num_workers": None,
-               "dist.cpus_per_worker": None, "dist.use_gpu": None}
 # Keys already shown in their own column (or not results-relevant), left out of ``options``.
 _IN_COLUMNS = {"model.arch", "data.dataset", "data.subset", "data.img_size", "data.grayscale", "strategy.name",
                "optim.name", "sched.name", "data.augment", "train.epochs", "train.batch_size", "optim.lr",
                "optim.weight_decay", "data.folds", "name", "out", "data.data_dir", "dist.storage",
-               "dist.workers", *_NOT_CONFIG}
+               "dist.workers", *NOT_IDENTITY}
 
-
-def config_id(cfg: RunConfig | dict) -> str:
-    """The identity of a configuration: its config hash with the seed and the fold taken out."""
-    if isinstance(cfg, dict):
-        cfg = config_from_dict(cfg)
-    return config_hash(apply_overrides(cfg, dict(_NOT_CONFIG)))
 
 
 def dataset_label(cfg: RunConfig) -> str:

@@ -265,6 +265,18 @@ def config_hash(cfg: RunConfig) -> str:
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:10]
 
 
+# Keys that do not make a different configuration: replicates, where files go, and what is only measured.
+NOT_IDENTITY = {"train.seed": 0, "data.fold": 0, "train.progress": False, "train.measure_inference": True,
+               "dist.max_failures": 0, "data.download": False, "data.num_workers": None,
+               "dist.cpus_per_worker": None, "dist.use_gpu": None}
+
+def config_id(cfg: RunConfig | dict) -> str:
+    """The identity of a configuration: its config hash with the seed and the fold taken out."""
+    if isinstance(cfg, dict):
+        cfg = config_from_dict(cfg)
+    return config_hash(apply_overrides(cfg, dict(NOT_IDENTITY)))
+
+
 def load_config(path: str | Path) -> RunConfig:
     """Load a YAML recipe (any subset of the tree) on top of the defaults.
 

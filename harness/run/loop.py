@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from harness.run.config import RunConfig, config_from_dict, config_hash, parse_duration
+from harness.run.data import load_data
 from harness.run.optim import build_optimizer, build_schedule, current_lr, param_groups
 from harness.run.strategies import STRATEGIES, set_train_mode
 
@@ -205,25 +206,6 @@ def resolve_device_defaults(cfg: RunConfig, device: torch.device) -> None:
         cfg.train.channels_last = cuda
 
 
-def load_data(cfg: RunConfig, ctx: WorkerContext, min_img_size: int) -> tuple[Any, Any]:
-    """Load the splits, resized up to the model's minimum input size if needed."""
-    from loaders import DataOptions, load_splits
-
-    def opts(img_size: int | None) -> DataOptions:
-        d = cfg.data
-        return DataOptions(dataset=d.dataset, data_dir=d.data_dir, grayscale=d.grayscale, img_size=img_size,
-                           val_fraction=d.val_fraction, subset=d.subset, seed=cfg.train.seed, download=d.download,
-                           folds=d.folds, fold=d.fold, num_classes=d.num_classes, synthetic_size=d.synthetic_size)
-
-    splits = load_splits(opts(cfg.data.img_size))
-    if splits.meta.shape[-1] < min_img_size:
-        if ctx.is_main and cfg.train.progress:
-            print(f"data: resizing {cfg.data.dataset} from {splits.meta.shape[-1]} to {min_img_size} px, "
-                  f"the minimum input size of {cfg.model.arch}", flush=True)
-        splits = load_splits(opts(min_img_size))
-    return splits, splits.meta
-
-
 def run_worker(cfg: RunConfig, run_dir: Path, ctx: WorkerContext, report: Callable[[dict, Path | None], None]) -> dict:
     """Train, validate every epoch, select on validation, test once; return the summary.
 
@@ -247,7 +229,7 @@ def run_worker(cfg: RunConfig, run_dir: Path, ctx: WorkerContext, report: Callab
         torch.backends.cudnn.benchmark = True
 
     info = model_info(cfg.model.arch)
-    splits, meta = load_data(cfg, ctx, info.min_img_size)
+    splits, meta = load_data(cfg, info.min_img_size, announce=ctx.is_main and cfg.train.progress)
     in_chans, img_size = meta.shape[0], meta.shape[-1]
     num_classes = len(meta.classes)
 

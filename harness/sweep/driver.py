@@ -174,7 +174,8 @@ def run_trial(config: dict, settings: dict) -> None:
     import torch
     from ray import tune
 
-    from harness.report.leaderboard import config_id, read_trial
+    from harness.report.leaderboard import read_trial
+    from harness.run.config import config_id
     from harness.provenance import provenance
 
     s = SweepSettings(**settings)
@@ -533,7 +534,8 @@ def _init_ray(s: SweepSettings) -> bool:
 def _prepare_data(configs: list[RunConfig]) -> None:
     """Load each dataset a trial needs once, before the trials: fails fast with one line when data is
     missing, downloads where allowed, and fills the decode cache so parallel trials do not decode twice."""
-    from loaders import DataOptions, load_splits
+    from harness.run.data import data_options
+    from loaders import load_splits
 
     seen = set()
     for cfg in configs:
@@ -545,9 +547,7 @@ def _prepare_data(configs: list[RunConfig]) -> None:
                 continue
             seen.add(key)
             t = time.monotonic()
-            load_splits(DataOptions(dataset=ds, data_dir=d.data_dir, grayscale=d.grayscale, img_size=d.img_size,
-                                    val_fraction=d.val_fraction, subset=d.subset, seed=0, download=d.download,
-                                    num_classes=d.num_classes, synthetic_size=d.synthetic_size))
+            load_splits(data_options(cfg, dataset=ds, seed=0))
             print(f"data: {ds} ready ({time.monotonic() - t:.1f} s)", flush=True)
 
 
