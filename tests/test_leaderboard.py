@@ -9,21 +9,13 @@ from pathlib import Path
 import pytest
 
 from harness.cli import main
-from harness.run.config import RunConfig, apply_overrides
-from harness.report.leaderboard import (
-    DOCUMENTED_COLUMNS,
-    LEADERBOARD_COLUMNS,
-    STOPPED,
-    RunRecord,
-    aggregate,
-    collect,
-    config_id,
-    pareto_front,
-    read_trial,
-    render_docs,
-    write_results,
-)
+from harness.report.docs import render_docs
+from harness.report.leaderboard import DOCUMENTED_COLUMNS, LEADERBOARD_COLUMNS, aggregate, write_results
+from harness.report.plots import pareto_front
+from harness.report.records import STOPPED, RunRecord, collect, read_trial
 from harness.results_csv import read_rows
+from harness.run.config import RunConfig, apply_overrides, config_id
+from harness.run.summary import RunSummary
 
 ISSUE_COLUMNS = ("dataset, arch, strategy, optimizer, scheduler, augment, epochs_planned, epochs_run, batch_size, "
                  "lr, params_m, mflops, n_seeds, test_acc_mean, test_acc_std, val_acc_mean, test_loss, "
@@ -37,11 +29,11 @@ def _cfg(arch: str = "tiny_cnn", lr: float = 0.05, seed: int = 0, **kw) -> RunCo
 
 
 def _done(cfg: RunConfig, test: float, val: float, sweep: str = "s") -> RunRecord:
-    summary = {"arch": cfg.model.arch, "test_acc": test, "val_acc": val, "test_loss": 1.0 - test, "train_s": 10.0,
-               "epochs_run": 4, "stop_reason": "completed", "status": "ok", "params": 26_000,
-               "mflops_per_img": 3.3, "device": "cpu", "world_size": 1, "torch": "2.x", "ray": "2.y",
-               "git_sha": "abc", "hardware": "2x CPU", "train_img_per_s": 1000.0, "infer_img_per_s": 5000.0,
-               "peak_mem_mb": 500.0, "loader": "tensor", "precision": "fp32", "batch_size": 64}
+    summary = RunSummary(arch=cfg.model.arch, test_acc=test, val_acc=val, test_loss=1.0 - test, train_s=10.0,
+                         epochs_run=4, stop_reason="completed", status="ok", params=26_000,
+                         mflops_per_img=3.3, device="cpu", world_size=1, torch="2.x", ray="2.y",
+                         git_sha="abc", hardware="2x CPU", train_img_per_s=1000.0, infer_img_per_s=5000.0,
+                         peak_mem_mb=500.0, loader="tensor", precision="fp32", batch_size=64)
     return RunRecord(config=cfg, sweep=sweep, reports=[{"epoch": 1, "val_acc": val}], summary=summary,
                      outcome="completed", date="2026-01-01T00:00:00+00:00")
 
@@ -148,7 +140,7 @@ def test_read_trial_keeps_the_last_attempt_and_a_replayed_summary(tmp_path):
     (tmp_path / "result.json").write_text("\n".join(json.dumps(r) for r in rows) + "\n{\"epoch\": 3, \"va")
     rec = read_trial(tmp_path)
     assert [r["val_acc"] for r in rec.reports] == [0.3, 0.4]
-    assert rec.summary["test_acc"] == 0.35 and rec.stop_reason == "completed"
+    assert rec.summary.test_acc == 0.35 and rec.stop_reason == "completed"
     # A trial restarted after its summary and cut short again has no summary of its last attempt.
     (tmp_path / "result.json").write_text("\n".join(json.dumps(r) for r in [*rows, {"epoch": 1, "val_acc": 0.2}]))
     assert read_trial(tmp_path).stop_reason == "incomplete"

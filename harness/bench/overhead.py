@@ -11,7 +11,7 @@ reported. Start-up is the seconds from launching the command to its first optimi
 from __future__ import annotations
 
 import argparse
-import json
+import csv
 import os
 import statistics
 import subprocess
@@ -23,8 +23,16 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from harness.errors import HarnessError
+from harness.files import METRICS_FILE, THROUGHPUT_CSV
 from harness.provenance import provenance
 from harness.results_csv import THROUGHPUT_COLUMNS, append_rows, results_dir
+from harness.run.summary import RunSummary
+
+MODES = ("bare", "inprocess", "ray")
+# What the bench checks: harness images/s as a fraction of the bare loop's, Ray's seconds to a first step.
+RATIO_TARGETS = (("inprocess", 0.95), ("ray", 0.90))
+RAY_FIRST_STEP_S = 20
 
 VAL_FRACTION = 0.05
 
@@ -86,26 +94,27 @@ def harness_run(arch: str, n_train: int, batch_size: int, epochs: int, workers: 
         if proc.returncode != 0:
             raise RuntimeError(f"harness run failed ({proc.returncode}): {proc.stderr.strip()[-2000:]}")
         run_dir = Path(proc.stdout.strip().splitlines()[-1])
-        summary = json.loads((run_dir / "summary.json").read_text())
-        import csv
-
-        with open(run_dir / "metrics.csv") as fh:
+        summary = RunSummary.read(run_dir)
+        if summary is None or summary.first_step_at is None:
+            raise RuntimeError(f"harness run wrote no summary with a first step in {run_dir}")
+        with open(run_dir / METRICS_FILE) as fh:
             rates = [float(r["train_img_per_s"]) for r in csv.DictReader(fh)]
-        return rates, float(summary["first_step_at"]) - t0
+        return rates, summary.first_step_at - t0
 
 
-def main(args: argparse.Namespace) -> int:
-    """Measure the modes, print the table, append rows to results/throughput.csv."""
+def _check(args: argparse.Namespace) -> list[str]:
+    """The modes asked for, checked before anything is measured."""
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     for m in modes:
-        if m not in ("bare", "inprocess", "ray"):
-            from harness.errors import HarnessError
-
-            raise HarnessError(f"unknown mode '{m}' (valid: bare, inprocess, ray)")
+        if m not in MODES:
+            raise HarnessError(f"unknown mode '{m}' (valid: {', '.join(MODES)})")
     if args.epochs < 2:
-        from harness.errors import HarnessError
-
         raise HarnessError("--epochs must be >= 2 (the first epoch is warm-up)")
+    return modes
+
+
+def _measure(args: argparse.Namespace, modes: list[str]) -> dict[str, dict]:
+    """Per mode: steady-state images/s (median after the warm-up epoch), seconds to the first step, all epochs."""
     results: dict[str, dict] = {}
     for m in modes:
         print(f"overhead: measuring {m} ...", flush=True)
@@ -114,10 +123,13 @@ def main(args: argparse.Namespace) -> int:
         else:
             rates, first = harness_run(args.arch, args.n_train, args.batch_size, args.epochs,
                                        0 if m == "inprocess" else 1)
-        steady = rates[1:]
-        results[m] = {"img_per_s": statistics.median(steady), "first_step_s": first, "epochs": rates}
+        results[m] = {"img_per_s": statistics.median(rates[1:]), "first_step_s": first, "epochs": rates}
+    return results
+
+
+def _table_rows(args: argparse.Namespace, results: dict[str, dict], base: float | None) -> list[dict]:
+    """Print the table; return its ``throughput.csv`` rows (ratios are against the bare loop)."""
     prov = provenance("cpu")
-    base = results.get("bare", {}).get("img_per_s")
     rows = []
     print(f"\n{'mode':<10} {'img/s':>9} {'ms/step':>8} {'ratio':>6} {'first step':>11}")
     for m, r in results.items():
@@ -130,14 +142,32 @@ def main(args: argparse.Namespace) -> int:
                      "precision": "fp32", "world_size": 1, "workers": 1 if m == "ray" else 0,
                      "img_per_s": r["img_per_s"], "ms_per_step": ms, "first_step_s": r["first_step_s"],
                      "ratio": ratio, "note": f"median of epochs 2-{args.epochs}; n_train={args.n_train}", **prov})
-    out = Path(args.out) if args.out else results_dir() / "throughput.csv"
-    append_rows(out, rows, THROUGHPUT_COLUMNS)
+    return rows
+
+
+def _print_targets(results: dict[str, dict], base: float | None) -> None:
     if base:
-        for m, target in (("inprocess", 0.95), ("ray", 0.90)):
+        for m, target in RATIO_TARGETS:
             if m in results:
                 ok = results[m]["img_per_s"] / base >= target
                 print(f"target {m}/bare >= {target}: {'met' if ok else 'MISSED'}")
-    if "ray" in results and results["ray"]["first_step_s"] is not None:
-        print(f"target ray first step <= 20 s: {'met' if results['ray']['first_step_s'] <= 20 else 'MISSED'}")
+    first = results.get("ray", {}).get("first_step_s")
+    if first is not None:
+        print(f"target ray first step <= {RAY_FIRST_STEP_S} s: {'met' if first <= RAY_FIRST_STEP_S else 'MISSED'}")
+
+
+def main(args: argparse.Namespace) -> int:
+    """Measure the modes, print the table, append rows to results/throughput.csv.
+
+    Raises:
+        HarnessError: an unknown mode, or fewer than two epochs.
+    """
+    modes = _check(args)
+    results = _measure(args, modes)
+    base = results.get("bare", {}).get("img_per_s")
+    rows = _table_rows(args, results, base)
+    out = Path(args.out) if args.out else results_dir() / THROUGHPUT_CSV
+    append_rows(out, rows, THROUGHPUT_COLUMNS)
+    _print_targets(results, base)
     print(f"rows appended to {out}")
     return 0

@@ -25,7 +25,10 @@ def run(args: argparse.Namespace) -> int:
     import os
     from pathlib import Path
 
-    from harness.report.leaderboard import collect, render_docs, write_results
+    from harness.files import LEADERBOARD_CSV, THROUGHPUT_CSV
+    from harness.report.docs import render_docs
+    from harness.report.leaderboard import write_results
+    from harness.report.records import collect
     from harness.results_csv import results_dir
 
     results = Path(args.results_dir) if args.results_dir else results_dir()
@@ -35,8 +38,8 @@ def run(args: argparse.Namespace) -> int:
         records = collect(paths)
         n, t = write_results(records, results)
         skipped = sum(1 for r in records if not r.finished)
-        print(f"merged {len(records) - skipped} runs into {n} configurations in {results / 'leaderboard.csv'} "
-              f"and {t} rows in {results / 'throughput.csv'}"
+        print(f"merged {len(records) - skipped} runs into {n} configurations in {results / LEADERBOARD_CSV} "
+              f"and {t} rows in {results / THROUGHPUT_CSV}"
               + (f"; {skipped} unfinished runs left out" if skipped else ""))
     if not args.no_docs:
         out = render_docs(results, Path(args.docs_dir) if args.docs_dir else None)
