@@ -51,6 +51,8 @@ class ModelInfo:
         source: short reference for the design (paper or report).
         head: dotted path of the final classifier module (an ``nn.Linear``, or the 1x1
             ``nn.Conv2d`` of SqueezeNet / All-CNN-C); its first component is one of ``stages``.
+        weights: names of the pretrained weights its builder accepts (``weights=NAME``); empty when
+            there are none (the harness's own designs: use ``--init-from RUN_DIR`` instead).
         builder: the registered builder function.
     """
 
@@ -62,6 +64,7 @@ class ModelInfo:
     source: str
     head: str
     builder: Callable[..., nn.Module] = field(repr=False, compare=False)
+    weights: tuple[str, ...] = ()
 
     def _meta_model(self) -> nn.Module:
         # Not cached itself: the info stays small and picklable (e.g. inside a Ray config).
@@ -94,7 +97,8 @@ class ModelInfo:
         return {"name": self.name, "family": self.family, "default_img_size": self.default_img_size,
                 "min_img_size": self.min_img_size, "in_chans": list(self.in_chans),
                 "source": self.source, "params": self.params, "mflops": self.mflops, "head": self.head,
-                "stages": self.stages, "kwargs": self.kwargs}
+                "stages": self.stages, "kwargs": self.kwargs,
+                "weights": list(self.weights)}
 
 
 _MODELS: Registry[ModelInfo] = Registry("model")
@@ -107,12 +111,12 @@ def _builder_kwargs(builder: Callable[..., nn.Module]) -> dict[str, Any]:
 
 def register_model(*, family: str, source: str, head: str, default_img_size: int = 32,
                    min_img_size: int = 1, in_chans: tuple[int, ...] = (1, 3),
-                   name: str | None = None) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+                   name: str | None = None, weights: tuple[str, ...] = ()) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
     """Decorator registering a model builder under ``name`` (default: the function's name).
 
     The builder must take keyword arguments ``num_classes``, ``in_chans`` and ``img_size`` plus
     any model-specific keywords with defaults (no ``**kwargs``: the signature is how unknown
-    keywords are caught).
+    keywords are caught). ``weights`` names the pretrained weights it accepts as ``weights=NAME``.
     """
 
     def decorator(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
@@ -124,7 +128,7 @@ def register_model(*, family: str, source: str, head: str, default_img_size: int
             raise ValueError(f"{fn.__name__}: default_img_size {default_img_size} < min_img_size {min_img_size}")
         info = ModelInfo(name=name or fn.__name__, family=family, default_img_size=default_img_size,
                          min_img_size=min_img_size, in_chans=tuple(in_chans), source=source, head=head,
-                         builder=fn)
+                         builder=fn, weights=tuple(weights))
         _MODELS.register(info.name, info)
         return fn
 

@@ -34,6 +34,11 @@ def _resolve_weights(name: str, tv_name: str, weights: object) -> tv_models.Weig
         raise HarnessError(f"{name}: unknown weights {weights!r}; valid: None, {valid}") from None
 
 
+def _weight_names(tv_name: str) -> tuple[str, ...]:
+    """The weights names torchvision offers for ``tv_name`` (``DEFAULT`` first)."""
+    return ("DEFAULT", *(m for m in tv_models.get_model_weights(tv_name).__members__ if m != "DEFAULT"))
+
+
 def _set_module(model: nn.Module, path: str, module: nn.Module) -> None:
     parent, _, child = path.rpartition(".")
     setattr(model.get_submodule(parent) if parent else model, child, module)
@@ -82,28 +87,29 @@ def _create_tv(name: str, tv_name: str, num_classes: int, in_chans: int, weights
     return model
 
 
-@register_model(family="resnet", source="torchvision: He et al. 2016 (ResNet-18)", head="fc", min_img_size=32)
+@register_model(family="resnet", source="torchvision: He et al. 2016 (ResNet-18)", head="fc", min_img_size=32,
+                weights=_weight_names("resnet18"))
 def tv_resnet18(*, num_classes: int, in_chans: int = 3, img_size: int = 32, weights: str | None = None) -> nn.Module:
     """torchvision ResNet-18 with a ``num_classes`` head."""
     return _create_tv("tv_resnet18", "resnet18", num_classes, in_chans, weights)
 
 
 @register_model(family="vgg", source="torchvision: Simonyan & Zisserman 2015 (VGG-16)", head="classifier.6",
-                min_img_size=32)
+                min_img_size=32, weights=_weight_names("vgg16"))
 def tv_vgg16(*, num_classes: int, in_chans: int = 3, img_size: int = 32, weights: str | None = None) -> nn.Module:
     """torchvision VGG-16 (no BN; 4096-unit classifier) with a ``num_classes`` head."""
     return _create_tv("tv_vgg16", "vgg16", num_classes, in_chans, weights)
 
 
 @register_model(family="alexnet", source="torchvision: Krizhevsky 2014 (one weird trick AlexNet)",
-                head="classifier.6", default_img_size=64, min_img_size=63)
+                head="classifier.6", default_img_size=64, min_img_size=63, weights=_weight_names("alexnet"))
 def tv_alexnet(*, num_classes: int, in_chans: int = 3, img_size: int = 64, weights: str | None = None) -> nn.Module:
     """torchvision AlexNet with a ``num_classes`` head; its unpadded layers need >= 63 px."""
     return _create_tv("tv_alexnet", "alexnet", num_classes, in_chans, weights)
 
 
 @register_model(family="squeezenet", source="torchvision: Iandola et al. 2016 (SqueezeNet 1.1)",
-                head="classifier.1", min_img_size=17)
+                head="classifier.1", min_img_size=17, weights=_weight_names("squeezenet1_1"))
 def tv_squeezenet1_1(*, num_classes: int, in_chans: int = 3, img_size: int = 32,
                      weights: str | None = None) -> nn.Module:
     """torchvision SqueezeNet 1.1 with a ``num_classes`` 1x1-conv classifier."""
@@ -111,7 +117,7 @@ def tv_squeezenet1_1(*, num_classes: int, in_chans: int = 3, img_size: int = 32,
 
 
 @register_model(family="mobilenet", source="torchvision: Sandler et al. 2018 (MobileNetV2)", head="classifier.1",
-                min_img_size=32)
+                min_img_size=32, weights=_weight_names("mobilenet_v2"))
 def tv_mobilenet_v2(*, num_classes: int, in_chans: int = 3, img_size: int = 32,
                     weights: str | None = None) -> nn.Module:
     """torchvision MobileNetV2 (ImageNet strides) with a ``num_classes`` head."""
@@ -119,7 +125,7 @@ def tv_mobilenet_v2(*, num_classes: int, in_chans: int = 3, img_size: int = 32,
 
 
 @register_model(family="efficientnet", source="torchvision: Tan & Le 2019 (EfficientNet-B0)", head="classifier.1",
-                min_img_size=32)
+                min_img_size=32, weights=_weight_names("efficientnet_b0"))
 def tv_efficientnet_b0(*, num_classes: int, in_chans: int = 3, img_size: int = 32,
                        weights: str | None = None) -> nn.Module:
     """torchvision EfficientNet-B0 (ImageNet strides) with a ``num_classes`` head."""

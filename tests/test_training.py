@@ -32,7 +32,7 @@ def metrics_rows(run_dir: str | Path) -> list[dict]:
 
 def test_run_directory_holds_everything(tmp_path):
     s = fit(make_cfg(tmp_path, **{"train.epochs": 2, "train.measure_inference": True, "train.target_acc": 0.01}))
-    d = Path(s["run_dir"])
+    d = Path(s.run_dir)
     for f in ("config.yaml", "metrics.csv", "summary.json", "classification_report.csv", "confusion.csv",
               "confusion.png", "curves.png", "best.pt", "last.pt"):
         assert (d / f).is_file(), f
@@ -61,13 +61,13 @@ def test_run_directory_holds_everything(tmp_path):
 @pytest.mark.parametrize("name", OPTIMIZERS.names())
 def test_every_optimizer_trains(tmp_path, name):
     s = fit(make_cfg(tmp_path, **{"optim.name": name, "train.max_steps_per_epoch": 3}))
-    assert s["stop_reason"] == "completed" and s["optimizer"] == name
+    assert s.stop_reason == "completed" and s.optimizer == name
 
 
 @pytest.mark.parametrize("name", SCHEDULERS.names())
 def test_every_scheduler_trains(tmp_path, name):
     s = fit(make_cfg(tmp_path, **{"sched.name": name, "train.epochs": 2, "train.max_steps_per_epoch": 2}))
-    assert s["epochs_run"] == 2
+    assert s.epochs_run == 2
 
 
 def test_every_strategy_is_exercised_here():
@@ -77,12 +77,12 @@ def test_every_strategy_is_exercised_here():
 
 @pytest.mark.parametrize("init", ["default", "xavier", "kaiming"])
 def test_scratch_inits(tmp_path, init):
-    assert fit(make_cfg(tmp_path, **{"model.init": init}))["strategy"] == "scratch"
+    assert fit(make_cfg(tmp_path, **{"model.init": init})).strategy == "scratch"
 
 
 def _first_run(tmp_path: Path, arch: str = "resnet20") -> str:
     return fit(make_cfg(tmp_path, **{"model.arch": arch, "train.max_steps_per_epoch": 2,
-                                     "train.batch_size": 16}))["run_dir"]
+                                     "train.batch_size": 16})).run_dir
 
 
 def test_finetune_freezes_and_splits_lrs(tmp_path):
@@ -102,7 +102,7 @@ def test_finetune_freezes_and_splits_lrs(tmp_path):
     assert torch.equal(model.state_dict()["layer1.0.conv1.weight"], src_state["layer1.0.conv1.weight"])
 
     s = fit(cfg)
-    trained = torch.load(Path(s["run_dir"]) / "last.pt", weights_only=True)
+    trained = torch.load(Path(s.run_dir) / "last.pt", weights_only=True)
     for n, before in frozen_before.items():
         assert torch.equal(trained["model"][n], before), n
     # Frozen BatchNorm stays in eval mode, so its running statistics do not move either.
@@ -115,7 +115,7 @@ def test_linear_probe_trains_only_the_head(tmp_path):
     src = _first_run(tmp_path, "tiny_cnn")
     s = fit(make_cfg(tmp_path, **{"strategy.name": "linear_probe", "strategy.init_from": src,
                                   "strategy.head_layers": 2}))
-    d = Path(s["run_dir"])
+    d = Path(s.run_dir)
     before = torch.load(Path(src) / "best.pt", weights_only=True)["model"]
     after = torch.load(d / "last.pt", weights_only=True)["model"]
     from architectures import model_info
@@ -130,30 +130,30 @@ def test_transfer_runs_both_stages(tmp_path):
     s = fit(make_cfg(tmp_path, **{"strategy.name": "transfer", "strategy.pretrain_dataset": "synthetic",
                                   "strategy.trainable": "head", "data.grayscale": True,
                                   "model.arch": "all_cnn", "train.max_steps_per_epoch": 2}))
-    d = Path(s["run_dir"])
+    d = Path(s.run_dir)
     assert (d / "pretrain" / "best.pt").is_file() and (d / "pretrain" / "metrics.csv").is_file()
-    assert (d / "best.pt").is_file() and s["strategy"] == "transfer" and s["in_chans"] == 1
-    assert s["pretrain_val_acc"] is not None
+    assert (d / "best.pt").is_file() and s.strategy == "transfer" and s.in_chans == 1
+    assert s.pretrain_val_acc is not None
 
 
 def test_early_stop(tmp_path):
     # lr 0 never improves val loss, so patience 1 stops after epoch 2 of 6.
     s = fit(make_cfg(tmp_path, **{"train.epochs": 6, "optim.lr": 1e-12, "train.early_stop_patience": 1,
                                   "train.min_delta": 1.0}))
-    assert s["stop_reason"] == "early_stop" and s["epochs_run"] == 2 and s["test_acc"] is not None
+    assert s.stop_reason == "early_stop" and s.epochs_run == 2 and s.test_acc is not None
 
 
 def test_budget_stops_and_still_tests(tmp_path):
     s = fit(make_cfg(tmp_path, **{"train.epochs": 500, "train.budget": "2s", "data.synthetic_size": 2000}))
-    assert s["stop_reason"] == "budget" and s["epochs_run"] < 500 and s["test_acc"] is not None
-    assert s["total_s"] < 30
+    assert s.stop_reason == "budget" and s.epochs_run < 500 and s.test_acc is not None
+    assert s.total_s < 30
 
 
 def test_divergence_is_recorded(tmp_path):
     s = fit(make_cfg(tmp_path, **{"optim.lr": 1e12, "optim.momentum": 0.0, "train.epochs": 3,
                                   "model.arch": "vanilla_cnn"}))
-    assert s["stop_reason"] == "diverged" and s["status"] == "diverged"
-    assert json.loads((Path(s["run_dir"]) / "summary.json").read_text())["stop_reason"] == "diverged"
+    assert s.stop_reason == "diverged" and s.status == "diverged"
+    assert json.loads((Path(s.run_dir) / "summary.json").read_text())["stop_reason"] == "diverged"
 
 
 def test_report_callback_sees_every_epoch_then_summary(tmp_path):
@@ -166,4 +166,4 @@ def test_report_callback_sees_every_epoch_then_summary(tmp_path):
 def test_bf16_and_channels_last(tmp_path):
     s = fit(make_cfg(tmp_path, **{"train.precision": "bf16", "train.channels_last": True,
                                   "model.arch": "resnet20", "train.max_steps_per_epoch": 2}))
-    assert s["precision"] == "bf16" and s["stop_reason"] == "completed"
+    assert s.precision == "bf16" and s.stop_reason == "completed"

@@ -4,59 +4,49 @@ from __future__ import annotations
 
 import argparse
 
-# shortcut flag -> (dotted config key, help). Values are parsed and checked by harness.run.config.
-SHORTCUTS: dict[str, tuple[str, str]] = {
-    "--arch": ("model.arch", "model name (harness list models)"),
-    "--init": ("model.init", "scratch init: default, xavier or kaiming"),
-    "--dataset": ("data.dataset", "cifar10, mnist, imagenette or synthetic"),
-    "--data-dir": ("data.data_dir", "data root (default: $HARNESS_DATA_DIR or ./data)"),
-    "--img-size": ("data.img_size", "resize images to this many pixels"),
-    "--subset": ("data.subset", "first N training images per class"),
-    "--val-fraction": ("data.val_fraction", "fraction of the training split held out for validation"),
-    "--loader": ("data.loader", "auto, tensor, torchvision or ffcv"),
-    "--augment": ("data.augment", "none, base, strong or stronger"),
-    "--strategy": ("strategy.name", "scratch, finetune, linear_probe or transfer"),
-    "--weights": ("strategy.weights", "torchvision weights name for tv_* models, e.g. IMAGENET1K_V1"),
-    "--init-from": ("strategy.init_from", "run directory of an earlier harness run to start from"),
-    "--head-layers": ("strategy.head_layers", "layers in the new classifier head (1-4)"),
-    "--trainable": ("strategy.trainable", "comma list of stages that train, e.g. head,layer4"),
-    "--freeze": ("strategy.freeze", "comma list of stages to freeze, or all-but-head"),
-    "--pretrain-dataset": ("strategy.pretrain_dataset", "transfer: dataset of stage one"),
-    "--pretrain-epochs": ("strategy.pretrain_epochs", "transfer: epochs of stage one"),
-    "--epochs": ("train.epochs", "training epochs"),
-    "--batch-size": ("train.batch_size", "batch size per worker"),
-    "--optimizer": ("optim.name", "sgd, adam, adamw or rmsprop"),
-    "--lr": ("optim.lr", "learning rate"),
-    "--momentum": ("optim.momentum", "SGD/RMSprop momentum"),
-    "--weight-decay": ("optim.weight_decay", "weight decay"),
-    "--head-lr": ("optim.head_lr", "learning rate of the head (finetune)"),
-    "--body-lr": ("optim.body_lr", "learning rate of the rest (finetune)"),
-    "--lr-scaling": ("optim.lr_scaling", "none or linear (lr x global batch / optim.base_batch)"),
-    "--scheduler": ("sched.name", "constant, step, multistep, exponential, linear, poly, cosine, onecycle, cyclic, plateau"),
-    "--warmup-epochs": ("sched.warmup_epochs", "linear warm-up length in epochs"),
-    "--label-smoothing": ("train.label_smoothing", "label smoothing"),
-    "--grad-clip": ("train.grad_clip", "max gradient norm"),
-    "--early-stop": ("train.early_stop_patience", "stop after this many epochs without val-loss improvement"),
-    "--min-delta": ("train.min_delta", "smallest val-loss improvement that counts"),
-    "--budget": ("train.budget", "wall-clock budget, e.g. 90s, 30m, 2h (still tests at the end)"),
-    "--target-acc": ("train.target_acc", "record the time when val accuracy first reaches this"),
-    "--precision": ("train.precision", "auto (bf16 on CUDA, fp32 on CPU), fp32, bf16 or fp16 (CUDA)"),
-    "--seed": ("train.seed", "random seed"),
-    "--workers": ("dist.workers", "0 = in process; N = Ray Train DDP with N workers"),
-    "--cpus-per-worker": ("dist.cpus_per_worker", "CPUs per Ray Train worker"),
-    "--max-failures": ("dist.max_failures", "Ray Train restarts from the last checkpoint this many times"),
-    "--out": ("out", "directory that receives the run directory (default runs/)"),
-    "--name": ("name", "run name prefix"),
+# shortcut flag -> dotted config key. Help, valid names and checks come from the key's metadata
+# (harness.run.config.knob), so a new registered name shows up here without an edit.
+SHORTCUTS: dict[str, str] = {
+    "--arch": "model.arch", "--init": "model.init", "--dataset": "data.dataset", "--data-dir": "data.data_dir",
+    "--img-size": "data.img_size", "--subset": "data.subset", "--val-fraction": "data.val_fraction",
+    "--loader": "data.loader", "--augment": "data.augment", "--strategy": "strategy.name",
+    "--weights": "strategy.weights", "--init-from": "strategy.init_from", "--head-layers": "strategy.head_layers",
+    "--trainable": "strategy.trainable", "--freeze": "strategy.freeze",
+    "--pretrain-dataset": "strategy.pretrain_dataset", "--pretrain-epochs": "strategy.pretrain_epochs",
+    "--epochs": "train.epochs", "--batch-size": "train.batch_size", "--optimizer": "optim.name", "--lr": "optim.lr",
+    "--momentum": "optim.momentum", "--weight-decay": "optim.weight_decay", "--head-lr": "optim.head_lr",
+    "--body-lr": "optim.body_lr", "--lr-scaling": "optim.lr_scaling", "--scheduler": "sched.name",
+    "--warmup-epochs": "sched.warmup_epochs", "--label-smoothing": "train.label_smoothing",
+    "--grad-clip": "train.grad_clip", "--early-stop": "train.early_stop_patience", "--min-delta": "train.min_delta",
+    "--budget": "train.budget", "--target-acc": "train.target_acc", "--precision": "train.precision",
+    "--seed": "train.seed", "--workers": "dist.workers", "--cpus-per-worker": "dist.cpus_per_worker",
+    "--max-failures": "dist.max_failures", "--out": "out", "--name": "name",
 }
-FLAGS: dict[str, tuple[str, str]] = {
-    "--grayscale": ("data.grayscale", "convert images to one channel"),
-    "--channels-last": ("train.channels_last", "channels_last memory format (default: on for CUDA)"),
-    "--compile": ("train.compile", "torch.compile the model"),
-    "--deterministic": ("train.deterministic", "deterministic algorithms"),
-    "--nesterov": ("optim.nesterov", "Nesterov momentum"),
-    "--download": ("data.download", "download the dataset where there is internet"),
-    "--no-progress": ("train.progress", "no per-epoch progress lines"),
+# boolean flags: set the key to true (--no-progress sets train.progress to false)
+FLAGS: dict[str, str] = {
+    "--grayscale": "data.grayscale", "--channels-last": "train.channels_last", "--compile": "train.compile",
+    "--deterministic": "train.deterministic", "--nesterov": "optim.nesterov", "--download": "data.download",
+    "--no-progress": "train.progress",
 }
+
+
+def _help(key: str) -> str:
+    """The help of a config key: its text, then its valid names (from the registry or the choices)."""
+    from harness.run.config import field_info, registry_names
+
+    f = field_info(key)
+    names = registry_names(f.registry) if f.registry else list(f.choices)
+    shown = ", ".join(names) if len(names) <= 12 else ", ".join(names[:12]) + ", ... (harness list)"
+    return f.help + (f"; one of: {shown}" if names else "") + f" [{key}]"
+
+
+class _ConfigHelp(argparse.ArgumentDefaultsHelpFormatter):
+    """Help of a shortcut flag from its config key's metadata, computed only when help is printed
+    (listing the registries imports the model zoo, which every other command would pay for)."""
+
+    def _expand_help(self, action: argparse.Action) -> str:
+        key = getattr(action, "config_key", None)
+        return _help(key) if key else super()._expand_help(action)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -66,15 +56,20 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description="Train one configuration. Values come from the defaults, then --config YAML, then "
         "--set overrides, then the shortcut flags. The resolved config is saved in the run directory, "
         "whose path is the last line printed.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_ConfigHelp,
     )
     p.add_argument("--config", help="YAML recipe (any subset of the config tree)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="dotted override, e.g. --set optim.lr=0.05 (repeatable)")
-    for flag, (key, hlp) in SHORTCUTS.items():
-        p.add_argument(flag, dest="sc_" + key.replace(".", "__"), default=None, metavar="V", help=f"{hlp} [{key}]")
-    for flag, (key, hlp) in FLAGS.items():
-        p.add_argument(flag, dest="fl_" + key.replace(".", "__"), action="store_true", help=f"{hlp} [{key}]")
+    for flag, key in SHORTCUTS.items():
+        p.add_argument(flag, dest="sc_" + key.replace(".", "__"), default=None, metavar="V",
+                       help=key).config_key = key
+    for flag, key in FLAGS.items():
+        a = p.add_argument(flag, dest="fl_" + key.replace(".", "__"), action="store_true", help=key)
+        if flag == "--no-progress":
+            a.help = "no per-epoch progress lines [train.progress]"
+        else:
+            a.config_key = key
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     p.set_defaults(func=run)
 
@@ -109,10 +104,8 @@ def run(args: argparse.Namespace) -> int:
         summary = fit(cfg)
     finally:
         _shutdown_ray()
-    keys = ["arch", "dataset", "strategy", "stop_reason", "epochs_run", "best_epoch", "val_acc", "test_acc",
-            "test_loss", "time_to_target_s", "total_s", "train_img_per_s", "world_size", "device"]
-    print("summary: " + "  ".join(f"{k}={_fmt(summary.get(k))}" for k in keys))
-    print(summary["run_dir"])
+    print(summary.cli_line())
+    print(summary.run_dir)
     return 0
 
 
@@ -126,7 +119,3 @@ def _shutdown_ray() -> None:
 
     if ray.is_initialized():
         ray.shutdown()
-
-
-def _fmt(v: object) -> str:
-    return f"{v:.4g}" if isinstance(v, float) else str(v)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import os
 from pathlib import Path
 
 import torch
@@ -87,3 +88,16 @@ def write_artifacts(run_dir: Path, history: list[dict], confusion: torch.Tensor 
         fig.tight_layout()
         fig.savefig(run_dir / "curves.png", dpi=110)
         plt.close(fig)
+
+
+def write_metrics(path: Path, history: list[dict]) -> None:
+    """Write ``metrics.csv`` (one row per finished epoch) atomically: a reader sees the old or the new file."""
+    from harness.run.summary import EPOCH_COLUMNS
+
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=EPOCH_COLUMNS, extrasaction="ignore")
+        w.writeheader()
+        for row in history:
+            w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+    os.replace(tmp, path)

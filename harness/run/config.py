@@ -13,6 +13,7 @@ import json
 import re
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,126 +22,154 @@ import yaml
 
 from harness.errors import ConfigError
 
+# Identity of a key: does changing it make a different configuration (a different leaderboard row)?
+RESULT = "result"  # yes: part of config_id and config_hash
+REPLICATE = "replicate"  # a replicate of the same configuration (seed, fold): config_hash only
+NONE = "none"  # no: where things run or go, what is only measured or shown
+
+
+def knob(default: Any = None, help: str = "", *, registry: str | None = None, choices: tuple[str, ...] = (),
+         identity: str = RESULT, sweep: bool = False, factory: Callable[[], Any] | None = None) -> Any:
+    """A config field with its metadata, read by the CLI help, validation, matrices and the config hash.
+
+    Args:
+        default: the default value (or ``factory`` for mutable defaults).
+        help: one line for ``--help`` and the docs.
+        registry: the registry kind its value is looked up in (see :func:`registry_names`).
+        choices: the fixed set of valid values, where there is no registry.
+        identity: RESULT, REPLICATE or NONE (see above).
+        sweep: the sweep owns this key (seeds, folds, resources, paths): a matrix may not set it.
+    """
+    md = {"help": help, "registry": registry, "choices": choices, "identity": identity, "sweep": sweep}
+    if factory is not None:
+        return field(default_factory=factory, metadata=md)
+    return field(default=default, metadata=md)
+
 
 @dataclass
 class ModelConfig:
     """Which architecture, and how it is built."""
 
-    arch: str = "resnet20"  # a name from `harness list models`
-    init: str = "default"  # default | xavier | kaiming (scratch training)
-    kwargs: dict = field(default_factory=dict)  # extra builder keywords, e.g. {dropout: 0.3}
+    arch: str = knob("resnet20", "model name (harness list models)", registry="model")
+    init: str = knob("default", "scratch init of conv and linear layers", choices=("default", "xavier", "kaiming"))
+    kwargs: dict = knob(help="extra builder keywords, e.g. {dropout: 0.3}", factory=dict)
 
 
 @dataclass
 class DataConfig:
     """Dataset, its options, and the loader that feeds it."""
 
-    dataset: str = "cifar10"
-    data_dir: str | None = None  # --data-dir > $HARNESS_DATA_DIR > ./data
-    grayscale: bool = False
-    img_size: int | None = None  # resize; raised to the model's minimum input size if below it
-    val_fraction: float = 0.1  # carved from the training split only, stratified and seeded
-    subset: int | None = None  # first N images per class, for quick runs
-    download: bool = False
-    loader: str = "auto"  # auto | tensor | torchvision | ffcv
-    augment: str = "base"  # none | base | strong | stronger
-    num_workers: int | None = None  # torchvision backend only
-    folds: int = 0  # k-fold CV: K folds of the training split ...
-    fold: int = 0  # ... and this one is the validation fold
-    num_classes: int = 10  # synthetic dataset only
-    synthetic_size: int | None = None  # synthetic dataset only: training images
+    dataset: str = knob("cifar10", "dataset", registry="dataset")
+    data_dir: str | None = knob(None, "data root (default: $HARNESS_DATA_DIR or ./data)", identity=NONE, sweep=True)
+    grayscale: bool = knob(False, "convert images to one channel")
+    img_size: int | None = knob(None, "resize images to this many pixels (raised to the model's minimum)")
+    val_fraction: float = knob(0.1, "fraction of the training split held out for validation (stratified, seeded)")
+    subset: int | None = knob(None, "first N training images per class, for quick runs")
+    download: bool = knob(False, "download the dataset where there is internet", identity=NONE)
+    loader: str = knob("auto", "loader backend (auto: ffcv on CUDA when its files exist, else tensor)",
+                       registry="loader")
+    augment: str = knob("base", "augmentation preset", registry="augment")
+    num_workers: int | None = knob(None, "torchvision backend: DataLoader workers", identity=NONE)
+    folds: int = knob(0, "k-fold CV: K folds of the training split (0: off)", sweep=True)
+    fold: int = knob(0, "k-fold CV: the validation fold", identity=REPLICATE, sweep=True)
+    num_classes: int = knob(10, "synthetic dataset only: classes")
+    synthetic_size: int | None = knob(None, "synthetic dataset only: training images")
 
 
 @dataclass
 class OptimConfig:
     """Optimizer and per-group learning rates."""
 
-    name: str = "sgd"  # sgd | adam | adamw | rmsprop
-    lr: float = 0.05  # for the global batch actually used, after lr_scaling
-    momentum: float = 0.9
-    nesterov: bool = False
-    weight_decay: float = 5e-4
-    no_decay_bn_bias: bool = False  # exclude BatchNorm and bias parameters from weight decay
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
-    eps: float = 1e-8
-    head_lr: float | None = None  # learning rate of the classifier head (finetune); default lr
-    body_lr: float | None = None  # learning rate of everything else (finetune); default lr
-    lr_scaling: str = "none"  # none | linear: lr *= global_batch / base_batch
-    base_batch: int = 128  # reference batch of the linear scaling rule
+    name: str = knob("sgd", "optimizer", registry="optimizer")
+    lr: float = knob(0.05, "learning rate (the resolved config holds it after lr_scaling)")
+    momentum: float = knob(0.9, "SGD/RMSprop momentum")
+    nesterov: bool = knob(False, "Nesterov momentum")
+    weight_decay: float = knob(5e-4, "weight decay")
+    no_decay_bn_bias: bool = knob(False, "exclude BatchNorm and bias parameters from weight decay")
+    betas: list[float] = knob(help="Adam betas", factory=lambda: [0.9, 0.999])
+    eps: float = knob(1e-8, "Adam/RMSprop epsilon")
+    head_lr: float | None = knob(None, "learning rate of the classifier head (finetune); default lr")
+    body_lr: float | None = knob(None, "learning rate of everything else (finetune); default lr")
+    lr_scaling: str = knob("none", "linear: lr x global batch / base_batch (applied when the config is resolved)",
+                           choices=("none", "linear"))
+    base_batch: int = knob(128, "reference batch of the linear scaling rule")
 
 
 @dataclass
 class SchedConfig:
     """Learning-rate schedule (torch.optim.lr_scheduler) and warm-up."""
 
-    name: str = "cosine"  # constant|step|multistep|exponential|linear|poly|cosine|onecycle|cyclic|plateau
-    warmup_epochs: float = 0.0  # linear warm-up from lr * warmup_start_factor
-    warmup_start_factor: float = 0.1
-    step_size: int = 30  # step: epochs between decays
-    milestones: list[int] = field(default_factory=lambda: [50, 75])  # multistep: epochs
-    gamma: float = 0.1  # step, multistep, exponential (per epoch), plateau factor
-    power: float = 1.0  # poly
-    min_lr: float = 0.0  # cosine floor; linear/poly end value
-    pct_start: float = 0.25  # onecycle
-    cycle_epochs: float = 2.0  # cyclic: epochs per half cycle
-    base_lr_factor: float = 0.1  # cyclic: base_lr = lr * factor
-    patience: int = 2  # plateau: epochs without val-loss improvement
+    name: str = knob("cosine", "learning-rate schedule", registry="scheduler")
+    warmup_epochs: float = knob(0.0, "linear warm-up length in epochs (schedules that take one)")
+    warmup_start_factor: float = knob(0.1, "warm-up starts at lr x this")
+    step_size: int = knob(30, "step: epochs between decays")
+    milestones: list[int] = knob(help="multistep: epochs", factory=lambda: [50, 75])
+    gamma: float = knob(0.1, "step, multistep, exponential (per epoch), plateau factor")
+    power: float = knob(1.0, "poly: power")
+    min_lr: float = knob(0.0, "cosine floor; linear/poly end value")
+    pct_start: float = knob(0.25, "onecycle: fraction of steps rising")
+    cycle_epochs: float = knob(2.0, "cyclic: epochs per half cycle")
+    base_lr_factor: float = knob(0.1, "cyclic: base_lr = lr x factor")
+    patience: int = knob(2, "plateau: epochs without val-loss improvement")
 
 
 @dataclass
 class TrainConfig:
     """The loop: length, batch, regularisation, stopping, precision and reproducibility."""
 
-    epochs: int = 10
-    batch_size: int = 128  # per worker
-    eval_batch_size: int = 512
-    label_smoothing: float = 0.0
-    grad_clip: float | None = None  # max gradient norm
-    early_stop_patience: int | None = None  # epochs without val-loss improvement
-    min_delta: float = 0.0
-    budget: str | None = None  # wall-clock budget, e.g. 90s, 30m, 2h
-    target_acc: float | None = None  # time_to_target_s = first time val_acc >= this
-    precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16 | fp16 (fp16 needs CUDA)
-    channels_last: bool | None = None  # None: auto (on for CUDA, where it speeds up convolutions)
-    compile: bool = False
-    seed: int = 0
-    deterministic: bool = False
-    max_steps_per_epoch: int | None = None  # cap steps (smoke tests)
-    measure_inference: bool = True  # inference images/s at batch 256 at the end
-    progress: bool = True
+    epochs: int = knob(10, "training epochs")
+    batch_size: int = knob(128, "batch size per worker")
+    eval_batch_size: int = knob(512, "evaluation batch size")
+    label_smoothing: float = knob(0.0, "label smoothing")
+    grad_clip: float | None = knob(None, "max gradient norm")
+    early_stop_patience: int | None = knob(None, "stop after this many epochs without val-loss improvement")
+    min_delta: float = knob(0.0, "smallest val-loss improvement that counts")
+    budget: str | None = knob(None, "wall-clock budget, e.g. 90s, 30m, 2h (still tests at the end)")
+    target_acc: float | None = knob(None, "record the time when val accuracy first reaches this")
+    precision: str = knob("auto", "auto (bf16 on CUDA, fp32 on CPU), fp32, bf16 or fp16 (CUDA); the resolved "
+                          "config holds what ran", choices=("auto", "fp32", "bf16", "fp16"))
+    channels_last: bool | None = knob(None, "channels_last memory format (unset: on for CUDA)")
+    compile: bool = knob(False, "torch.compile the model")
+    seed: int = knob(0, "random seed (weights, split, augmentation)", identity=REPLICATE, sweep=True)
+    deterministic: bool = knob(False, "deterministic algorithms")
+    max_steps_per_epoch: int | None = knob(None, "cap steps per epoch (smoke tests)")
+    measure_inference: bool = knob(True, "measure inference images/s at batch 256 at the end", identity=NONE)
+    progress: bool = knob(True, "per-epoch progress lines", identity=NONE, sweep=True)
 
 
 @dataclass
 class StrategyConfig:
     """How the weights start and which of them train."""
 
-    name: str = "scratch"  # scratch | finetune | linear_probe | transfer
-    weights: str | None = None  # torchvision weights name for tv_* models, e.g. IMAGENET1K_V1
-    init_from: str | None = None  # run directory of an earlier harness run
-    head_layers: int = 1  # 1..4 linear layers in the new head
-    trainable: str | None = None  # comma list of stages that train, e.g. head,layer4,layer3
-    freeze: str | None = None  # comma list of stages to freeze, or all-but-head
-    pretrain_dataset: str | None = None  # transfer: stage-one dataset
-    pretrain_epochs: int | None = None  # transfer: stage-one epochs (default: train.epochs)
+    name: str = knob("scratch", "training strategy", registry="strategy")
+    weights: str | None = knob(None, "pretrained weights of models that have them (harness list models), "
+                               "e.g. IMAGENET1K_V1")
+    init_from: str | None = knob(None, "run directory of an earlier harness run to start from")
+    head_layers: int = knob(1, "linear layers in the new classifier head (1-4)")
+    trainable: str | None = knob(None, "comma list of stages that train, e.g. head,layer4,layer3")
+    freeze: str | None = knob(None, "comma list of stages to freeze, or all-but-head")
+    pretrain_dataset: str | None = knob(None, "transfer: dataset of stage one", registry="dataset")
+    pretrain_epochs: int | None = knob(None, "transfer: epochs of stage one (default: train.epochs)")
 
 
 @dataclass
 class DistConfig:
     """Where it runs: in process (workers=0) or as Ray Train DDP with N workers."""
 
-    workers: int = 0
-    use_gpu: bool | None = None  # None: auto (CUDA present)
-    cpus_per_worker: int | None = None  # None: share the machine's CPUs between workers
-    max_failures: int = 0  # Ray Train restarts from the last checkpoint this many times
-    storage: str | None = None  # Ray Train storage path for checkpoints
+    workers: int = knob(0, "0 = in process; N = Ray Train DDP with N workers", sweep=True)
+    use_gpu: bool | None = knob(None, "train on GPUs (unset: when CUDA is present)", identity=NONE, sweep=True)
+    cpus_per_worker: int | None = knob(None, "CPUs per Ray Train worker (unset: an equal share)", identity=NONE,
+                                       sweep=True)
+    max_failures: int = knob(0, "Ray Train restarts from the last checkpoint this many times", identity=NONE)
+    storage: str | None = knob(None, "Ray Train storage path for checkpoints", identity=NONE, sweep=True)
 
 
 @dataclass
 class RunConfig:
     """Everything that defines one run. Saved as config.yaml in the run directory."""
 
-    name: str = ""  # run name prefix; the id adds the config hash
-    out: str = "runs"
+    name: str = knob("", "run name prefix; the id adds the config hash", identity=NONE, sweep=True)
+    out: str = knob("runs", "directory that receives the run directory", identity=NONE, sweep=True)
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -150,12 +179,111 @@ class RunConfig:
     dist: DistConfig = field(default_factory=DistConfig)
 
 
+@dataclass(frozen=True)
+class FieldInfo:
+    """One leaf of the config tree, with its metadata (see :func:`knob`)."""
+
+    key: str  # dotted, e.g. "optim.lr"
+    type: Any
+    default: Any
+    help: str
+    registry: str | None
+    choices: tuple[str, ...]
+    identity: str
+    sweep: bool
+
+
+def _walk(cls: type, prefix: str = "") -> list[FieldInfo]:
+    hints = typing.get_type_hints(cls)
+    out: list[FieldInfo] = []
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            out += _walk(tp, f"{prefix}{f.name}.")
+            continue
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        md = f.metadata
+        out.append(FieldInfo(prefix + f.name, tp, default, md.get("help", ""), md.get("registry"),
+                             tuple(md.get("choices", ())), md.get("identity", RESULT), bool(md.get("sweep"))))
+    return out
+
+
+_FIELDS: dict[str, FieldInfo] = {}
+
+
+def fields() -> dict[str, FieldInfo]:
+    """Every leaf of :class:`RunConfig` by dotted key, in declaration order."""
+    if not _FIELDS:
+        _FIELDS.update((f.key, f) for f in _walk(RunConfig))
+    return _FIELDS
+
+
+def field_info(key: str) -> FieldInfo:
+    """The metadata of one dotted key.
+
+    Raises:
+        ConfigError: no such key (naming the closest ones).
+    """
+    fs = fields()
+    if key not in fs:
+        from harness.registry import suggest
+
+        close = suggest(key, list(fs))
+        raise ConfigError(f"unknown config key '{key}'" + (f"; did you mean {', '.join(close)}?" if close else ""))
+    return fs[key]
+
+
+def registry_names(kind: str) -> list[str]:
+    """The valid names of a registry kind used by config fields (``model``, ``dataset``, ``loader``, ...)."""
+    if kind == "model":
+        from architectures import list_models
+
+        return list_models()
+    if kind in ("dataset", "loader", "augment"):
+        from loaders import AUGMENTATIONS, BACKENDS, DATASETS
+
+        reg = {"dataset": DATASETS, "loader": BACKENDS, "augment": AUGMENTATIONS}[kind]
+        return (["auto"] if kind == "loader" else []) + reg.names()
+    if kind in ("optimizer", "scheduler"):
+        from harness.run.optim import OPTIMIZERS, SCHEDULERS
+
+        return (OPTIMIZERS if kind == "optimizer" else SCHEDULERS).names()
+    if kind == "strategy":
+        from harness.run.strategies import STRATEGIES
+
+        return STRATEGIES.names()
+    raise KeyError(kind)
+
+
+_REGISTRY_LABEL = {"model": "model", "dataset": "dataset", "loader": "loader backend", "augment": "augmentation preset",
+                   "optimizer": "optimizer", "scheduler": "scheduler", "strategy": "strategy"}
+
+
+def check_name(key: str, value: Any, label: str | None = None) -> None:
+    """Check a value of a registry- or choice-backed key (``label`` names the kind in the message).
+
+    Raises:
+        HarnessError: one line naming the closest and the valid choices.
+    """
+    f = field_info(key)
+    if value is None or not (f.registry or f.choices):
+        return
+    valid = registry_names(f.registry) if f.registry else list(f.choices)
+    if str(value) not in valid:
+        from harness.registry import unknown_name_message
+
+        label = label or (_REGISTRY_LABEL[f.registry] if f.registry else key)
+        raise ConfigError(unknown_name_message(label, str(value), valid))
+
+
+def keys_with(*, identity: str | None = None, sweep: bool | None = None) -> list[str]:
+    """Dotted keys whose metadata matches (e.g. ``identity=NONE``, or ``sweep=True``)."""
+    return [k for k, f in fields().items()
+            if (identity is None or f.identity == identity) and (sweep is None or f.sweep == sweep)]
+
+
 # ---------------------------------------------------------------------------------------------
 # dict <-> dataclass, with type checks
-
-def _field_types(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
-
 
 def _coerce(value: Any, tp: Any, where: str) -> Any:
     """Check ``value`` against the annotation ``tp``; convert the few safe cases (int -> float, str -> int)."""
@@ -228,7 +356,7 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
 
 
 def _from_dict(cls: type, data: dict, where: str = "") -> Any:
-    hints = _field_types(cls)
+    hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     unknown = [k for k in data if k not in names]
     if unknown:
@@ -254,27 +382,43 @@ def config_to_dict(cfg: RunConfig) -> dict:
     return dataclasses.asdict(cfg)
 
 
+def _flat(d: dict, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and k != "kwargs":
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[prefix + k] = v
+    return out
+
+
+def flat_config(cfg: RunConfig) -> dict[str, Any]:
+    """The config as ``{dotted key: value}`` (``model.kwargs`` stays one mapping)."""
+    return _flat(config_to_dict(cfg))
+
+
+def _digest(cfg: RunConfig, leave_out: set[str]) -> str:
+    flat = {k: v for k, v in flat_config(cfg).items() if k not in leave_out}
+    return hashlib.sha256(json.dumps(flat, sort_keys=True).encode()).hexdigest()[:10]
+
+
 def config_hash(cfg: RunConfig) -> str:
-    """A short stable hash of everything that changes results (not where outputs go)."""
-    d = config_to_dict(cfg)
-    d.pop("out", None)
-    d.pop("name", None)
-    d["data"].pop("data_dir", None)
-    d["train"].pop("progress", None)
-    d["dist"].pop("storage", None)
-    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:10]
+    """A short stable hash of everything that changes results, the seed and fold included (the run id).
 
+    The keys whose metadata says ``identity=NONE`` (where outputs go, what is only measured) are left out.
+    """
+    return _digest(cfg, set(keys_with(identity=NONE)))
 
-# Keys that do not make a different configuration: replicates, where files go, and what is only measured.
-NOT_IDENTITY = {"train.seed": 0, "data.fold": 0, "train.progress": False, "train.measure_inference": True,
-               "dist.max_failures": 0, "data.download": False, "data.num_workers": None,
-               "dist.cpus_per_worker": None, "dist.use_gpu": None}
 
 def config_id(cfg: RunConfig | dict) -> str:
-    """The identity of a configuration: its config hash with the seed and the fold taken out."""
+    """The identity of a configuration (a leaderboard row): :func:`config_hash` without replicates (seed, fold)."""
     if isinstance(cfg, dict):
         cfg = config_from_dict(cfg)
-    return config_hash(apply_overrides(cfg, dict(NOT_IDENTITY)))
+    return _digest(cfg, set(keys_with(identity=NONE)) | set(keys_with(identity=REPLICATE)))
+
+
+#: Every key that does not count toward a configuration's identity, with its default.
+NOT_IDENTITY: dict[str, Any] = {k: f.default for k, f in fields().items() if f.identity != RESULT}
 
 
 def load_config(path: str | Path) -> RunConfig:
@@ -358,6 +502,11 @@ def validate(cfg: RunConfig) -> None:
         if not cond:
             raise ConfigError(msg)
 
+    flat = flat_config(cfg)
+    for key, f in fields().items():
+        if f.choices:
+            v = flat[key]
+            need(v in f.choices, f"{key} must be {', '.join(f.choices[:-1])} or {f.choices[-1]}, got '{v}'")
     t, o, d, s = cfg.train, cfg.optim, cfg.data, cfg.sched
     need(t.epochs >= 1, f"train.epochs must be >= 1, got {t.epochs}")
     need(t.batch_size >= 1, f"train.batch_size must be >= 1, got {t.batch_size}")
@@ -368,11 +517,8 @@ def validate(cfg: RunConfig) -> None:
     for k in ("head_lr", "body_lr"):
         v = getattr(o, k)
         need(v is None or v >= 0, f"optim.{k} must be >= 0, got {v}")
-    need(o.lr_scaling in ("none", "linear"), f"optim.lr_scaling must be none or linear, got '{o.lr_scaling}'")
     need(0 <= t.label_smoothing < 1, f"train.label_smoothing must be in [0, 1), got {t.label_smoothing}")
     need(t.grad_clip is None or t.grad_clip > 0, f"train.grad_clip must be > 0, got {t.grad_clip}")
-    need(t.precision in ("auto", "fp32", "bf16", "fp16"),
-         f"train.precision must be auto, fp32, bf16 or fp16, got '{t.precision}'")
     need(t.early_stop_patience is None or t.early_stop_patience >= 1,
          f"train.early_stop_patience must be >= 1, got {t.early_stop_patience}")
     need(t.target_acc is None or 0 < t.target_acc <= 1, f"train.target_acc must be in (0, 1], got {t.target_acc}")
@@ -383,8 +529,6 @@ def validate(cfg: RunConfig) -> None:
     need(d.img_size is None or d.img_size >= 8, f"data.img_size must be >= 8, got {d.img_size}")
     need(d.folds == 0 or d.folds >= 2, f"data.folds must be 0 or >= 2, got {d.folds}")
     need(d.folds == 0 or 0 <= d.fold < d.folds, f"data.fold must be in [0, {d.folds}), got {d.fold}")
-    need(cfg.model.init in ("default", "xavier", "kaiming"),
-         f"model.init must be default, xavier or kaiming, got '{cfg.model.init}'")
     need(1 <= cfg.strategy.head_layers <= 4, f"strategy.head_layers must be 1..4, got {cfg.strategy.head_layers}")
     need(cfg.dist.workers >= 0, f"dist.workers must be >= 0, got {cfg.dist.workers}")
     need(s.warmup_epochs >= 0, f"sched.warmup_epochs must be >= 0, got {s.warmup_epochs}")

@@ -2,25 +2,27 @@
 
 ``train_loop_per_worker(config)`` follows the Ray Train examples: each worker builds its data, model
 and optimizer, wraps the model for DDP, and reports the same number of times on every rank. Only
-rank 0 writes files. Metrics are accumulated as tensors and synchronised once per epoch (or every
-``_CHECK_EVERY`` steps for the divergence and budget checks), so the loop adds almost nothing to a
-bare PyTorch step.
+rank 0 writes files. The loop is a handful of named steps that :func:`run_worker` calls in order:
+
+``setup`` (data, loaders, model, optimizer, schedule) -> ``resume`` (a :class:`TrainState`, from Ray
+Train's checkpoint after a restart) -> per epoch ``train_one_epoch``, ``evaluate`` on validation and
+``end_epoch`` (select, record, checkpoint, report) -> ``finish`` (test once on the selected weights,
+build the :class:`RunSummary`, write the artifacts).
+
+Metrics are accumulated as tensors and synchronised once per epoch (or every ``CHECK_EVERY`` steps
+for the divergence and budget checks), so the loop adds almost nothing to a bare PyTorch step.
 """
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import csv
 import json
 import math
 import os
-import resource
 import shutil
-import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,13 +30,18 @@ from typing import Any
 import torch
 from torch import nn
 
-from harness.run.config import RunConfig, config_from_dict, config_hash, parse_duration
+from harness.files import BEST_CKPT, LAST_CKPT, METRICS_FILE
+from harness.run.config import RunConfig, config_from_dict, config_hash, config_to_dict, parse_duration
 from harness.run.data import load_data
-from harness.run.optim import build_optimizer, build_schedule, current_lr, param_groups
+from harness.run.measure import autocast, inference_img_per_s, peak_mem_mb
+from harness.run.optim import Schedule, build_optimizer, build_schedule, current_lr, param_groups
+from harness.run.progress import Progress
+from harness.run.state import TrainState
 from harness.run.strategies import STRATEGIES, set_train_mode
+from harness.run.summary import RunSummary
 
-METRIC_COLUMNS = ["epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "epoch_s", "train_img_per_s"]
-_CHECK_EVERY = 20  # steps between divergence/budget checks (each costs a device sync, and an all-reduce under DDP)
+CHECK_EVERY = 20  # steps between divergence/budget checks (each costs a device sync, and an all-reduce under DDP)
+Report = Callable[[dict, "Path | None"], None]
 
 
 @dataclass
@@ -51,6 +58,15 @@ class WorkerContext:
     def is_main(self) -> bool:
         return self.rank == 0
 
+    @property
+    def tag(self) -> str:
+        return f"[rank {self.rank}/{self.world_size}] " if self.world_size > 1 else ""
+
+
+def local_context(device: str | torch.device = "cpu") -> WorkerContext:
+    """The context of a single in-process worker on ``device``."""
+    return WorkerContext(0, 1, 0, torch.device(device), False)
+
 
 def _context(cfg: RunConfig) -> WorkerContext:
     try:
@@ -58,29 +74,26 @@ def _context(cfg: RunConfig) -> WorkerContext:
 
         ctx = ray.train.get_context()
         ws = ctx.get_world_size()
-        in_train = True
     except Exception:  # noqa: BLE001 - not inside a Ray Train worker: in process (maybe a Tune trial)
-        in_train = False
-    if in_train:
-        import logging
+        return local_context("cuda" if cfg.dist.use_gpu or (cfg.dist.use_gpu is None and torch.cuda.is_available())
+                             else "cpu")
+    import logging
 
-        import ray.train.torch
+    import ray.train.torch
 
-        # Ray Train logs every report's whole metrics dict at INFO from each worker; keep warnings only.
-        # (That module names its logger by file path, not by dotted module name.)
-        from ray.train.v2._internal.execution import context as _train_context
+    # Ray Train logs every report's whole metrics dict at INFO from each worker; keep warnings only.
+    # (That module names its logger by file path, not by dotted module name.)
+    from ray.train.v2._internal.execution import context as _train_context
 
-        logging.getLogger(_train_context.__file__).setLevel(logging.WARNING)
-        device = ray.train.torch.get_device()
-        if cfg.dist.cpus_per_worker:
-            # Ray pins each worker to its CPU share; more torch threads than that only thrash.
-            torch.set_num_threads(max(1, cfg.dist.cpus_per_worker))
-        return WorkerContext(ctx.get_world_rank(), ws, ctx.get_local_rank(), device, True)
-    use_gpu = torch.cuda.is_available() if cfg.dist.use_gpu is None else cfg.dist.use_gpu
-    return WorkerContext(0, 1, 0, torch.device("cuda" if use_gpu else "cpu"), False)
+    logging.getLogger(_train_context.__file__).setLevel(logging.WARNING)
+    if cfg.dist.cpus_per_worker:
+        # Ray pins each worker to its CPU share; more torch threads than that only thrash.
+        torch.set_num_threads(max(1, cfg.dist.cpus_per_worker))
+    return WorkerContext(ctx.get_world_rank(), ws, ctx.get_local_rank(), ray.train.torch.get_device(), True)
 
 
-def _all_reduce(t: torch.Tensor, ctx: WorkerContext, op: str = "sum") -> torch.Tensor:
+def all_reduce(t: torch.Tensor, ctx: WorkerContext, op: str = "sum") -> torch.Tensor:
+    """Sum (or max) ``t`` across ranks in place; a no-op in a single process."""
     if ctx.world_size > 1:
         import torch.distributed as dist
 
@@ -88,18 +101,105 @@ def _all_reduce(t: torch.Tensor, ctx: WorkerContext, op: str = "sum") -> torch.T
     return t
 
 
-def _autocast(cfg: RunConfig, device: torch.device) -> contextlib.AbstractContextManager:
-    if cfg.train.precision == "fp32":
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if cfg.train.precision == "bf16" else torch.float16
-    return torch.autocast(device_type=device.type, dtype=dtype)
+# ---------------------------------------------------------------------------------------------
+# One optimizer step, and one epoch of them
 
 
-def evaluate(model: nn.Module, loader: Any, num_classes: int, ctx: WorkerContext, cfg: RunConfig) -> dict:
+@dataclass
+class Stepper:
+    """One optimizer step: forward under autocast, backward (loss-scaled for fp16), clip, step, schedule."""
+
+    model: nn.Module  # what the batch goes through (maybe DDP-wrapped and compiled)
+    params: Iterable[nn.Parameter]  # what is clipped: the unwrapped model's parameters
+    opt: torch.optim.Optimizer
+    sched: Schedule | None
+    crit: nn.Module
+    precision: str
+    device: torch.device
+    grad_clip: float | None = None
+    scaler: torch.amp.GradScaler | None = None
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Train on one batch; returns ``(loss, logits)``, both still on the device."""
+        with autocast(self.precision, self.device):
+            out = self.model(x)
+            loss = self.crit(out, y)
+        self.opt.zero_grad(set_to_none=True)
+        # Without fp16 the scaler is absent, and the same lines are the plain step.
+        (self.scaler.scale(loss) if self.scaler else loss).backward()
+        if self.grad_clip:
+            if self.scaler:
+                self.scaler.unscale_(self.opt)
+            nn.utils.clip_grad_norm_(list(self.params), self.grad_clip)
+        if self.scaler:
+            self.scaler.step(self.opt)
+            self.scaler.update()
+        else:
+            self.opt.step()
+        if self.sched is not None:
+            self.sched.step_batch()
+        return loss, out
+
+
+@dataclass
+class EpochStats:
+    """One training epoch, summed across ranks."""
+
+    loss: float
+    acc: float
+    n: int  # images seen, all ranks
+    seconds: float
+    stop: str | None = None  # "diverged" or "budget" when the epoch was cut short
+
+
+def train_one_epoch(step: Stepper, loader: Iterable, ctx: WorkerContext, *, max_steps: int,
+                    deadline: float | None = None, on_step: Callable[[int], None] | None = None) -> EpochStats:
+    """Run up to ``max_steps`` optimizer steps over ``loader``; check divergence and the budget on the way.
+
+    Args:
+        step: the optimizer step.
+        loader: yields ``(images, labels)`` on the device.
+        ctx: rank and device; loss and accuracy are summed over ranks at the end.
+        max_steps: steps in this epoch.
+        deadline: ``time.monotonic()`` at which the wall-clock budget ends, or None.
+        on_step: called with the number of steps done after each one (progress, first-step time).
+    """
+    dev = ctx.device
+    loss_sum = torch.zeros((), dtype=torch.float64, device=dev)
+    correct = torch.zeros((), dtype=torch.int64, device=dev)
+    seen, stop = 0, None
+    t0 = time.perf_counter()
+    for i, (x, y) in enumerate(loader):
+        if i >= max_steps:
+            break
+        loss, out = step(x, y)
+        loss_sum += loss.detach().double() * y.size(0)
+        correct += (out.detach().argmax(1) == y).sum()
+        seen += y.size(0)
+        if on_step is not None:
+            on_step(i + 1)
+        if (i + 1) % CHECK_EVERY == 0 or i + 1 == max_steps:
+            flags = torch.tensor([0.0 if torch.isfinite(loss.detach()) else 1.0,
+                                  1.0 if deadline is not None and time.monotonic() > deadline else 0.0], device=dev)
+            all_reduce(flags, ctx, "max")
+            stop = "diverged" if flags[0] > 0 else "budget" if flags[1] > 0 else None
+            if stop:
+                break
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+    seconds = time.perf_counter() - t0
+    totals = all_reduce(torch.stack([loss_sum, correct.double(), torch.tensor(float(seen), dtype=torch.float64,
+                                                                             device=dev)]), ctx)
+    n = max(float(totals[2]), 1.0)
+    return EpochStats(float(totals[0]) / n, float(totals[1]) / n, int(n), seconds, stop)
+
+
+def evaluate(model: nn.Module, loader: Iterable, num_classes: int, ctx: WorkerContext,
+             precision: str = "fp32") -> dict[str, Any]:
     """Loss, accuracy and confusion matrix over a (sharded) split, summed across ranks.
 
     Returns:
-        ``{"loss", "acc", "n", "confusion"}`` with ``confusion[true, pred]`` counts.
+        ``{"loss", "acc", "n", "confusion"}`` with ``confusion[true, pred]`` counts (on the CPU).
     """
     model.eval()
     loss_sum = torch.zeros((), dtype=torch.float64, device=ctx.device)
@@ -107,120 +207,52 @@ def evaluate(model: nn.Module, loader: Any, num_classes: int, ctx: WorkerContext
     crit = nn.CrossEntropyLoss(reduction="sum")
     with torch.inference_mode():
         for x, y in loader:
-            with _autocast(cfg, ctx.device):
+            with autocast(precision, ctx.device):
                 out = model(x)
             loss_sum += crit(out.float(), y).double()
             conf += torch.bincount(y * num_classes + out.argmax(1), minlength=num_classes * num_classes)
-    _all_reduce(loss_sum, ctx)
-    _all_reduce(conf, ctx)
+    all_reduce(loss_sum, ctx)
+    all_reduce(conf, ctx)
     conf = conf.view(num_classes, num_classes).cpu()
     n = int(conf.sum())
-    return {
-        "loss": float(loss_sum) / max(n, 1),
-        "acc": float(conf.diag().sum()) / max(n, 1),
-        "n": n,
-        "confusion": conf,
-    }
+    return {"loss": float(loss_sum) / max(n, 1), "acc": float(conf.diag().sum()) / max(n, 1), "n": n,
+            "confusion": conf}
 
 
-def _write_metrics(path: Path, history: list[dict]) -> None:
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=METRIC_COLUMNS, extrasaction="ignore")
-        w.writeheader()
-        for row in history:
-            w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
-    os.replace(tmp, path)
+# ---------------------------------------------------------------------------------------------
+# Setting up a run
 
 
-def _fmt_s(s: float) -> str:
-    s = int(round(s))
-    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+@dataclass
+class Run:
+    """Everything :func:`setup` builds for one run on one worker."""
+
+    cfg: RunConfig
+    ctx: WorkerContext
+    run_dir: Path
+    run_hash: str  # the hash the run directory was named with
+    splits: Any
+    meta: Any
+    train_loader: Any
+    val_loader: Any
+    model: nn.Module  # unwrapped: what checkpoints hold
+    fwd_model: nn.Module  # DDP-wrapped and compiled as asked: what batches go through
+    step: Stepper
+    steps: int  # optimizer steps per epoch
+    params: int
+    mflops: float
+    progress: Progress
+    t_start: float
+    deadline: float | None = None
+    tb: Any = None
+    pretrained: RunSummary | None = None  # transfer: stage one's summary, folded into this one's
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.meta.classes)
 
 
-class _Progress:
-    """Per-epoch progress lines with an ETA, plus an in-place batch counter on a terminal."""
-
-    def __init__(self, enabled: bool, epochs: int, tag: str) -> None:
-        self.enabled = enabled
-        self.tty = enabled and sys.stdout.isatty()
-        self.epochs = epochs
-        self.tag = tag
-        self._last = 0.0
-
-    def batch(self, epoch: int, step: int, total: int) -> None:
-        if not self.tty:
-            return
-        now = time.monotonic()
-        if now - self._last > 0.5:
-            self._last = now
-            print(f"\r{self.tag}epoch {epoch + 1}/{self.epochs} [{step}/{total}]", end="", flush=True)
-
-    def epoch(self, row: dict, mean_epoch_s: float) -> None:
-        if not self.enabled:
-            return
-        left = (self.epochs - row["epoch"]) * mean_epoch_s
-        print(("\r" if self.tty else "") +
-              f"{self.tag}epoch {row['epoch']}/{self.epochs}  train loss {row['train_loss']:.4f} acc {row['train_acc']:.4f}"
-              f"  val loss {row['val_loss']:.4f} acc {row['val_acc']:.4f}  lr {row['lr']:.3g}"
-              f"  {row['epoch_s']:.1f}s {row['train_img_per_s']:.0f} img/s  ETA {_fmt_s(left)}", flush=True)
-
-
-def _peak_mem_mb(device: torch.device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
-
-
-def _inference_img_per_s(model: nn.Module, shape: tuple[int, int, int], cfg: RunConfig, device: torch.device) -> float:
-    """Images/s of a forward pass at batch 256 (median of 3 after a warm-up)."""
-    model.eval()
-    x = torch.randn(256, *shape, device=device)
-    if cfg.train.channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
-    times = []
-    with torch.inference_mode(), _autocast(cfg, device):
-        for i in range(4):
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            t = time.perf_counter()
-            model(x)
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            if i:
-                times.append(time.perf_counter() - t)
-    times.sort()
-    return 256 / times[len(times) // 2]
-
-
-def resolve_device_defaults(cfg: RunConfig, device: torch.device) -> None:
-    """Settle the ``auto`` speed options for ``device``: bf16 autocast and channels_last on CUDA, fp32 on CPU.
-
-    bf16 needs no loss scaling and is what Hopper/Ampere tensor cores are fast at; on CPU, bf16 autocast is
-    slower than fp32 for these small convnets, so it stays opt-in there.
-    """
-    cuda = device.type == "cuda"
-    if cfg.train.precision == "auto":
-        cfg.train.precision = "bf16" if cuda and torch.cuda.is_bf16_supported() else "fp32"
-    if cfg.train.channels_last is None:
-        cfg.train.channels_last = cuda
-
-
-def run_worker(cfg: RunConfig, run_dir: Path, ctx: WorkerContext, report: Callable[[dict, Path | None], None]) -> dict:
-    """Train, validate every epoch, select on validation, test once; return the summary.
-
-    Args:
-        cfg: the resolved run config.
-        run_dir: where rank 0 writes metrics, checkpoints and artifacts.
-        ctx: this worker's rank, world size and device.
-        report: called on every rank after every epoch with the metrics and (rank 0) a checkpoint
-            directory, and once at the end with the summary (``done=True``).
-    """
-    from architectures import count_mflops, model_info
-    from loaders import build_loader
-
-    t_start = time.monotonic()
-    resolve_device_defaults(cfg, ctx.device)
+def _seed(cfg: RunConfig, ctx: WorkerContext) -> None:
     torch.manual_seed(cfg.train.seed + ctx.rank)
     if cfg.train.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
@@ -228,262 +260,87 @@ def run_worker(cfg: RunConfig, run_dir: Path, ctx: WorkerContext, report: Callab
     elif ctx.device.type == "cuda":
         torch.backends.cudnn.benchmark = True
 
-    info = model_info(cfg.model.arch)
-    splits, meta = load_data(cfg, info.min_img_size, announce=ctx.is_main and cfg.train.progress)
-    in_chans, img_size = meta.shape[0], meta.shape[-1]
-    num_classes = len(meta.classes)
+
+def _loaders(cfg: RunConfig, ctx: WorkerContext, splits: Any, meta: Any) -> tuple[Any, Any]:
+    from loaders import build_loader
 
     common = dict(device=ctx.device, rank=ctx.rank, world_size=ctx.world_size, seed=cfg.train.seed,
                   channels_last=cfg.train.channels_last)
-    train_loader = build_loader(splits.train, meta, backend=cfg.data.loader, train=True,
-                                batch_size=cfg.train.batch_size, augment=cfg.data.augment,
-                                num_workers=cfg.data.num_workers, **common)
-    eval_backend = "tensor" if cfg.data.loader == "auto" else cfg.data.loader
-    val_loader = build_loader(splits.val, meta, backend=eval_backend, train=False,
-                              batch_size=cfg.train.eval_batch_size, augment="none", **common)
+    train = build_loader(splits.train, meta, backend=cfg.data.loader, train=True, batch_size=cfg.train.batch_size,
+                         augment=cfg.data.augment, num_workers=cfg.data.num_workers, **common)
+    val = eval_loader(cfg, ctx, splits.val, meta)
+    return train, val
 
+
+def eval_loader(cfg: RunConfig, ctx: WorkerContext, split: Any, meta: Any) -> Any:
+    """A loader over a validation or test split: no augmentation, every image once across ranks."""
+    from loaders import build_loader
+
+    backend = "tensor" if cfg.data.loader == "auto" else cfg.data.loader
+    return build_loader(split, meta, backend=backend, train=False, batch_size=cfg.train.eval_batch_size,
+                        augment="none", device=ctx.device, rank=ctx.rank, world_size=ctx.world_size,
+                        seed=cfg.train.seed, channels_last=cfg.train.channels_last)
+
+
+def _model(cfg: RunConfig, ctx: WorkerContext, meta: Any) -> tuple[nn.Module, str | None]:
     torch.manual_seed(cfg.train.seed)  # identical initial weights on every rank
-    prepared = STRATEGIES.get(cfg.strategy.name).prepare(cfg, num_classes, in_chans, img_size)
+    in_chans, img_size = meta.shape[0], meta.shape[-1]
+    prepared = STRATEGIES.get(cfg.strategy.name).prepare(cfg, len(meta.classes), in_chans, img_size)
     model = prepared.model.to(ctx.device)
     if cfg.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    params = sum(p.numel() for p in model.parameters())
-    mflops = count_mflops(copy.deepcopy(model).cpu(), in_chans, img_size) if ctx.is_main else 0.0
+    return model, prepared.head_prefix
 
-    global_batch = cfg.train.batch_size * ctx.world_size
-    lr = cfg.optim.lr * (global_batch / cfg.optim.base_batch if cfg.optim.lr_scaling == "linear" else 1.0)
+
+def _stepper(cfg: RunConfig, ctx: WorkerContext, model: nn.Module, head: str | None,
+             steps: int) -> tuple[Stepper, nn.Module]:
     split_groups = cfg.optim.head_lr is not None or cfg.optim.body_lr is not None
-    groups = param_groups(model, cfg.optim, prepared.head_prefix if split_groups else None, lr)
-    opt = build_optimizer(groups, cfg.optim)
-    steps = len(train_loader) if cfg.train.max_steps_per_epoch is None else min(len(train_loader), cfg.train.max_steps_per_epoch)
+    opt = build_optimizer(param_groups(model, cfg.optim, head if split_groups else None, cfg.optim.lr), cfg.optim)
     sched = build_schedule(opt, cfg.sched, cfg.train.epochs, max(steps, 1))
-    scaler = torch.amp.GradScaler("cuda") if cfg.train.precision == "fp16" else None
-    crit = nn.CrossEntropyLoss(label_smoothing=cfg.train.label_smoothing)
-
-    raw_model = model
+    fwd = model
     if ctx.world_size > 1:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
-        model = DDP(model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
-    fwd_model = torch.compile(model) if cfg.train.compile else model
-
-    # ---- resume (Ray Train restarts workers from the last reported checkpoint) ----
-    history: list[dict] = []
-    state: dict[str, Any] = {"epoch": 0, "best_acc": -1.0, "best_epoch": 0, "best_loss": math.inf, "wait": 0,
-                             "time_to_target_s": None, "elapsed": 0.0}
-    best_state: dict | None = None
-    resumed = _load_resume(ctx)
-    if resumed is not None:
-        raw_model.load_state_dict(resumed["model"])
-        opt.load_state_dict(resumed["optimizer"])
-        sched.scheduler.load_state_dict(resumed["scheduler"])
-        history, state = resumed["history"], resumed["state"]
-        best_state = resumed.get("best_model")
-        if ctx.is_main:
-            print(f"resumed from the checkpoint of epoch {state['epoch']}", flush=True)
-    t_start -= state["elapsed"]
-
-    if ctx.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        if resumed is not None:
-            _write_metrics(run_dir / "metrics.csv", history)  # drop rows of the epoch that was lost
-    if ctx.ray_train:
-        # The fault test finds workers to kill here; a restarted worker writes its new pid.
-        (run_dir / "pids").mkdir(parents=True, exist_ok=True)
-        (run_dir / "pids" / f"rank{ctx.rank}").write_text(str(os.getpid()))
-
-    tb = None
-    if ctx.is_main:
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-
-            tb = SummaryWriter(log_dir=str(run_dir / "tb"))
-        except ImportError:  # tensorboard is a dependency; stay usable without it
-            tb = None
-
-    tag = f"[rank {ctx.rank}/{ctx.world_size}] " if ctx.world_size > 1 else ""
-    if cfg.train.progress and (ctx.is_main or ctx.world_size > 1):  # every rank says it started
-        print(f"{tag}training {cfg.model.arch} ({params / 1e6:.3f}M params) on {cfg.data.dataset} "
-              f"{tuple(meta.shape)} x {len(splits.train.labels)} train / {len(splits.val.labels)} val, "
-              f"{cfg.strategy.name}, {ctx.device}, loader {train_loader.backend}, world size {ctx.world_size}",
-              flush=True)
-    progress = _Progress(cfg.train.progress and ctx.is_main, cfg.train.epochs, tag)
-    deadline = t_start + parse_duration(cfg.train.budget) if cfg.train.budget else None
-    stop_reason = "completed"
-    epoch_times: list[float] = []
-    img_rates: list[float] = []
-    train_s_total = sum(r["epoch_s"] for r in history)
-    plain_cfg = _plain_config(cfg)  # stored in every checkpoint
-    first_step_at: float | None = None  # unix time of the first optimizer step (bench overhead)
-
-    for epoch in range(state["epoch"], cfg.train.epochs):
-        train_loader.set_epoch(epoch)
-        set_train_mode(raw_model)
-        loss_sum = torch.zeros((), dtype=torch.float64, device=ctx.device)
-        correct = torch.zeros((), dtype=torch.int64, device=ctx.device)
-        seen = 0
-        stop_now = None
-        t0 = time.perf_counter()
-        for step, (x, y) in enumerate(train_loader):
-            if step >= steps:
-                break
-            with _autocast(cfg, ctx.device):
-                out = fwd_model(x)
-                loss = crit(out, y)
-            opt.zero_grad(set_to_none=True)
-            if scaler is not None:
-                scaler.scale(loss).backward()
-                if cfg.train.grad_clip:
-                    scaler.unscale_(opt)
-                    nn.utils.clip_grad_norm_(raw_model.parameters(), cfg.train.grad_clip)
-                scaler.step(opt)
-                scaler.update()
-            else:
-                loss.backward()
-                if cfg.train.grad_clip:
-                    nn.utils.clip_grad_norm_(raw_model.parameters(), cfg.train.grad_clip)
-                opt.step()
-            sched.step_batch()
-            if first_step_at is None:
-                first_step_at = time.time()
-            loss_sum += loss.detach().double() * y.size(0)
-            correct += (out.detach().argmax(1) == y).sum()
-            seen += y.size(0)
-            progress.batch(epoch, step + 1, steps)
-            if (step + 1) % _CHECK_EVERY == 0 or step + 1 == steps:
-                flags = torch.tensor([0.0 if torch.isfinite(loss.detach()) else 1.0,
-                                      1.0 if deadline and time.monotonic() > deadline else 0.0], device=ctx.device)
-                _all_reduce(flags, ctx, "max")
-                if flags[0] > 0:
-                    stop_now = "diverged"
-                    break
-                if flags[1] > 0:
-                    stop_now = "budget"
-                    break
-        if ctx.device.type == "cuda":
-            torch.cuda.synchronize(ctx.device)
-        epoch_s = time.perf_counter() - t0
-        train_s_total += epoch_s
-        totals = torch.stack([loss_sum, correct.double(), torch.tensor(float(seen), dtype=torch.float64, device=ctx.device)])
-        _all_reduce(totals, ctx)
-        n_global = max(float(totals[2]), 1.0)
-        train_loss, train_acc = float(totals[0]) / n_global, float(totals[1]) / n_global
-        if stop_now == "diverged" or not math.isfinite(train_loss):
-            stop_reason = "diverged"
-            if ctx.is_main:
-                print(f"{tag}loss is not finite at epoch {epoch + 1}: stopping (diverged)", flush=True)
-            break
-        val = evaluate(fwd_model, val_loader, num_classes, ctx, cfg)
-        lr_now = current_lr(opt)
-        sched.step_epoch(val["loss"])
-        row = {"epoch": epoch + 1, "lr": lr_now, "train_loss": train_loss, "train_acc": train_acc,
-               "val_loss": val["loss"], "val_acc": val["acc"], "epoch_s": epoch_s,
-               "train_img_per_s": n_global / epoch_s if epoch_s > 0 else 0.0}
-        history.append(row)
-        epoch_times.append(epoch_s)
-        img_rates.append(row["train_img_per_s"])
-        if val["acc"] > state["best_acc"]:
-            state["best_acc"], state["best_epoch"] = val["acc"], epoch + 1
-            best_state = {k: v.detach().to("cpu", copy=True) for k, v in raw_model.state_dict().items()}
-        if cfg.train.target_acc and state["time_to_target_s"] is None and val["acc"] >= cfg.train.target_acc:
-            state["time_to_target_s"] = time.monotonic() - t_start
-        if val["loss"] < state["best_loss"] - cfg.train.min_delta:
-            state["best_loss"], state["wait"] = val["loss"], 0
-        else:
-            state["wait"] += 1
-        state["epoch"] = epoch + 1
-        state["elapsed"] = time.monotonic() - t_start
-
-        ckpt_dir = None
-        if ctx.is_main:
-            _write_metrics(run_dir / "metrics.csv", history)
-            if tb is not None:
-                for k in ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "train_img_per_s"):
-                    tb.add_scalar(k, row[k], epoch + 1)
-                tb.flush()
-            ck = {"model": raw_model.state_dict(), "optimizer": opt.state_dict(),
-                  "scheduler": sched.scheduler.state_dict(), "history": history, "state": state,
-                  "best_model": best_state, "config": plain_cfg}
-            torch.save(ck, run_dir / "last.pt.tmp")
-            os.replace(run_dir / "last.pt.tmp", run_dir / "last.pt")
-            if state["best_epoch"] == epoch + 1:
-                torch.save({"model": best_state, "epoch": epoch + 1, "val_acc": val["acc"],
-                            "config": plain_cfg}, run_dir / "best.pt")
-            if ctx.ray_train:
-                ckpt_dir = Path(tempfile.mkdtemp(prefix="harness-ckpt-"))
-                shutil.copy2(run_dir / "last.pt", ckpt_dir / "last.pt")
-        progress.epoch(row, sum(epoch_times) / len(epoch_times))
-        report({**row, "done": False}, ckpt_dir)
-        if ckpt_dir is not None:
-            shutil.rmtree(ckpt_dir, ignore_errors=True)
-
-        if stop_now == "budget":
-            stop_reason = "budget"
-            break
-        if cfg.train.early_stop_patience and state["wait"] >= cfg.train.early_stop_patience:
-            stop_reason = "early_stop"
-            if ctx.is_main and cfg.train.progress:
-                print(f"{tag}early stop: val loss has not improved for {state['wait']} epochs", flush=True)
-            break
-        if deadline and time.monotonic() > deadline:
-            stop_reason = "budget"
-            break
-
-    # ---- test once, on the model selected on validation ----
-    test_loader = build_loader(splits.test, meta, backend=eval_backend, train=False,
-                               batch_size=cfg.train.eval_batch_size, augment="none", **common)
-    test = None
-    if best_state is not None:
-        raw_model.load_state_dict(best_state)
-        test = evaluate(fwd_model, test_loader, num_classes, ctx, cfg)
-    from harness.provenance import provenance
-
-    prov = provenance(str(ctx.device))
-    summary: dict[str, Any] = {
-        "arch": cfg.model.arch, "dataset": cfg.data.dataset, "strategy": cfg.strategy.name,
-        "optimizer": cfg.optim.name, "scheduler": cfg.sched.name, "augment": cfg.data.augment,
-        "epochs_planned": cfg.train.epochs, "epochs_run": len(history), "batch_size": cfg.train.batch_size,
-        "lr": cfg.optim.lr, "seed": cfg.train.seed, "params": params, "mflops_per_img": mflops,
-        "test_acc": test["acc"] if test else None, "test_loss": test["loss"] if test else None,
-        "val_acc": state["best_acc"] if best_state is not None else None,
-        "val_loss": min((r["val_loss"] for r in history), default=None),
-        "best_epoch": state["best_epoch"], "time_to_target_s": state["time_to_target_s"],
-        "total_s": time.monotonic() - t_start, "train_s": train_s_total, "stop_reason": stop_reason,
-        "status": "diverged" if stop_reason == "diverged" else "ok", "error": "",
-        "device": ctx.device.type, "hardware": prov["hardware"], "world_size": ctx.world_size,
-        "precision": cfg.train.precision, "loader": train_loader.backend, "torch": prov["torch"],
-        "ray": prov["ray"], "git_sha": prov["git_sha"], "date": prov["date"],
-        "train_img_per_s": sorted(img_rates)[len(img_rates) // 2] if img_rates else None,
-        "infer_img_per_s": None, "peak_mem_mb": None, "run_dir": str(run_dir), "config_hash": config_hash(cfg),
-        "first_step_at": first_step_at, "img_size": img_size, "in_chans": in_chans, "num_train": len(splits.train.labels),
-    }
-    if ctx.is_main:
-        if cfg.train.measure_inference and stop_reason != "diverged":
-            summary["infer_img_per_s"] = _inference_img_per_s(raw_model, tuple(meta.shape), cfg, ctx.device)
-        summary["peak_mem_mb"] = _peak_mem_mb(ctx.device)
-        from harness.run.artifacts import write_artifacts
-
-        write_artifacts(run_dir, history, test["confusion"] if test else None, list(meta.classes))
-        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-        if tb is not None:
-            tb.close()
-    final_ckpt = None
-    if ctx.ray_train and ctx.is_main:
-        # Ray Train's Result carries the metrics of the latest *checkpointed* report, so the summary
-        # travels with one (its directory holds summary.json; no shared filesystem is assumed).
-        final_ckpt = Path(tempfile.mkdtemp(prefix="harness-summary-"))
-        (final_ckpt / "summary.json").write_text(json.dumps(summary, indent=2))
-    report({**summary, "done": True}, final_ckpt)
-    if final_ckpt is not None:
-        shutil.rmtree(final_ckpt, ignore_errors=True)
-    return summary
+        fwd = DDP(model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
+    fwd = torch.compile(fwd) if cfg.train.compile else fwd
+    step = Stepper(fwd, list(model.parameters()), opt, sched, nn.CrossEntropyLoss(
+        label_smoothing=cfg.train.label_smoothing), cfg.train.precision, ctx.device, cfg.train.grad_clip,
+        torch.amp.GradScaler("cuda") if cfg.train.precision == "fp16" else None)
+    return step, fwd
 
 
-def _plain_config(cfg: RunConfig) -> dict:
-    """The config as plain data, safe for ``torch.load(weights_only=True)``."""
-    from harness.run.config import config_to_dict
+def setup(cfg: RunConfig, run_dir: Path, ctx: WorkerContext, run_hash: str | None = None) -> Run:
+    """Seed, load the data, build the loaders, the model (by its strategy), the optimizer and the schedule."""
+    from architectures import count_mflops, model_info
 
-    return json.loads(json.dumps(config_to_dict(cfg)))
+    t_start = time.monotonic()
+    _seed(cfg, ctx)
+    splits, meta = load_data(cfg, model_info(cfg.model.arch).min_img_size, announce=ctx.is_main and cfg.train.progress)
+    train_loader, val_loader = _loaders(cfg, ctx, splits, meta)
+    model, head = _model(cfg, ctx, meta)
+    mflops = count_mflops(copy.deepcopy(model).cpu(), meta.shape[0], meta.shape[-1]) if ctx.is_main else 0.0
+    steps = len(train_loader) if cfg.train.max_steps_per_epoch is None else min(len(train_loader),
+                                                                                cfg.train.max_steps_per_epoch)
+    step, fwd = _stepper(cfg, ctx, model, head, steps)
+    progress = Progress(cfg.train.progress and ctx.is_main, cfg.train.epochs, ctx.tag)
+    return Run(cfg, ctx, Path(run_dir), run_hash or config_hash(cfg), splits, meta, train_loader, val_loader,
+               model, fwd, step, steps, sum(p.numel() for p in model.parameters()), mflops, progress, t_start)
+
+
+def resume(run: Run) -> TrainState:
+    """A fresh :class:`TrainState`, or the one in Ray Train's checkpoint when this worker was restarted."""
+    ck = _load_resume(run.ctx)
+    state = TrainState()
+    if ck is not None:
+        run.model.load_state_dict(ck["model"])
+        run.step.opt.load_state_dict(ck["optimizer"])
+        run.step.sched.scheduler.load_state_dict(ck["scheduler"])
+        state = TrainState.from_checkpoint(ck)
+        run.progress.say(f"resumed from the checkpoint of epoch {state.epoch}")
+    run.t_start -= state.elapsed
+    if run.cfg.train.budget:
+        run.deadline = run.t_start + parse_duration(run.cfg.train.budget)
+    return state
 
 
 def _load_resume(ctx: WorkerContext) -> dict | None:
@@ -495,14 +352,219 @@ def _load_resume(ctx: WorkerContext) -> dict | None:
     if ckpt is None:
         return None
     with ckpt.as_directory() as d:
-        return torch.load(Path(d) / "last.pt", map_location=ctx.device, weights_only=True)
+        return torch.load(Path(d) / LAST_CKPT, map_location=ctx.device, weights_only=True)
+
+
+def _open_outputs(run: Run, state: TrainState) -> None:
+    """Rank 0's run directory and TensorBoard writer; the pid files the fault test reads."""
+    ctx, cfg, d = run.ctx, run.cfg, run.run_dir
+    if ctx.is_main:
+        d.mkdir(parents=True, exist_ok=True)
+        if state.epoch:
+            from harness.run.artifacts import write_metrics
+
+            write_metrics(d / METRICS_FILE, state.history)  # drop rows of the epoch that was lost
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            run.tb = SummaryWriter(log_dir=str(d / "tb"))
+        except ImportError:  # tensorboard is a dependency; stay usable without it
+            run.tb = None
+    if ctx.ray_train:
+        # The fault test finds workers to kill here; a restarted worker writes its new pid.
+        (d / "pids").mkdir(parents=True, exist_ok=True)
+        (d / "pids" / f"rank{ctx.rank}").write_text(str(os.getpid()))
+    if cfg.train.progress and (ctx.is_main or ctx.world_size > 1):  # every rank says it started
+        print(f"{ctx.tag}training {cfg.model.arch} ({run.params / 1e6:.3f}M params) on {cfg.data.dataset} "
+              f"{tuple(run.meta.shape)} x {len(run.splits.train.labels)} train / {len(run.splits.val.labels)} val, "
+              f"{cfg.strategy.name}, {ctx.device}, loader {run.train_loader.backend}, world size {ctx.world_size}",
+              flush=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# The end of an epoch, and the end of the run
+
+
+def _plain_config(cfg: RunConfig) -> dict:
+    """The config as plain data, safe for ``torch.load(weights_only=True)``."""
+    return json.loads(json.dumps(config_to_dict(cfg)))
+
+
+def _write_checkpoints(run: Run, state: TrainState, plain_cfg: dict) -> Path | None:
+    """Rank 0: ``last.pt`` every epoch, ``best.pt`` when the epoch is the best; a copy for Ray Train."""
+    d = run.run_dir
+    ck = {"model": run.model.state_dict(), "optimizer": run.step.opt.state_dict(),
+          "scheduler": run.step.sched.scheduler.state_dict(), "history": state.history, "state": state.scalars(),
+          "best_model": state.best_model, "config": plain_cfg}
+    torch.save(ck, d / f"{LAST_CKPT}.tmp")
+    os.replace(d / f"{LAST_CKPT}.tmp", d / LAST_CKPT)
+    if state.best_epoch == state.epoch:
+        torch.save({"model": state.best_model, "epoch": state.epoch, "val_acc": state.best_acc,
+                    "config": plain_cfg}, d / BEST_CKPT)
+    if not run.ctx.ray_train:
+        return None
+    ckpt_dir = Path(tempfile.mkdtemp(prefix="harness-ckpt-"))
+    shutil.copy2(d / LAST_CKPT, ckpt_dir / LAST_CKPT)
+    return ckpt_dir
+
+
+def end_epoch(run: Run, state: TrainState, stats: EpochStats, val: dict, report: Report,
+              plain_cfg: dict) -> dict:
+    """Select on validation, record the epoch, write metrics and checkpoints (rank 0), report (every rank).
+
+    Returns:
+        The epoch's row (:data:`harness.run.summary.EPOCH_COLUMNS`).
+    """
+    row = {"epoch": state.epoch + 1, "lr": current_lr(run.step.opt), "train_loss": stats.loss,
+           "train_acc": stats.acc, "val_loss": val["loss"], "val_acc": val["acc"], "epoch_s": stats.seconds,
+           "train_img_per_s": stats.n / stats.seconds if stats.seconds > 0 else 0.0}
+    run.step.sched.step_epoch(val["loss"])
+    state.history.append(row)
+    if state.improved(val["acc"], val["loss"], run.cfg.train.min_delta):
+        state.best_model = {k: v.detach().to("cpu", copy=True) for k, v in run.model.state_dict().items()}
+    target = run.cfg.train.target_acc
+    if target and state.time_to_target_s is None and val["acc"] >= target:
+        state.time_to_target_s = time.monotonic() - run.t_start
+    state.epoch += 1
+    state.elapsed = time.monotonic() - run.t_start
+    ckpt_dir = None
+    if run.ctx.is_main:
+        from harness.run.artifacts import write_metrics
+
+        write_metrics(run.run_dir / METRICS_FILE, state.history)
+        if run.tb is not None:
+            for k in ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "train_img_per_s"):
+                run.tb.add_scalar(k, row[k], state.epoch)
+            run.tb.flush()
+        ckpt_dir = _write_checkpoints(run, state, plain_cfg)
+    run.progress.epoch(row, state.train_s / len(state.history))
+    report({**row, "done": False}, ckpt_dir)
+    if ckpt_dir is not None:
+        shutil.rmtree(ckpt_dir, ignore_errors=True)
+    return row
+
+
+def stop_reason(run: Run, state: TrainState, stats: EpochStats) -> str | None:
+    """Why the loop stops after this epoch (budget, early_stop), or None to go on."""
+    if stats.stop == "budget" or (run.deadline is not None and time.monotonic() > run.deadline):
+        return "budget"
+    patience = run.cfg.train.early_stop_patience
+    if patience and state.wait >= patience:
+        run.progress.say(f"early stop: val loss has not improved for {state.wait} epochs")
+        return "early_stop"
+    return None
+
+
+def _summary(run: Run, state: TrainState, test: dict | None) -> RunSummary:
+    from harness.provenance import provenance
+
+    cfg, ctx, prov = run.cfg, run.ctx, provenance(str(run.ctx.device))
+    rates = sorted(r["train_img_per_s"] for r in state.history)
+    return RunSummary(
+        arch=cfg.model.arch, dataset=cfg.data.dataset, strategy=cfg.strategy.name, optimizer=cfg.optim.name,
+        scheduler=cfg.sched.name, augment=cfg.data.augment, epochs_planned=cfg.train.epochs,
+        epochs_run=len(state.history), batch_size=cfg.train.batch_size, lr=cfg.optim.lr, seed=cfg.train.seed,
+        params=run.params, mflops_per_img=run.mflops, img_size=run.meta.shape[-1], in_chans=run.meta.shape[0],
+        num_train=len(run.splits.train.labels),
+        val_acc=state.best_acc if state.best_model is not None else None,
+        val_loss=min((r["val_loss"] for r in state.history), default=None),
+        test_acc=test["acc"] if test else None, test_loss=test["loss"] if test else None,
+        best_epoch=state.best_epoch, time_to_target_s=state.time_to_target_s, stop_reason=state.stop_reason,
+        status="diverged" if state.stop_reason == "diverged" else "ok", train_s=state.train_s,
+        total_s=time.monotonic() - run.t_start, first_step_at=state.first_step_at,
+        train_img_per_s=rates[len(rates) // 2] if rates else None, device=ctx.device.type,
+        hardware=prov["hardware"], world_size=ctx.world_size, precision=cfg.train.precision,
+        loader=run.train_loader.backend, torch=prov["torch"], ray=prov["ray"], git_sha=prov["git_sha"],
+        run_date=prov["date"], run_dir=str(run.run_dir), config_hash=run.run_hash)
+
+
+def finish(run: Run, state: TrainState, report: Report) -> RunSummary:
+    """Test once on the weights selected on validation; build the summary; rank 0 writes the artifacts."""
+    test = None
+    if state.best_model is not None:
+        run.model.load_state_dict(state.best_model)
+        test = evaluate(run.fwd_model, eval_loader(run.cfg, run.ctx, run.splits.test, run.meta), run.num_classes,
+                        run.ctx, run.cfg.train.precision)
+    summary = _summary(run, state, test)
+    if run.pretrained is not None:  # every reader (summary.json, Tune, Ray Train) sees the whole cost
+        summary = summary.with_pretraining(run.pretrained)
+    final_ckpt = None
+    if run.ctx.is_main:
+        if run.cfg.train.measure_inference and not summary.diverged:
+            summary.infer_img_per_s = inference_img_per_s(run.model, tuple(run.meta.shape), run.cfg.train.precision,
+                                                          bool(run.cfg.train.channels_last), run.ctx.device)
+        summary.peak_mem_mb = peak_mem_mb(run.ctx.device)
+        from harness.run.artifacts import write_artifacts
+
+        write_artifacts(run.run_dir, state.history, test["confusion"] if test else None, list(run.meta.classes))
+        summary.write(run.run_dir)
+        if run.tb is not None:
+            run.tb.close()
+        if run.ctx.ray_train:
+            # Ray Train's Result carries the metrics of the latest *checkpointed* report, so the summary
+            # travels with one (its directory holds summary.json; no shared filesystem is assumed).
+            final_ckpt = Path(tempfile.mkdtemp(prefix="harness-summary-"))
+            summary.write(final_ckpt)
+    report({**summary.to_dict(), "done": True}, final_ckpt)
+    if final_ckpt is not None:
+        shutil.rmtree(final_ckpt, ignore_errors=True)
+    return summary
+
+
+# ---------------------------------------------------------------------------------------------
+# The driver
+
+
+def run_worker(cfg: RunConfig, run_dir: Path, ctx: WorkerContext, report: Report,
+               run_hash: str | None = None, pretrained: RunSummary | None = None) -> RunSummary:
+    """Train, validate every epoch, select on validation, test once; return the summary.
+
+    Args:
+        cfg: the resolved run config (:func:`harness.run.resolve.resolve`).
+        run_dir: where rank 0 writes metrics, checkpoints and artifacts.
+        ctx: this worker's rank, world size and device.
+        report: called on every rank after every epoch with the metrics and (rank 0) a checkpoint
+            directory, and once at the end with the summary (``done=True``).
+        run_hash: the config hash the run directory was named with (default: ``cfg``'s).
+        pretrained: the summary of an earlier stage of this run (transfer), folded into this one's.
+    """
+    run = setup(cfg, run_dir, ctx, run_hash)
+    run.pretrained = pretrained
+    state = resume(run)
+    _open_outputs(run, state)
+    plain_cfg = _plain_config(cfg)
+
+    def on_step(i: int) -> None:
+        if state.first_step_at is None:
+            state.first_step_at = time.time()
+        run.progress.batch(state.epoch, i, run.steps)
+
+    for epoch in range(state.epoch, cfg.train.epochs):
+        run.train_loader.set_epoch(epoch)
+        set_train_mode(run.model)
+        stats = train_one_epoch(run.step, run.train_loader, ctx, max_steps=run.steps, deadline=run.deadline,
+                                on_step=on_step)
+        if stats.stop == "diverged" or not math.isfinite(stats.loss):
+            state.stop_reason = "diverged"
+            run.progress.say(f"loss is not finite at epoch {epoch + 1}: stopping (diverged)")
+            break
+        end_epoch(run, state, stats, evaluate(run.fwd_model, run.val_loader, run.num_classes, ctx,
+                                              cfg.train.precision), report, plain_cfg)
+        reason = stop_reason(run, state, stats)
+        if reason:
+            state.stop_reason = reason
+            break
+    return finish(run, state, report)
 
 
 def train_loop_per_worker(config: dict) -> dict:
-    """The entry point for every mode. ``config`` holds ``cfg`` (the RunConfig as a dict), ``run_dir``,
-    and, in process only, ``report`` (a callable taking the metrics dict)."""
+    """The entry point for every mode.
+
+    ``config`` holds ``cfg`` (the resolved RunConfig as a dict), ``run_dir``, optionally ``run_hash``
+    and ``pretrained`` (an earlier stage's summary as a dict), and, in process only, ``report`` (a
+    callable taking the metrics dict). Returns the summary as a dict.
+    """
     cfg = config_from_dict(config["cfg"])
-    run_dir = Path(config["run_dir"])
     ctx = _context(cfg)
     user_report = config.get("report")
 
@@ -515,7 +577,9 @@ def train_loop_per_worker(config: dict) -> dict:
         elif user_report is not None:
             user_report(_jsonable(metrics))
 
-    return run_worker(cfg, run_dir, ctx, report)
+    pre = config.get("pretrained")
+    return run_worker(cfg, Path(config["run_dir"]), ctx, report, config.get("run_hash"),
+                      RunSummary.from_dict(pre) if pre else None).to_dict()
 
 
 def _jsonable(d: dict) -> dict:

@@ -16,12 +16,12 @@ import torch
 from torch import nn
 from torch.optim import lr_scheduler as sch
 
-from harness.run.config import OptimConfig, SchedConfig
 from harness.errors import ConfigError
 from harness.registry import Registry
+from harness.run.config import OptimConfig, SchedConfig
 
 OPTIMIZERS: Registry[Callable[[list[dict], OptimConfig], torch.optim.Optimizer]] = Registry("optimizer")
-SCHEDULERS: Registry[Callable[..., Schedule]] = Registry("scheduler")
+SCHEDULERS: Registry[SchedulerSpec] = Registry("scheduler")
 
 
 @OPTIMIZERS.register("sgd")
@@ -112,55 +112,78 @@ class Schedule:
             self.scheduler.step()
 
 
+@dataclass(frozen=True)
+class SchedulerSpec:
+    """A registered schedule: how to build it, and whether a linear warm-up may precede it."""
+
+    build: Callable[..., Schedule]
+    warmup: bool = True  # onecycle and cyclic warm up by design; plateau has no step count to warm up over
+
+
+def scheduler(name: str, *, warmup: bool = True) -> Callable[[Callable[..., Schedule]], Callable[..., Schedule]]:
+    """Register a schedule builder ``(opt, SchedConfig, epochs, steps_per_epoch) -> Schedule`` under ``name``."""
+
+    def add(fn: Callable[..., Schedule]) -> Callable[..., Schedule]:
+        SCHEDULERS.register(name, SchedulerSpec(fn, warmup))
+        return fn
+
+    return add
+
+
+def takes_warmup(name: str) -> bool:
+    """Whether schedule ``name`` may follow a linear warm-up (raises on an unknown name)."""
+    return SCHEDULERS.get(name).warmup
+
+
 def _per_step(epochs: float, steps_per_epoch: int) -> int:
     return max(1, int(round(epochs * steps_per_epoch)))
 
 
-@SCHEDULERS.register("constant")
+@scheduler("constant")
 def _constant(opt, c: SchedConfig, epochs: int, spe: int) -> Schedule:
     return Schedule(sch.ConstantLR(opt, factor=1.0, total_iters=0), "step")
 
 
-@SCHEDULERS.register("step")
+@scheduler("step")
 def _step(opt, c: SchedConfig, epochs: int, spe: int) -> Schedule:
     return Schedule(sch.StepLR(opt, step_size=c.step_size, gamma=c.gamma), "epoch")
 
 
-@SCHEDULERS.register("multistep")
+@scheduler("multistep")
 def _multistep(opt, c: SchedConfig, epochs: int, spe: int) -> Schedule:
     return Schedule(sch.MultiStepLR(opt, milestones=list(c.milestones), gamma=c.gamma), "epoch")
 
 
-@SCHEDULERS.register("exponential")
+@scheduler("exponential")
 def _exponential(opt, c: SchedConfig, epochs: int, spe: int) -> Schedule:
     return Schedule(sch.ExponentialLR(opt, gamma=c.gamma), "epoch")
 
 
-@SCHEDULERS.register("linear")
+@scheduler("linear")
 def _linear(opt, c: SchedConfig, epochs: int, spe: int) -> Schedule:
     base = opt.param_groups[0]["initial_lr"] if "initial_lr" in opt.param_groups[0] else opt.param_groups[0]["lr"]
     end = max(c.min_lr / base, 1e-8) if base > 0 else 1e-8
     return Schedule(sch.LinearLR(opt, start_factor=1.0, end_factor=min(end, 1.0), total_iters=_per_step(epochs, spe)), "step")
 
 
-@SCHEDULERS.register("poly")
+@scheduler("poly")
 def _poly(opt, c: SchedConfig, epochs: int, spe: int) -> Schedule:
     return Schedule(sch.PolynomialLR(opt, total_iters=_per_step(epochs, spe), power=c.power), "step")
 
 
-@SCHEDULERS.register("cosine")
+@scheduler("cosine")
 def _cosine(opt, c: SchedConfig, epochs: int, spe: int) -> Schedule:
     return Schedule(sch.CosineAnnealingLR(opt, T_max=_per_step(epochs, spe), eta_min=c.min_lr), "step")
 
 
-@SCHEDULERS.register("onecycle")
+@scheduler("onecycle", warmup=False)
 def _onecycle(opt, c: SchedConfig, epochs: int, spe: int) -> Schedule:
     max_lr = [g["lr"] for g in opt.param_groups]
     return Schedule(sch.OneCycleLR(opt, max_lr=max_lr, total_steps=_per_step(epochs, spe) + 1,
                                    pct_start=c.pct_start), "step")
 
 
-@SCHEDULERS.register("cyclic")
+@scheduler("cyclic", warmup=False)
 def _cyclic(opt, c: SchedConfig, epochs: int, spe: int) -> Schedule:
     max_lr = [g["lr"] for g in opt.param_groups]
     base_lr = [lr * c.base_lr_factor for lr in max_lr]
@@ -170,7 +193,7 @@ def _cyclic(opt, c: SchedConfig, epochs: int, spe: int) -> Schedule:
                                  cycle_momentum=cycle_momentum), "step")
 
 
-@SCHEDULERS.register("plateau")
+@scheduler("plateau", warmup=False)
 def _plateau(opt, c: SchedConfig, epochs: int, spe: int) -> Schedule:
     return Schedule(sch.ReduceLROnPlateau(opt, mode="min", factor=c.gamma, patience=c.patience), "epoch")
 
@@ -181,12 +204,12 @@ def build_schedule(opt: torch.optim.Optimizer, c: SchedConfig, epochs: int, step
     Raises:
         ConfigError: unknown name, or warm-up asked for with a schedule it cannot precede.
     """
-    make = SCHEDULERS.get(c.name)
+    spec = SCHEDULERS.get(c.name)
+    make = spec.build
     if c.warmup_epochs <= 0:
         return make(opt, c, epochs, steps_per_epoch)
-    if c.name in ("plateau", "onecycle", "cyclic"):
-        raise ConfigError(f"sched.warmup_epochs cannot be combined with sched.name={c.name} "
-                          "(onecycle and cyclic warm up by design; plateau has no step count)")
+    if not spec.warmup:
+        raise ConfigError(warmup_error(c.name))
     main = make(opt, c, max(epochs - c.warmup_epochs, 1), steps_per_epoch)
     if main.interval == "epoch":
         n_warm = max(1, int(math.ceil(c.warmup_epochs)))
@@ -194,6 +217,12 @@ def build_schedule(opt: torch.optim.Optimizer, c: SchedConfig, epochs: int, step
         n_warm = _per_step(c.warmup_epochs, steps_per_epoch)
     warm = sch.LinearLR(opt, start_factor=c.warmup_start_factor, end_factor=1.0, total_iters=n_warm)
     return Schedule(sch.SequentialLR(opt, [warm, main.scheduler], milestones=[n_warm]), main.interval)
+
+
+def warmup_error(name: str) -> str:
+    """The one line for a warm-up asked of a schedule that takes none."""
+    return (f"sched.warmup_epochs cannot be combined with sched.name={name} (onecycle and cyclic warm up by "
+            "design; plateau has no step count)")
 
 
 def current_lr(opt: torch.optim.Optimizer) -> float:

@@ -5,12 +5,17 @@
   checkpoint (``--init-from``), then a new head (1-4 layers), named frozen stages and per-group
   learning rates (``--head-lr``/``--body-lr``).
 - ``linear_probe``: finetune with only the head trainable.
-- ``transfer``: pretrain from scratch on one dataset, then finetune on another (two stages; the
-  trainer runs stage one and hands its run directory to stage two as ``init_from``).
+- ``transfer``: pretrain from scratch on one dataset, then finetune on another: two
+  :class:`Stage` s, and the trainer hands stage one's directory to stage two as ``init_from``.
+
+A strategy declares everything the rest of the harness needs to know about it: ``validate`` (one-line
+errors before anything loads), ``rewrite`` (the config as it really runs, saved with the run),
+``stages`` and ``prepare`` (the model of one stage).
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,9 +23,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from harness.run.config import RunConfig
 from harness.errors import ConfigError, HarnessError
 from harness.registry import Registry
+from harness.run.config import RunConfig, StrategyConfig
 
 
 @dataclass
@@ -33,12 +38,32 @@ class Prepared:
 
 
 @dataclass(frozen=True)
+class Stage:
+    """One training stage of a run: its config, and where its files go inside the run directory."""
+
+    cfg: RunConfig
+    subdir: str = ""  # "" is the run directory itself; transfer's stage one is PRETRAIN_DIR
+    init_from_previous: bool = False  # start from the previous stage's weights (cfg.strategy.init_from)
+    label: str = ""  # shown in progress lines, e.g. "pretraining on imagenette"
+
+
+@dataclass(frozen=True)
 class Strategy:
-    """A registered strategy: ``prepare`` builds the model for one stage of a run."""
+    """A registered strategy.
+
+    Attributes:
+        prepare: builds the model of one stage (``cfg, num_classes, in_chans, img_size -> Prepared``).
+        validate: raises a one-line :class:`ConfigError` on options this strategy cannot use.
+        rewrite: the config as this strategy runs it, applied once when the config is resolved.
+        stages: the stages of one run, in order (most strategies have one).
+    """
 
     name: str
     description: str
     prepare: Callable[[RunConfig, int, int, int], Prepared]
+    validate: Callable[[RunConfig], None]
+    rewrite: Callable[[RunConfig], RunConfig] = lambda cfg: cfg
+    stages: Callable[[RunConfig], list[Stage]] = lambda cfg: [Stage(cfg)]
 
 
 STRATEGIES: Registry[Strategy] = Registry("strategy")
@@ -190,9 +215,67 @@ def _head_path(arch: str) -> str:
 # ---------------------------------------------------------------------------------------------
 # the strategies
 
-def _scratch(cfg: RunConfig, num_classes: int, in_chans: int, img_size: int) -> Prepared:
+_NEEDS_WEIGHTS = ("strategy {name} needs pretrained weights: --weights NAME (models that have them, see "
+                  "`harness list models`) or --init-from RUN_DIR (an earlier harness run)")
+
+
+def _validate_scratch(cfg: RunConfig) -> None:
     if cfg.strategy.weights or cfg.strategy.init_from:
         raise ConfigError("strategy scratch starts from fresh weights; use --strategy finetune with --weights/--init-from")
+    _no_pretrain_dataset(cfg)
+
+
+def _no_pretrain_dataset(cfg: RunConfig) -> None:
+    if cfg.strategy.pretrain_dataset:
+        raise ConfigError("--pretrain-dataset is only used by --strategy transfer")
+
+
+def _check_weights(cfg: RunConfig) -> None:
+    """``--weights`` needs a model that declares pretrained weights, and names one of them."""
+    from architectures import model_info
+
+    s, info = cfg.strategy, model_info(cfg.model.arch)
+    if not s.weights:
+        return
+    if not info.weights:
+        have = ", ".join(n for n in _models_with_weights())
+        raise ConfigError(f"--weights {s.weights}: {cfg.model.arch} has no pretrained weights (models that have "
+                          f"them: {have}); use --init-from RUN_DIR for harness models")
+
+
+def _models_with_weights() -> list[str]:
+    from architectures import list_models, model_info
+
+    return [n for n in list_models() if model_info(n).weights]
+
+
+def _validate_finetune(cfg: RunConfig) -> None:
+    s = cfg.strategy
+    if s.weights and s.init_from:
+        raise ConfigError("give either --weights or --init-from, not both")
+    if not (s.weights or s.init_from):
+        raise ConfigError(_NEEDS_WEIGHTS.format(name=s.name))
+    _check_weights(cfg)
+    _no_pretrain_dataset(cfg)
+
+
+def _validate_linear_probe(cfg: RunConfig) -> None:
+    s = cfg.strategy
+    if (s.trainable and s.trainable != "head") or (s.freeze and s.freeze != "all-but-head"):
+        raise ConfigError("strategy linear_probe trains only the head; drop --trainable/--freeze or use finetune")
+    _validate_finetune(cfg)
+
+
+def _validate_transfer(cfg: RunConfig) -> None:
+    s = cfg.strategy
+    if not s.pretrain_dataset:
+        raise ConfigError("strategy transfer needs --pretrain-dataset (e.g. imagenette)")
+    if s.weights:
+        raise ConfigError("strategy transfer pretrains from scratch on --pretrain-dataset; drop --weights "
+                          "(or use --strategy finetune)")
+
+
+def _scratch(cfg: RunConfig, num_classes: int, in_chans: int, img_size: int) -> Prepared:
     model = build_model(cfg, num_classes, in_chans, img_size)
     init_weights(model, cfg.model.init)
     head = _head_path(cfg.model.arch)
@@ -204,61 +287,44 @@ def _scratch(cfg: RunConfig, num_classes: int, in_chans: int, img_size: int) -> 
 def _finetune(cfg: RunConfig, num_classes: int, in_chans: int, img_size: int) -> Prepared:
     s = cfg.strategy
     head = _head_path(cfg.model.arch)
-    if s.weights and s.init_from:
-        raise ConfigError("give either --weights or --init-from, not both")
     if s.weights:
-        if not cfg.model.arch.startswith("tv_"):
-            raise ConfigError(f"--weights {s.weights} needs a torchvision model (tv_*), not {cfg.model.arch}; "
-                              "use --init-from RUN_DIR for harness models")
         model = build_model(cfg, num_classes, in_chans, img_size, weights=s.weights)
     elif s.init_from:
         model = build_model(cfg, num_classes, in_chans, img_size)
         load_checkpoint_weights(model, s.init_from, head)
-    else:
-        raise ConfigError(f"strategy {s.name} needs pretrained weights: --weights NAME (tv_* models, e.g. "
-                          "IMAGENET1K_V1) or --init-from RUN_DIR (an earlier harness run)")
+    else:  # validate() refuses this; a stage handed no weights is a bug, not bad input
+        raise RuntimeError(_NEEDS_WEIGHTS.format(name=s.name))
     replace_head(model, head, num_classes, s.head_layers)
     frozen = resolve_frozen(model, head, s.trainable, s.freeze, cfg.model.arch)
     apply_freeze(model, frozen)
     return Prepared(model, head, frozen)
 
 
-def _linear_probe(cfg: RunConfig, num_classes: int, in_chans: int, img_size: int) -> Prepared:
-    s = cfg.strategy
-    if (s.trainable and s.trainable != "head") or (s.freeze and s.freeze != "all-but-head"):
-        raise ConfigError("strategy linear_probe trains only the head; drop --trainable/--freeze or use finetune")
-    s.trainable, s.freeze = "head", None
-    return _finetune(cfg, num_classes, in_chans, img_size)
+def _probe_rewrite(cfg: RunConfig) -> RunConfig:
+    cfg = copy.deepcopy(cfg)
+    cfg.strategy.trainable, cfg.strategy.freeze = "head", None
+    return cfg
 
 
-def _transfer(cfg: RunConfig, num_classes: int, in_chans: int, img_size: int) -> Prepared:
-    if not cfg.strategy.init_from:
-        raise ConfigError("strategy transfer: stage two needs the stage-one run (the trainer sets init_from)")
-    return _finetune(cfg, num_classes, in_chans, img_size)
+def _transfer_stages(cfg: RunConfig) -> list[Stage]:
+    """Stage one pretrains from scratch on ``pretrain_dataset``; stage two finetunes from it on ``dataset``."""
+    from harness.files import PRETRAIN_DIR
+
+    pre = copy.deepcopy(cfg)
+    pre.strategy = StrategyConfig(name="scratch")
+    pre.optim.head_lr = pre.optim.body_lr = None
+    pre.data.dataset = cfg.strategy.pretrain_dataset
+    pre.train.epochs = cfg.strategy.pretrain_epochs or cfg.train.epochs
+    pre.train.target_acc = None
+    return [Stage(pre, PRETRAIN_DIR, label=f"pretraining {cfg.model.arch} on {pre.data.dataset}"),
+            Stage(cfg, "", init_from_previous=True, label=f"finetuning on {cfg.data.dataset}")]
 
 
-STRATEGIES.register("scratch", Strategy("scratch", "train every weight from a fresh init", _scratch))
+STRATEGIES.register("scratch", Strategy("scratch", "train every weight from a fresh init", _scratch,
+                                        _validate_scratch))
 STRATEGIES.register("finetune", Strategy("finetune", "start from --weights or --init-from, new head, "
-                                         "optional frozen stages and per-group lrs", _finetune))
-STRATEGIES.register("linear_probe", Strategy("linear_probe", "finetune only the new head", _linear_probe))
+                                         "optional frozen stages and per-group lrs", _finetune, _validate_finetune))
+STRATEGIES.register("linear_probe", Strategy("linear_probe", "finetune only the new head", _finetune,
+                                             _validate_linear_probe, rewrite=_probe_rewrite))
 STRATEGIES.register("transfer", Strategy("transfer", "pretrain on --pretrain-dataset, then finetune on --dataset",
-                                         _transfer))
-
-
-def check_strategy(cfg: RunConfig) -> None:
-    """Fail early (before data loads) on strategy options that cannot work.
-
-    Raises:
-        HarnessError: unknown strategy, missing weights for finetune, missing pretrain dataset, ...
-    """
-    s = cfg.strategy
-    STRATEGIES.get(s.name)
-    if s.name in ("finetune", "linear_probe") and not (s.weights or s.init_from):
-        raise ConfigError(f"strategy {s.name} needs pretrained weights: --weights NAME (tv_* models, e.g. "
-                          "IMAGENET1K_V1) or --init-from RUN_DIR (an earlier harness run)")
-    if s.name == "transfer" and not s.pretrain_dataset:
-        raise ConfigError("strategy transfer needs --pretrain-dataset (e.g. imagenette)")
-    if s.name != "transfer" and s.pretrain_dataset:
-        raise ConfigError("--pretrain-dataset is only used by --strategy transfer")
-    if s.weights and not cfg.model.arch.startswith("tv_"):
-        raise ConfigError(f"--weights {s.weights} needs a torchvision model (tv_*), not {cfg.model.arch}")
+                                         _finetune, _validate_transfer, stages=_transfer_stages))

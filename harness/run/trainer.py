@@ -1,8 +1,8 @@
 """Run one configuration: in process (``dist.workers == 0``) or as a Ray Train ``TorchTrainer``.
 
-Both paths call the same :func:`harness.run.loop.train_loop_per_worker`. The ``transfer``
-strategy is two runs of it: stage one pretrains from scratch on ``--pretrain-dataset`` into
-``<run>/pretrain``, stage two finetunes from that on ``--dataset``.
+Both paths call the same :func:`harness.run.loop.train_loop_per_worker`. A run is the stages its
+strategy declares (:meth:`Strategy.stages`): one for most, two for ``transfer`` (stage one pretrains
+from scratch on ``--pretrain-dataset`` into ``<run>/pretrain``, stage two finetunes from it).
 """
 
 from __future__ import annotations
@@ -13,66 +13,12 @@ import os
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
+from harness.errors import HarnessError
+from harness.files import CONFIG_FILE
 from harness.run.config import RunConfig, config_hash, config_to_dict, save_config
-from harness.errors import ConfigError, HarnessError
-
-
-def check_config(cfg: RunConfig) -> None:
-    """Fail fast, before any data loads, on names and combinations that cannot work.
-
-    Raises:
-        HarnessError: one line naming the problem and the valid choices.
-    """
-    import torch
-
-    from architectures import model_info
-    from harness.run.optim import OPTIMIZERS, SCHEDULERS
-    from harness.run.strategies import check_strategy
-    from loaders import AUGMENTATIONS, BACKENDS, DATASETS
-
-    model_info(cfg.model.arch)
-    DATASETS.get(cfg.data.dataset)
-    if cfg.strategy.pretrain_dataset:
-        DATASETS.get(cfg.strategy.pretrain_dataset)
-    BACKENDS.get(cfg.data.loader)
-    AUGMENTATIONS.get(cfg.data.augment)
-    OPTIMIZERS.get(cfg.optim.name)
-    SCHEDULERS.get(cfg.sched.name)
-    check_strategy(cfg)
-    if cfg.strategy.trainable or cfg.strategy.freeze:
-        _check_stage_names(cfg)
-    if cfg.strategy.weights:
-        # Fetch (or find cached) pretrained weights now: offline, that is a one-line error before any data loads.
-        from architectures import create_model
-
-        create_model(cfg.model.arch, num_classes=10, weights=cfg.strategy.weights)
-    cuda = torch.cuda.is_available() if cfg.dist.use_gpu is None else cfg.dist.use_gpu
-    if cfg.train.precision == "fp16" and not cuda:
-        raise ConfigError("train.precision=fp16 needs a CUDA GPU (GradScaler); use bf16 on CPU")
-    if cfg.dist.use_gpu and not torch.cuda.is_available():
-        raise ConfigError("dist.use_gpu=true but no CUDA GPU is visible")
-    if cfg.sched.warmup_epochs and cfg.sched.name in ("plateau", "onecycle", "cyclic"):
-        raise ConfigError(f"sched.warmup_epochs cannot be combined with sched.name={cfg.sched.name}")
-
-
-def _check_stage_names(cfg: RunConfig) -> None:
-    """Resolve --trainable/--freeze against a model built on the meta device (no memory, no data)."""
-    import torch
-
-    from architectures import create_model, model_info
-    from harness.run.strategies import resolve_frozen
-
-    info = model_info(cfg.model.arch)
-    in_chans = 1 if cfg.data.grayscale else 3
-    if in_chans not in info.in_chans:
-        in_chans = info.in_chans[0]
-    with torch.device("meta"):
-        model = create_model(cfg.model.arch, num_classes=10, in_chans=in_chans,
-                             img_size=max(cfg.data.img_size or info.default_img_size, info.min_img_size),
-                             **cfg.model.kwargs)
-    resolve_frozen(model, info.head, cfg.strategy.trainable, cfg.strategy.freeze, cfg.model.arch)
+from harness.run.resolve import resolve
+from harness.run.summary import RunSummary
 
 
 def make_run_dir(cfg: RunConfig) -> Path:
@@ -90,82 +36,64 @@ def make_run_dir(cfg: RunConfig) -> Path:
 
 
 def fit(cfg: RunConfig, run_dir: Path | None = None, report: Callable[[dict], None] | None = None,
-        tune_report: bool = False) -> dict[str, Any]:
+        tune_report: bool = False) -> RunSummary:
     """Run one configuration end to end and return its summary.
 
+    The config is resolved first (:func:`harness.run.resolve.resolve`), so the run directory's name,
+    ``config.yaml`` and the summary's ``config_hash`` all describe what ran. Then the strategy's
+    stages run in order, each in process or as a ``TorchTrainer``.
+
     Args:
-        cfg: the resolved config.
+        cfg: the config as asked for.
         run_dir: where the run's files go; a fresh directory under ``cfg.out`` if None.
         report: in process, called with each epoch's metrics and finally the summary (``done=True``).
         tune_report: under Ray Train, forward the workers' reports to the enclosing Tune trial.
 
     Returns:
-        The summary dict (also written to ``summary.json``).
+        The summary of the last stage (also in ``summary.json``); a transfer run's includes its stage one.
     """
-    check_config(cfg)
+    from harness.run.strategies import STRATEGIES
+
+    cfg = resolve(cfg)
     run_dir = Path(run_dir).resolve() if run_dir else make_run_dir(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, run_dir / "config.yaml")
-    pretrain_summary = None
-    if cfg.strategy.name == "transfer":
-        stage1 = copy.deepcopy(cfg)
-        stage1.strategy.name = "scratch"
-        stage1.strategy.trainable = stage1.strategy.freeze = None
-        stage1.strategy.pretrain_dataset = None
-        stage1.strategy.head_layers = 1
-        stage1.optim.head_lr = stage1.optim.body_lr = None
-        stage1.data.dataset = cfg.strategy.pretrain_dataset
-        stage1.train.epochs = cfg.strategy.pretrain_epochs or cfg.train.epochs
-        stage1.train.target_acc = None
-        if cfg.train.progress:
-            print(f"transfer stage 1/2: pretraining {cfg.model.arch} on {stage1.data.dataset}", flush=True)
-        pre_dir = run_dir / "pretrain"
-        pre_dir.mkdir(exist_ok=True)
-        save_config(stage1, pre_dir / "config.yaml")
-        pretrain_summary = _dispatch(stage1, pre_dir, None, False)
-        if pretrain_summary.get("status") == "diverged":
-            pretrain_summary["stop_reason"] = "diverged"
-            return pretrain_summary
-        cfg = copy.deepcopy(cfg)
-        cfg.strategy.init_from = str(pre_dir)
-        if cfg.train.progress:
-            print(f"transfer stage 2/2: finetuning on {cfg.data.dataset}", flush=True)
-    summary = _dispatch(cfg, run_dir, report, tune_report)
-    if pretrain_summary is not None:
-        summary["pretrain_dataset"] = pretrain_summary.get("dataset")
-        summary["pretrain_val_acc"] = pretrain_summary.get("val_acc")
-        summary["pretrain_test_acc"] = pretrain_summary.get("test_acc")
-        summary["pretrain_train_s"] = pretrain_summary.get("train_s")
-        summary["total_s"] = summary.get("total_s", 0) + pretrain_summary.get("total_s", 0)
-        import json
-
-        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    save_config(cfg, run_dir / CONFIG_FILE)
+    run_hash = config_hash(cfg)
+    stages = STRATEGIES.get(cfg.strategy.name).stages(cfg)
+    previous: tuple[Path, RunSummary] | None = None
+    for i, stage in enumerate(stages):
+        last = i == len(stages) - 1
+        stage_dir = run_dir / stage.subdir if stage.subdir else run_dir
+        stage_cfg = stage.cfg
+        if stage.init_from_previous and previous is not None:
+            stage_cfg = copy.deepcopy(stage_cfg)
+            stage_cfg.strategy.init_from = str(previous[0])
+        if len(stages) > 1 and cfg.train.progress:
+            print(f"{cfg.strategy.name} stage {i + 1}/{len(stages)}: {stage.label}", flush=True)
+        if stage.subdir:
+            stage_dir.mkdir(exist_ok=True)
+            save_config(stage_cfg, stage_dir / CONFIG_FILE)
+        extra = {"run_hash": run_hash if stage_dir == run_dir else None,
+                 "pretrained": previous[1].to_dict() if stage.init_from_previous and previous else None}
+        summary = _dispatch(stage_cfg, stage_dir, report if last else None, tune_report and last, extra)
+        if summary.diverged and not last:
+            return summary  # stage one diverged: there is nothing to start stage two from
+        previous = (stage_dir, summary)
     return summary
 
 
-def _dispatch(cfg: RunConfig, run_dir: Path, report: Callable[[dict], None] | None, tune_report: bool) -> dict:
+def _dispatch(cfg: RunConfig, run_dir: Path, report: Callable[[dict], None] | None, tune_report: bool,
+              extra: dict) -> RunSummary:
+    """One stage, in process or as a TorchTrainer; ``extra`` goes to the loop (``run_hash``, ``pretrained``)."""
+    loop_config = {"cfg": config_to_dict(cfg), "run_dir": str(run_dir), **extra}
     if cfg.dist.workers == 0:
         from harness.run.loop import train_loop_per_worker
 
-        return train_loop_per_worker({"cfg": config_to_dict(cfg), "run_dir": str(run_dir), "report": report})
-    return _fit_ray(cfg, run_dir, tune_report)
+        return RunSummary.from_dict(train_loop_per_worker({**loop_config, "report": report}))
+    return _fit_ray(cfg, loop_config, tune_report)
 
 
-def init_ray(num_cpus: int | None = None) -> None:
-    """Connect to the cluster in ``RAY_ADDRESS``, or start a private local one (dashboard on 127.0.0.1 only)."""
-    import ray
-
-    if ray.is_initialized():
-        return
-    if os.environ.get("RAY_ADDRESS"):
-        ray.init(address="auto", log_to_driver=True)
-    else:
-        # address="local" never attaches to a stale cluster file; the dashboard must not face the network.
-        ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), include_dashboard=False,
-                 dashboard_host="127.0.0.1", log_to_driver=True)
-
-
-def _fit_ray(cfg: RunConfig, run_dir: Path, tune_report: bool) -> dict:
+def _fit_ray(cfg: RunConfig, loop_config: dict, tune_report: bool) -> RunSummary:
     import ray
     import torch
     from ray.train import CheckpointConfig, FailureConfig, ScalingConfig
@@ -173,6 +101,7 @@ def _fit_ray(cfg: RunConfig, run_dir: Path, tune_report: bool) -> dict:
     from ray.train.torch import TorchConfig, TorchTrainer
     from ray.train.v2.api.config import LoggingConfig
 
+    from harness.raycluster import init_ray
     from harness.run.loop import train_loop_per_worker
 
     init_ray()
@@ -186,6 +115,7 @@ def _fit_ray(cfg: RunConfig, run_dir: Path, tune_report: bool) -> dict:
             cpus = 1  # inside a trial the sweep sizes resources; never ask for more than exists
     cfg = copy.deepcopy(cfg)
     cfg.dist.cpus_per_worker = cpus
+    run_dir = Path(loop_config["run_dir"])
     storage = cfg.dist.storage or str(run_dir / "ray_train")
     callbacks = []
     if tune_report:
@@ -194,7 +124,7 @@ def _fit_ray(cfg: RunConfig, run_dir: Path, tune_report: bool) -> dict:
         callbacks.append(TuneReportCallback())
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"cfg": config_to_dict(cfg), "run_dir": str(run_dir)},
+        train_loop_config={**loop_config, "cfg": config_to_dict(cfg)},
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
         scaling_config=ScalingConfig(num_workers=n, use_gpu=use_gpu, resources_per_worker={"CPU": cpus}),
         run_config=RayRunConfig(name=run_dir.name, storage_path=storage,
@@ -214,9 +144,7 @@ def _fit_ray(cfg: RunConfig, run_dir: Path, tune_report: bool) -> dict:
         raise
     if result.error is not None:
         raise result.error
-    summary = dict(result.metrics or {})
-    summary.pop("done", None)
-    summary.pop("checkpoint_path", None)
-    if "run_dir" not in summary:
-        raise RuntimeError(f"Ray Train finished without a final summary (last metrics: {summary})")
-    return summary
+    metrics = dict(result.metrics or {})
+    if not RunSummary.is_summary(metrics):
+        raise RuntimeError(f"Ray Train finished without a final summary (last metrics: {metrics})")
+    return RunSummary.from_dict(metrics)

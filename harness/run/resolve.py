@@ -1,0 +1,129 @@
+"""From the config a user asked for to the config that runs: checked, rewritten and settled once.
+
+:func:`resolve` runs before the run directory is named, so ``config.yaml``, the directory's hash and
+the summary's ``config_hash`` all describe what really ran:
+
+- every registry name and strategy option is checked (:func:`check`), with one line per problem;
+- the strategy rewrites what it implies (``linear_probe`` trains the head only);
+- ``auto`` speed options become the device's choice (bf16 autocast and channels_last on CUDA, fp32 on
+  CPU);
+- ``optim.lr_scaling: linear`` is applied: ``optim.lr`` (and head/body lrs) hold the scaled values and
+  the rule is marked as applied (``none``), so the same run is one configuration however it was asked.
+"""
+
+from __future__ import annotations
+
+import copy
+
+from harness.errors import ConfigError
+from harness.run.config import RunConfig, check_name, fields, flat_config
+
+
+def target_device_type(cfg: RunConfig) -> str:
+    """``cuda`` or ``cpu``: where the run's workers train (``dist.use_gpu``, else whether CUDA is here)."""
+    import torch
+
+    if cfg.dist.use_gpu is not None:
+        return "cuda" if cfg.dist.use_gpu else "cpu"
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def check(cfg: RunConfig) -> None:
+    """Fail fast, before any data loads, on names and combinations that cannot work.
+
+    Raises:
+        HarnessError: one line naming the problem and the valid choices.
+    """
+    import torch
+
+    from harness.run.optim import takes_warmup, warmup_error
+    from harness.run.strategies import STRATEGIES
+
+    flat = flat_config(cfg)
+    for key, f in fields().items():
+        if f.registry:
+            check_name(key, flat[key])
+    STRATEGIES.get(cfg.strategy.name).validate(cfg)
+    if cfg.strategy.trainable or cfg.strategy.freeze:
+        _check_stage_names(cfg)
+    if cfg.strategy.weights:
+        # Fetch (or find cached) pretrained weights now: offline, that is a one-line error before any data loads.
+        from architectures import create_model
+
+        create_model(cfg.model.arch, num_classes=10, weights=cfg.strategy.weights)
+    cuda = target_device_type(cfg) == "cuda"
+    if cfg.train.precision == "fp16" and not cuda:
+        raise ConfigError("train.precision=fp16 needs a CUDA GPU (GradScaler); use bf16 on CPU")
+    if cfg.dist.use_gpu and cfg.dist.workers == 0 and not torch.cuda.is_available():
+        raise ConfigError("dist.use_gpu=true but no CUDA GPU is visible")
+    if cfg.sched.warmup_epochs and not takes_warmup(cfg.sched.name):
+        raise ConfigError(warmup_error(cfg.sched.name))
+
+
+def _check_stage_names(cfg: RunConfig) -> None:
+    """Resolve --trainable/--freeze against a model built on the meta device (no memory, no data)."""
+    import torch
+
+    from architectures import create_model, model_info
+    from harness.run.strategies import resolve_frozen
+
+    info = model_info(cfg.model.arch)
+    in_chans = 1 if cfg.data.grayscale else 3
+    if in_chans not in info.in_chans:
+        in_chans = info.in_chans[0]
+    with torch.device("meta"):
+        model = create_model(cfg.model.arch, num_classes=10, in_chans=in_chans,
+                             img_size=max(cfg.data.img_size or info.default_img_size, info.min_img_size),
+                             **cfg.model.kwargs)
+    resolve_frozen(model, info.head, cfg.strategy.trainable, cfg.strategy.freeze, cfg.model.arch)
+
+
+def device_defaults(cfg: RunConfig, device_type: str) -> None:
+    """Settle the ``auto`` speed options for ``device_type`` in place.
+
+    bf16 needs no loss scaling and is what Hopper/Ampere tensor cores are fast at; on CPU, bf16 autocast
+    is slower than fp32 for these small convnets, so it stays opt-in there.
+    """
+    import torch
+
+    cuda = device_type == "cuda"
+    if cfg.train.precision == "auto":
+        if not cuda:
+            cfg.train.precision = "fp32"
+        elif torch.cuda.is_available() and not torch.cuda.is_bf16_supported():
+            cfg.train.precision = "fp32"
+        else:  # a CUDA worker elsewhere (a CPU head) or a GPU here with bf16
+            cfg.train.precision = "bf16"
+    if cfg.train.channels_last is None:
+        cfg.train.channels_last = cuda
+
+
+def scale_lr(cfg: RunConfig) -> None:
+    """Apply ``optim.lr_scaling: linear`` in place: every lr times global batch / ``optim.base_batch``."""
+    o = cfg.optim
+    if o.lr_scaling != "linear":
+        return
+    factor = cfg.train.batch_size * max(1, cfg.dist.workers) / o.base_batch
+    o.lr *= factor
+    o.head_lr = o.head_lr * factor if o.head_lr is not None else None
+    o.body_lr = o.body_lr * factor if o.body_lr is not None else None
+    o.lr_scaling = "none"
+
+
+def resolve(cfg: RunConfig) -> RunConfig:
+    """The config as it will run: checked, rewritten by its strategy, device defaults and lr scaling applied.
+
+    Resolving a resolved config changes nothing. The input is not modified.
+
+    Raises:
+        HarnessError: see :func:`check`.
+    """
+    from harness.run.config import validate
+    from harness.run.strategies import STRATEGIES
+
+    check(cfg)
+    out = STRATEGIES.get(cfg.strategy.name).rewrite(copy.deepcopy(cfg))
+    device_defaults(out, target_device_type(out))
+    scale_lr(out)
+    validate(out)
+    return out

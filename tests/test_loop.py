@@ -1,0 +1,124 @@
+"""The loop's named steps on their own (a tiny model, batches in a list), and what a run directory promises."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from torch import nn
+
+from harness.cli import main
+from harness.report.records import collect
+from harness.results_csv import read_rows
+from harness.run.config import RunConfig, apply_overrides, config_from_dict, config_hash
+from harness.run.loop import Stepper, evaluate, local_context, train_one_epoch
+from harness.run.resolve import resolve
+from harness.run.trainer import fit
+
+CTX = local_context("cpu")
+
+
+def _batches(n: int = 6, bs: int = 16, seed: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(n):
+        y = torch.randint(0, 3, (bs,), generator=g)
+        x = torch.randn(bs, 4, generator=g) + 4.0 * nn.functional.one_hot(y, 4).float()  # separable
+        out.append((x, y))
+    return out
+
+
+def _stepper(model: nn.Module, lr: float = 0.5, clip: float | None = None) -> Stepper:
+    opt = torch.optim.SGD(model.parameters(), lr=lr)
+    return Stepper(model, list(model.parameters()), opt, None, nn.CrossEntropyLoss(), "fp32", CTX.device, clip)
+
+
+def test_train_one_epoch_steps_counts_and_learns():
+    torch.manual_seed(0)
+    model = nn.Linear(4, 3)
+    step = _stepper(model)
+    seen = []
+    first = train_one_epoch(step, _batches(), CTX, max_steps=4, on_step=seen.append)
+    assert seen == [1, 2, 3, 4], "max_steps caps the epoch"
+    assert first.n == 4 * 16 and first.stop is None and first.seconds > 0
+    for _ in range(5):
+        last = train_one_epoch(step, _batches(), CTX, max_steps=6)
+    assert last.loss < first.loss and last.acc > 0.9
+
+
+def test_train_one_epoch_stops_on_divergence_and_budget():
+    model = nn.Linear(4, 3)
+    with torch.no_grad():
+        model.weight.fill_(math.inf)
+    stats = train_one_epoch(_stepper(model), _batches(40), CTX, max_steps=40)
+    assert stats.stop == "diverged"
+    stats = train_one_epoch(_stepper(nn.Linear(4, 3)), _batches(40), CTX, max_steps=40, deadline=0.0)
+    assert stats.stop == "budget" and stats.n == 20 * 16, "the budget is checked every CHECK_EVERY steps"
+
+
+def test_stepper_clips_gradients():
+    model = nn.Linear(4, 3)
+    step = _stepper(model, lr=1.0, clip=1e-3)
+    before = model.weight.detach().clone()
+    step(*_batches(1)[0])
+    assert (model.weight - before).norm() <= 1e-3 + 1e-6
+
+
+def test_evaluate_counts_every_image_once():
+    model = nn.Linear(4, 3)
+    batches = _batches(3, 10)
+    r = evaluate(model, batches, 3, CTX)
+    assert r["n"] == 30 and r["confusion"].shape == (3, 3) and int(r["confusion"].sum()) == 30
+    preds = torch.cat([model(x).argmax(1) for x, _ in batches])
+    labels = torch.cat([y for _, y in batches])
+    assert r["acc"] == pytest.approx(float((preds == labels).float().mean()))
+    with torch.no_grad():
+        loss = sum(nn.functional.cross_entropy(model(x), y, reduction="sum") for x, y in batches) / 30
+    assert r["loss"] == pytest.approx(float(loss), rel=1e-5)
+    assert not model.training
+
+
+def _cfg(tmp_path: Path, **kw) -> RunConfig:
+    return apply_overrides(RunConfig(), {"data.dataset": "synthetic", "data.synthetic_size": 256,
+                                         "model.arch": "tiny_cnn", "train.epochs": 1, "train.batch_size": 64,
+                                         "train.progress": False, "train.measure_inference": False,
+                                         "out": str(tmp_path / "runs"), **kw})
+
+
+def test_run_dir_hash_matches_summary_and_config_holds_what_ran(tmp_path):
+    s = fit(_cfg(tmp_path))
+    d = Path(s.run_dir)
+    saved = config_from_dict(yaml.safe_load((d / "config.yaml").read_text()))
+    assert saved.train.precision == "fp32" and saved.train.channels_last is False, "auto settled before saving"
+    assert s.config_hash == config_hash(saved) and s.config_hash in d.name
+    assert json.loads((d / "summary.json").read_text())["config_hash"] == s.config_hash
+    assert resolve(saved) == saved, "resolving a resolved config changes nothing"
+
+
+def test_linear_lr_scaling_is_applied_once_and_saved(tmp_path):
+    cfg = resolve(_cfg(tmp_path, **{"optim.lr_scaling": "linear", "optim.lr": 0.1, "optim.base_batch": 32,
+                                    "optim.head_lr": 0.2}))
+    assert cfg.optim.lr == pytest.approx(0.2) and cfg.optim.head_lr == pytest.approx(0.4)
+    assert cfg.optim.lr_scaling == "none"
+
+
+def test_transfer_train_s_counts_pretraining_through_leaderboard_from(tmp_path, results_dir):
+    s = fit(_cfg(tmp_path, **{"strategy.name": "transfer", "strategy.pretrain_dataset": "synthetic",
+                              "strategy.pretrain_epochs": 2, "data.grayscale": False}))
+    d = Path(s.run_dir)
+    pre = json.loads((d / "pretrain" / "summary.json").read_text())
+    metrics = (d / "metrics.csv").read_text().splitlines()[1:]
+    stage_two = sum(float(line.split(",")[6]) for line in metrics)
+    assert s.pretrain_train_s == pytest.approx(pre["train_s"])
+    assert s.train_s == pytest.approx(stage_two + pre["train_s"], rel=1e-6)
+    assert json.loads((d / "summary.json").read_text())["train_s"] == pytest.approx(s.train_s)
+    (rec,) = collect([tmp_path / "runs"])
+    assert rec.summary.train_s == pytest.approx(s.train_s)
+    assert main(["leaderboard", "--from", str(tmp_path / "runs"), "--results-dir", str(results_dir),
+                 "--docs-dir", str(tmp_path / "docs")]) == 0
+    (row,) = read_rows(results_dir / "leaderboard.csv")
+    assert float(row["train_s"]) == pytest.approx(stage_two + pre["train_s"], rel=1e-4)
