@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 
 # shortcut flag -> dotted config key. Help, valid names and checks come from the key's metadata
 # (harness.run.config.knob), so a new registered name shows up here without an edit.
@@ -71,6 +73,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         else:
             a.config_key = key
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    p.add_argument("--resume", metavar="RUN_DIR", default=None,
+                   help="continue an interrupted run (Ctrl-C, SIGTERM, SIGKILL) from its last checkpoint, with "
+                   "the config it was started with; no other options")
     p.set_defaults(func=run)
 
 
@@ -89,20 +94,52 @@ def resolve_config(args: argparse.Namespace):
     return apply_overrides(cfg, over) if over else cfg
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the run is, so it stops as Ctrl-C does (and exits 143, not 130)."""
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise Terminated()
+
+
 def run(args: argparse.Namespace) -> int:
-    """Resolve the config, train, print the summary and the run directory."""
+    """Resolve the config, train, print the summary and the run directory.
+
+    Ctrl-C (exit 130) or SIGTERM (exit 143) mid-run keeps the finished epochs, marks ``summary.json``
+    interrupted, and the last line says how to resume.
+    """
+    import signal
+
     import yaml
 
+    from harness.errors import HarnessError
     from harness.run.config import config_to_dict
-    from harness.run.trainer import fit
+    from harness.run.resolve import resolve
+    from harness.run.trainer import fit, make_run_dir, resume_run
 
-    cfg = resolve_config(args)
-    if args.print_config:
-        print(yaml.safe_dump(config_to_dict(cfg), sort_keys=False), end="")
-        return 0
+    if args.resume and (args.config or args.set or any(v for k, v in vars(args).items()
+                                                       if k.startswith(("sc_", "fl_")) and v)):
+        raise HarnessError("--resume RUN_DIR continues a run with the config it was started with; "
+                           "drop the other options")
+    if args.resume:
+        run_dir, start = Path(args.resume).expanduser().resolve(), (lambda: resume_run(args.resume))
+    else:
+        cfg = resolve_config(args)
+        if args.print_config:
+            print(yaml.safe_dump(config_to_dict(resolve(cfg)), sort_keys=False), end="")
+            return 0
+        cfg = resolve(cfg)
+        run_dir = make_run_dir(cfg)
+        start = lambda: fit(cfg, run_dir=run_dir)  # noqa: E731
+    old = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
-        summary = fit(cfg)
+        summary = start()
+    except KeyboardInterrupt as e:
+        print(f"interrupted: the finished epochs are in {run_dir}; continue with: harness run --resume {run_dir}",
+              file=sys.stderr, flush=True)
+        return 143 if isinstance(e, Terminated) else 130
     finally:
+        signal.signal(signal.SIGTERM, old)
         _shutdown_ray()
     print(summary.cli_line())
     print(summary.run_dir)
@@ -111,8 +148,6 @@ def run(args: argparse.Namespace) -> int:
 
 def _shutdown_ray() -> None:
     """Stop the local Ray instance, if any, so forwarded worker logs are flushed before our last lines."""
-    import sys
-
     if "ray" not in sys.modules:
         return
     import ray

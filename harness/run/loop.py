@@ -246,6 +246,7 @@ class Run:
     deadline: float | None = None
     tb: Any = None
     pretrained: RunSummary | None = None  # transfer: stage one's summary, folded into this one's
+    resume_from_disk: bool = False  # `harness run --resume`: continue from <run_dir>/last.pt
 
     @property
     def num_classes(self) -> int:
@@ -329,7 +330,7 @@ def setup(cfg: RunConfig, run_dir: Path, ctx: WorkerContext, run_hash: str | Non
 
 def resume(run: Run) -> TrainState:
     """A fresh :class:`TrainState`, or the one in Ray Train's checkpoint when this worker was restarted."""
-    ck = _load_resume(run.ctx)
+    ck = _load_resume(run.ctx) if not run.resume_from_disk else load_last(run.run_dir, run.ctx.device)
     state = TrainState()
     if ck is not None:
         run.model.load_state_dict(ck["model"])
@@ -353,6 +354,27 @@ def _load_resume(ctx: WorkerContext) -> dict | None:
         return None
     with ckpt.as_directory() as d:
         return torch.load(Path(d) / LAST_CKPT, map_location=ctx.device, weights_only=True)
+
+
+def load_last(run_dir: Path, device: torch.device | str = "cpu") -> dict | None:
+    """``<run_dir>/last.pt``, or None where an interrupted run had not finished an epoch yet.
+
+    Raises:
+        HarnessError: the file exists but is not a readable checkpoint (one line naming it).
+    """
+    from harness.errors import HarnessError
+
+    path = Path(run_dir) / LAST_CKPT
+    if not path.is_file():
+        return None
+    try:
+        ck = torch.load(path, map_location=device, weights_only=True)
+        if not isinstance(ck, dict) or not {"model", "optimizer", "scheduler", "state", "history"} <= set(ck):
+            raise ValueError("not a harness last.pt")
+    except Exception as e:  # noqa: BLE001 - torch raises many kinds on a truncated or foreign file
+        raise HarnessError(f"{path}: not a readable checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:80]}); "
+                           "delete it to start the run over") from None
+    return ck
 
 
 def _open_outputs(run: Run, state: TrainState) -> None:
@@ -516,7 +538,8 @@ def finish(run: Run, state: TrainState, report: Report) -> RunSummary:
 
 
 def run_worker(cfg: RunConfig, run_dir: Path, ctx: WorkerContext, report: Report,
-               run_hash: str | None = None, pretrained: RunSummary | None = None) -> RunSummary:
+               run_hash: str | None = None, pretrained: RunSummary | None = None,
+               resume_from_disk: bool = False) -> RunSummary:
     """Train, validate every epoch, select on validation, test once; return the summary.
 
     Args:
@@ -527,9 +550,14 @@ def run_worker(cfg: RunConfig, run_dir: Path, ctx: WorkerContext, report: Report
             directory, and once at the end with the summary (``done=True``).
         run_hash: the config hash the run directory was named with (default: ``cfg``'s).
         pretrained: the summary of an earlier stage of this run (transfer), folded into this one's.
+        resume_from_disk: continue from ``<run_dir>/last.pt`` (``harness run --resume``).
+
+    Raises:
+        KeyboardInterrupt: Ctrl-C or SIGTERM (see ``harness run``); ``summary.json`` then says
+            ``interrupted`` and the finished epochs are kept.
     """
     run = setup(cfg, run_dir, ctx, run_hash)
-    run.pretrained = pretrained
+    run.pretrained, run.resume_from_disk = pretrained, resume_from_disk
     state = resume(run)
     _open_outputs(run, state)
     plain_cfg = _plain_config(cfg)
@@ -539,29 +567,46 @@ def run_worker(cfg: RunConfig, run_dir: Path, ctx: WorkerContext, report: Report
             state.first_step_at = time.time()
         run.progress.batch(state.epoch, i, run.steps)
 
-    for epoch in range(state.epoch, cfg.train.epochs):
-        run.train_loader.set_epoch(epoch)
-        set_train_mode(run.model)
-        stats = train_one_epoch(run.step, run.train_loader, ctx, max_steps=run.steps, deadline=run.deadline,
-                                on_step=on_step)
-        if stats.stop == "diverged" or not math.isfinite(stats.loss):
-            state.stop_reason = "diverged"
-            run.progress.say(f"loss is not finite at epoch {epoch + 1}: stopping (diverged)")
-            break
-        end_epoch(run, state, stats, evaluate(run.fwd_model, run.val_loader, run.num_classes, ctx,
-                                              cfg.train.precision), report, plain_cfg)
-        reason = stop_reason(run, state, stats)
-        if reason:
-            state.stop_reason = reason
-            break
+    try:
+        for epoch in range(state.epoch, cfg.train.epochs):
+            run.train_loader.set_epoch(epoch)
+            set_train_mode(run.model)
+            stats = train_one_epoch(run.step, run.train_loader, ctx, max_steps=run.steps, deadline=run.deadline,
+                                    on_step=on_step)
+            if stats.stop == "diverged" or not math.isfinite(stats.loss):
+                state.stop_reason = "diverged"
+                run.progress.say(f"loss is not finite at epoch {epoch + 1}: stopping (diverged)")
+                break
+            end_epoch(run, state, stats, evaluate(run.fwd_model, run.val_loader, run.num_classes, ctx,
+                                                  cfg.train.precision), report, plain_cfg)
+            reason = stop_reason(run, state, stats)
+            if reason:
+                state.stop_reason = reason
+                break
+    except KeyboardInterrupt:
+        interrupted(run, state)
+        raise
     return finish(run, state, report)
+
+
+def interrupted(run: Run, state: TrainState) -> None:
+    """Rank 0 of an interrupted run: ``summary.json`` says so (no test: the run did not end), and the
+    finished epochs stay in ``metrics.csv`` and ``last.pt`` for ``harness run --resume``."""
+    if not run.ctx.is_main:
+        return
+    state.stop_reason = "interrupted"
+    summary = _summary(run, state, None)
+    summary.status = "interrupted"
+    summary.write(run.run_dir)
+    if run.tb is not None:
+        run.tb.close()
 
 
 def train_loop_per_worker(config: dict) -> dict:
     """The entry point for every mode.
 
-    ``config`` holds ``cfg`` (the resolved RunConfig as a dict), ``run_dir``, optionally ``run_hash``
-    and ``pretrained`` (an earlier stage's summary as a dict), and, in process only, ``report`` (a
+    ``config`` holds ``cfg`` (the resolved RunConfig as a dict), ``run_dir``, optionally ``run_hash``,
+    ``pretrained`` (an earlier stage's summary as a dict) and ``resume`` (continue from ``last.pt``), and, in process only, ``report`` (a
     callable taking the metrics dict). Returns the summary as a dict.
     """
     cfg = config_from_dict(config["cfg"])
@@ -579,7 +624,7 @@ def train_loop_per_worker(config: dict) -> dict:
 
     pre = config.get("pretrained")
     return run_worker(cfg, Path(config["run_dir"]), ctx, report, config.get("run_hash"),
-                      RunSummary.from_dict(pre) if pre else None).to_dict()
+                      RunSummary.from_dict(pre) if pre else None, bool(config.get("resume"))).to_dict()
 
 
 def _jsonable(d: dict) -> dict:

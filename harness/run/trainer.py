@@ -36,7 +36,7 @@ def make_run_dir(cfg: RunConfig) -> Path:
 
 
 def fit(cfg: RunConfig, run_dir: Path | None = None, report: Callable[[dict], None] | None = None,
-        tune_report: bool = False) -> RunSummary:
+        tune_report: bool = False, resume: bool = False) -> RunSummary:
     """Run one configuration end to end and return its summary.
 
     The config is resolved first (:func:`harness.run.resolve.resolve`), so the run directory's name,
@@ -48,6 +48,7 @@ def fit(cfg: RunConfig, run_dir: Path | None = None, report: Callable[[dict], No
         run_dir: where the run's files go; a fresh directory under ``cfg.out`` if None.
         report: in process, called with each epoch's metrics and finally the summary (``done=True``).
         tune_report: under Ray Train, forward the workers' reports to the enclosing Tune trial.
+        resume: continue the interrupted run in ``run_dir`` (see :func:`resume_run`).
 
     Returns:
         The summary of the last stage (also in ``summary.json``); a transfer run's includes its stage one.
@@ -64,6 +65,10 @@ def fit(cfg: RunConfig, run_dir: Path | None = None, report: Callable[[dict], No
     for i, stage in enumerate(stages):
         last = i == len(stages) - 1
         stage_dir = run_dir / stage.subdir if stage.subdir else run_dir
+        done = RunSummary.read(stage_dir) if resume and not last else None
+        if done is not None and done.stop_reason != "interrupted":
+            previous = (stage_dir, done)  # a stage that had finished before the interruption
+            continue
         stage_cfg = stage.cfg
         if stage.init_from_previous and previous is not None:
             stage_cfg = copy.deepcopy(stage_cfg)
@@ -73,13 +78,37 @@ def fit(cfg: RunConfig, run_dir: Path | None = None, report: Callable[[dict], No
         if stage.subdir:
             stage_dir.mkdir(exist_ok=True)
             save_config(stage_cfg, stage_dir / CONFIG_FILE)
-        extra = {"run_hash": run_hash if stage_dir == run_dir else None,
+        extra = {"run_hash": run_hash if stage_dir == run_dir else None, "resume": resume,
                  "pretrained": previous[1].to_dict() if stage.init_from_previous and previous else None}
         summary = _dispatch(stage_cfg, stage_dir, report if last else None, tune_report and last, extra)
         if summary.diverged and not last:
             return summary  # stage one diverged: there is nothing to start stage two from
         previous = (stage_dir, summary)
     return summary
+
+
+def resume_run(run_dir: str | Path, report: Callable[[dict], None] | None = None) -> RunSummary:
+    """Continue an interrupted ``harness run`` from its last checkpoint, with the config it was started with.
+
+    The finished epochs are kept (``metrics.csv`` gets no duplicate rows), and the run ends with the
+    summary an uninterrupted run would have.
+
+    Raises:
+        HarnessError: not a run directory, a run that already ended, or an unreadable checkpoint.
+    """
+    from harness.run.config import load_config
+
+    d = Path(run_dir).expanduser().resolve()
+    if not (d / CONFIG_FILE).is_file():
+        raise HarnessError(f"--resume {run_dir}: not a run directory (no {CONFIG_FILE}); give the directory "
+                           "`harness run` printed last")
+    prev = RunSummary.read(d)
+    if prev is not None and prev.stop_reason != "interrupted":
+        raise HarnessError(f"--resume {run_dir}: that run already ended ({prev.stop_reason}); nothing to resume")
+    from harness.run.loop import load_last
+
+    load_last(d)  # a corrupt checkpoint is one line now, before any data loads
+    return fit(load_config(d / CONFIG_FILE), run_dir=d, report=report, resume=True)
 
 
 def _dispatch(cfg: RunConfig, run_dir: Path, report: Callable[[dict], None] | None, tune_report: bool,

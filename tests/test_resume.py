@@ -1,0 +1,92 @@
+"""Interrupting ``harness run`` (SIGINT, SIGTERM, SIGKILL) loses no finished epoch, and ``--resume`` finishes it."""
+
+from __future__ import annotations
+
+import csv
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+EPOCHS = 6
+ARGS = ["run", "--dataset", "synthetic", "--arch", "tiny_cnn", "--epochs", str(EPOCHS), "--batch-size", "32",
+        "--set", "data.synthetic_size=1500", "--set", "train.measure_inference=false", "--no-progress"]
+
+
+def _metrics(run_dir: Path) -> list[dict]:
+    p = run_dir / "metrics.csv"
+    return list(csv.DictReader(open(p))) if p.is_file() else []
+
+
+def _start(tmp_path: Path) -> tuple[subprocess.Popen, Path]:
+    out = tmp_path / "runs"
+    p = subprocess.Popen([sys.executable, "-m", "harness", *ARGS, "--out", str(out)], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        dirs = list(out.glob("*")) if out.is_dir() else []
+        if dirs and len(_metrics(dirs[0])) >= 2:
+            return p, dirs[0]
+        if p.poll() is not None:
+            pytest.fail(f"the run ended before it could be interrupted: {p.communicate()}")
+        time.sleep(0.05)
+    p.kill()
+    pytest.fail("no epoch finished in 240 s")
+
+
+def _resume_and_check(run_dir: Path, interrupted_at: int) -> None:
+    r = subprocess.run([sys.executable, "-m", "harness", "run", "--resume", str(run_dir)], capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip().splitlines()[-1] == str(run_dir)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["stop_reason"] == "completed" and summary["epochs_run"] == EPOCHS
+    assert summary["test_acc"] is not None
+    assert [int(m["epoch"]) for m in _metrics(run_dir)] == list(range(1, EPOCHS + 1)), "one row per epoch"
+    assert interrupted_at < EPOCHS
+
+
+@pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_interrupt_then_resume(tmp_path, sig, code):
+    p, run_dir = _start(tmp_path)
+    p.send_signal(sig)
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == code, err
+    assert err.strip().splitlines()[-1].endswith(f"harness run --resume {run_dir}")
+    summary = json.loads((run_dir / "summary.json").read_text())
+    done = len(_metrics(run_dir))
+    assert summary["stop_reason"] == "interrupted" and summary["test_acc"] is None
+    assert summary["epochs_run"] == done >= 2
+    _resume_and_check(run_dir, done)
+
+
+def test_sigkill_then_resume(tmp_path):
+    p, run_dir = _start(tmp_path)
+    p.kill()
+    p.wait(timeout=60)
+    assert not (run_dir / "summary.json").exists()
+    _resume_and_check(run_dir, len(_metrics(run_dir)))
+
+
+def test_resume_refuses_finished_runs_and_corrupt_checkpoints(tmp_path):
+    def harness(*a: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "harness", *a], capture_output=True, text=True, timeout=300)
+
+    r = harness("run", "--resume", str(tmp_path))
+    assert r.returncode == 2 and "not a run directory" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    d = tmp_path / "run"
+    d.mkdir()
+    (d / "config.yaml").write_text("model:\n  arch: tiny_cnn\ndata:\n  dataset: synthetic\n")
+    (d / "last.pt").write_bytes(b"\x80\x02not a checkpoint")
+    r = harness("run", "--resume", str(d))
+    assert r.returncode == 2 and "last.pt: not a readable checkpoint" in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    (d / "summary.json").write_text(json.dumps({"stop_reason": "completed"}))
+    r = harness("run", "--resume", str(d))
+    assert r.returncode == 2 and "already ended (completed)" in r.stderr
+    r = harness("run", "--resume", str(d), "--epochs", "3")
+    assert r.returncode == 2 and "drop the other options" in r.stderr
