@@ -7,7 +7,9 @@ and exits with status 2, never a traceback.
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
+import os
 import sys
 
 from harness.errors import HarnessError
@@ -23,6 +25,10 @@ COMMAND_MODULES: list[str] = [
     "harness.commands.leaderboard_cmd",
     "harness.commands.cluster_cmd",
 ]
+
+
+# Out of space (a full disk, a quota, a file-size limit): one line, not a traceback.
+_DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -60,6 +66,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         sys.stderr.write("harness: interrupted; finished results are on disk\n")
         return 130
+    except OSError as e:
+        if e.errno not in _DISK_FULL:
+            raise
+        # Every results file is replaced atomically, so what was written before is still whole.
+        sys.stderr.write(f"harness {args.command}: error: no space left writing {e.filename or 'results'} "
+                         f"({os.strerror(e.errno)}); earlier results are intact\n")
+        return 1
     return int(rc or 0)
 
 

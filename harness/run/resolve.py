@@ -46,6 +46,10 @@ def check(cfg: RunConfig) -> None:
     STRATEGIES.get(cfg.strategy.name).validate(cfg)
     if cfg.strategy.trainable or cfg.strategy.freeze:
         _check_stage_names(cfg)
+    if cfg.strategy.init_from:
+        from harness.run.strategies import read_init_checkpoint
+
+        read_init_checkpoint(cfg.strategy.init_from)  # missing or corrupt: one line before any data loads
     if cfg.strategy.weights:
         # Fetch (or find cached) pretrained weights now: offline, that is a one-line error before any data loads.
         from architectures import create_model

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from harness.errors import ConfigError, HarnessError
+from harness.files import BEST_CKPT, LAST_CKPT
 from harness.registry import Registry
 from harness.run.config import RunConfig, StrategyConfig
 
@@ -174,18 +175,35 @@ def set_train_mode(model: nn.Module) -> None:
                 m.eval()
 
 
-def load_checkpoint_weights(model: nn.Module, run_dir: str, head_path: str) -> None:
-    """Load an earlier harness run's ``best.pt`` (or ``last.pt``) into ``model``, except its head.
+def read_init_checkpoint(run_dir: str) -> dict[str, torch.Tensor]:
+    """The weights of an earlier harness run for ``--init-from``: its ``best.pt``, else ``last.pt``.
 
     Raises:
-        HarnessError: no checkpoint there, or its body does not fit this model.
+        HarnessError: no checkpoint there, or one that is not readable (one line naming the file).
     """
     d = Path(run_dir)
-    ckpt = next((p for p in (d / "best.pt", d / "last.pt") if p.is_file()), None)
+    ckpt = next((p for p in (d / BEST_CKPT, d / LAST_CKPT) if p.is_file()), None)
     if ckpt is None:
-        raise HarnessError(f"--init-from {run_dir}: no best.pt or last.pt there (give an earlier run's directory)")
-    state = torch.load(ckpt, map_location="cpu", weights_only=True)
-    state = state.get("model", state)
+        raise HarnessError(f"--init-from {run_dir}: no {BEST_CKPT} or {LAST_CKPT} there (give an earlier run's "
+                           "directory)")
+    try:
+        state = torch.load(ckpt, map_location="cpu", weights_only=True)
+        state = state.get("model", state)
+        if not isinstance(state, dict):
+            raise ValueError("no model weights in it")
+    except Exception as e:  # noqa: BLE001 - torch raises many kinds on a truncated or foreign file
+        raise HarnessError(f"--init-from {run_dir}: {ckpt} is not a readable checkpoint "
+                           f"({type(e).__name__}: {str(e).splitlines()[0][:80]})") from None
+    return state
+
+
+def load_checkpoint_weights(model: nn.Module, run_dir: str, head_path: str) -> None:
+    """Load an earlier harness run's weights (:func:`read_init_checkpoint`) into ``model``, except its head.
+
+    Raises:
+        HarnessError: no readable checkpoint there, or its body does not fit this model.
+    """
+    state = read_init_checkpoint(run_dir)
     own = model.state_dict()
     body = {k: v for k, v in state.items() if not (k == head_path or k.startswith(head_path + "."))}
     bad = [k for k, v in body.items() if k not in own or own[k].shape != v.shape]
