@@ -10,7 +10,9 @@ import pytest
 from harness.cli import main
 from harness.errors import ConfigError
 from harness.sweep.matrix import list_presets, load_matrix, parse_matrix
-from harness.sweep.driver import SweepSettings, _cells, trial_config
+from harness.sweep.settings import SweepSettings
+from harness.sweep.trials import trial_cells as _cells
+from harness.sweep.trials import trial_config
 
 
 def test_presets_are_listed_with_descriptions():

@@ -49,7 +49,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Build the settings and run (or resume) the sweep."""
-    from harness.sweep.driver import SweepSettings, run_sweep
+    from harness.sweep.driver import run_sweep
+    from harness.sweep.settings import SweepSettings
 
     s = SweepSettings(
         matrix=args.matrix, name=args.name or "", search=args.search, num_samples=args.num_samples,

@@ -53,9 +53,9 @@ from typing import Any
 
 import yaml
 
-from harness.run.config import RunConfig, apply_overrides, config_to_dict
 from harness.errors import ConfigError, HarnessError
 from harness.registry import suggest, unknown_name_message
+from harness.run.config import RunConfig, apply_overrides, config_to_dict
 
 #: Short axis names and the config keys they stand for. Any dotted RunConfig key works as well.
 AXIS_ALIASES: dict[str, str] = {
@@ -304,10 +304,14 @@ class Matrix:
         t = self._trial({a.name: (point[a.name], a.lookup(point[a.name])) for a in self.axes})
         return None if t is None else t["overrides"]
 
+    @property
+    def has_epochs_axis(self) -> bool:
+        """Whether an axis sets ``train.epochs``: an ``epochs`` axis, or a bundle value that sets it."""
+        return any(a.key == "train.epochs" or any("train.epochs" in v for v in a.values) for a in self.axes)
+
     def max_epochs(self) -> int:
         """The most epochs any trial runs (the ``epochs`` axis, else ``train.epochs`` of ``base``)."""
-        axis = any(a.key == "train.epochs" or any("train.epochs" in v for v in a.values) for a in self.axes)
-        best = 0 if axis and "train.epochs" not in self.base else int(
+        best = 0 if self.has_epochs_axis and "train.epochs" not in self.base else int(
             self.base.get("train.epochs", RunConfig().train.epochs))
         for a in self.axes:
             if a.kind in GRID_KINDS:

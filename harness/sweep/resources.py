@@ -1,0 +1,75 @@
+"""What each trial of a sweep reserves, and how many run at once: sized to the cluster before anything starts.
+
+A trial that cannot fit is an error, not a hang. In-process trials (``--workers-per-trial 1``)
+reserve ``cpus_per_worker`` CPUs (and GPUs); a ``TorchTrainer`` trial reserves no CPU itself, and
+its workers' share caps how many trials run at once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from harness.errors import HarnessError
+from harness.raycluster import available_cpus
+from harness.sweep.settings import SweepSettings
+
+
+def trial_resources(s: SweepSettings, cluster: dict[str, float], local: bool) -> tuple[dict, int | None]:
+    """Per-trial resources and the concurrency cap, sized so that trials fit the cluster.
+
+    Fills in ``s.cpus_per_worker`` and ``s.gpus_per_worker`` where they were left to the sweep.
+
+    Args:
+        s: the sweep's settings.
+        cluster: the cluster's resources (``ray.cluster_resources()``: ``CPU``, ``GPU``).
+        local: the cluster is this machine, so a trial that needs more than it has can never run.
+
+    Raises:
+        HarnessError: a trial needs more CPUs or GPUs than the (local) cluster has.
+    """
+    total_cpu = int(cluster.get("CPU", 0))
+    total_gpu = int(cluster.get("GPU", 0))
+    if s.gpus_per_worker is None:
+        s.gpus_per_worker = 1 if total_gpu else 0
+    if s.gpus_per_worker and not total_gpu and local:
+        raise HarnessError(f"--gpus-per-worker {s.gpus_per_worker}: this machine has no GPU")
+    if s.cpus_per_worker is None:
+        if s.gpus_per_worker:
+            s.cpus_per_worker = max(1, total_cpu // max(1, int(total_gpu / s.gpus_per_worker)))
+        else:
+            s.cpus_per_worker = 1  # small CNNs on CPU: more trials in parallel beats more threads per trial
+    n, c, g = s.workers_per_trial, s.cpus_per_worker, s.gpus_per_worker
+    need_cpu, need_gpu = n * c, n * g
+    if local and need_cpu > total_cpu:
+        raise HarnessError(f"a trial needs {n} worker(s) x {c} CPU(s) = {need_cpu} CPUs but this machine offers "
+                           f"{total_cpu}; lower --workers-per-trial or --cpus-per-worker")
+    if local and need_gpu > total_gpu:
+        raise HarnessError(f"a trial needs {need_gpu:g} GPUs but this machine has {total_gpu}")
+    cap = s.max_concurrent
+    if n <= 1:
+        res = {"cpu": c, "gpu": g} if g else {"cpu": c}
+    else:
+        # The trial only drives a TorchTrainer; its workers request their own resources. The trial
+        # reserves no CPU, so the cap must keep the workers of all running trials within the cluster.
+        res = {"cpu": 0, "memory": 2**20}
+        fit_n = max(1, total_cpu // need_cpu) if total_cpu else 1
+        if need_gpu:
+            fit_n = min(fit_n, max(1, int(total_gpu // need_gpu)))
+        cap = min(cap, fit_n) if cap else fit_n
+    return res, cap
+
+
+def local_cpus(s: SweepSettings) -> int:
+    """The CPUs of a local Ray cluster: ``--num-cpus``, else those this process may run on."""
+    return s.num_cpus or available_cpus()
+
+
+def check_fits_locally(s: SweepSettings) -> None:
+    """Before Ray starts: fail if a trial cannot fit this machine (``s`` itself is left as it is).
+
+    Raises:
+        HarnessError: as :func:`trial_resources`.
+    """
+    import torch
+
+    trial_resources(dataclasses.replace(s), {"CPU": local_cpus(s), "GPU": torch.cuda.device_count()}, True)

@@ -1,0 +1,101 @@
+"""What defines a sweep: :class:`SweepSettings` (``harness sweep``'s options) and their checks.
+
+The settings are saved as ``sweep.json`` in the sweep's directory, so that ``--resume`` needs only
+the sweep's name. Seeds and folds are replicate trials of one configuration (``--seeds S`` x
+``--folds K``); the leaderboard aggregates them into one row with mean and standard deviation, and
+with folds the mean validation accuracy over the folds is the row's selection metric.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from harness.errors import ConfigError, HarnessError
+from harness.run.config import parse_override
+from harness.sweep.matrix import SEARCHES, Matrix
+
+#: What ASHA optimises (``val_acc``, higher is better) and its clock (the ``epoch`` of each report).
+METRIC, MODE, TIME_ATTR = "val_acc", "max", "epoch"
+WANDB_CHOICES = ("auto", "online", "offline", "off")
+
+
+@dataclass
+class SweepSettings:
+    """Everything that defines a sweep; saved as ``sweep.json`` so that ``--resume`` needs only the name."""
+
+    matrix: str = "quick"
+    name: str = ""
+    search: str | None = None  # None: the matrix's
+    num_samples: int | None = None  # None: the matrix's
+    max_epochs: int | None = None  # None: the matrix's epochs
+    grace_period: int | None = None
+    reduction_factor: float | None = None
+    workers_per_trial: int = 1
+    cpus_per_worker: int | None = None  # None: 1 on CPU-only machines, an equal share per GPU otherwise
+    gpus_per_worker: float | None = None  # None: 1 where there are GPUs, else 0
+    max_concurrent: int | None = None
+    seeds: int = 1
+    folds: int = 0
+    target_acc: float | None = None
+    wandb: str = "auto"  # auto | online | offline | off
+    storage: str | None = None  # None: ./sweeps
+    data_dir: str | None = None
+    overrides: list[str] = field(default_factory=list)  # --set key=value, on top of every trial
+    results_dir: str | None = None  # None: $HARNESS_RESULTS_DIR or ./results
+    docs_dir: str | None = None  # None: $HARNESS_DOCS_DIR or ./docs; "" skips the docs page
+    num_cpus: int | None = None  # CPUs of a local Ray cluster (None: this machine's)
+    verbose: bool = False
+    # Filled in by the sweep:
+    matrix_text: str = ""
+    matrix_path: str = ""
+    created: str = ""
+
+
+def validate_settings(s: SweepSettings, m: Matrix) -> None:
+    """Check the options of a sweep over matrix ``m`` before anything is resolved or started.
+
+    Raises:
+        HarnessError: one line naming the bad option and what it takes.
+    """
+    search = s.search or m.search
+    if search not in SEARCHES:
+        raise HarnessError(f"--search must be grid, random or optuna, got '{search}'")
+    if s.seeds < 1:
+        raise HarnessError(f"--seeds must be >= 1, got {s.seeds}")
+    if s.folds == 1 or s.folds < 0:
+        raise HarnessError(f"--folds must be 0 (no cross-validation) or >= 2, got {s.folds}")
+    if search == "optuna" and (s.seeds > 1 or s.folds):
+        raise HarnessError("--search optuna tunes one run per suggestion; --seeds/--folds need --search grid or "
+                           "random (each configuration then runs every seed and fold)")
+    for k in ("num_samples", "max_epochs", "grace_period", "max_concurrent", "workers_per_trial"):
+        v = getattr(s, k)
+        if v is not None and v < 1:
+            raise HarnessError(f"--{k.replace('_', '-')} must be >= 1, got {v}")
+    if s.reduction_factor is not None and s.reduction_factor <= 1:
+        raise HarnessError(f"--reduction-factor must be > 1, got {s.reduction_factor}")
+    if s.cpus_per_worker is not None and s.cpus_per_worker < 1:
+        raise HarnessError(f"--cpus-per-worker must be >= 1, got {s.cpus_per_worker}")
+    if s.gpus_per_worker is not None and s.gpus_per_worker < 0:
+        raise HarnessError(f"--gpus-per-worker must be >= 0, got {s.gpus_per_worker}")
+    if s.target_acc is not None and not 0 < s.target_acc <= 1:
+        raise HarnessError(f"--target-acc must be in (0, 1], got {s.target_acc}")
+    for o in s.overrides:  # here, not per trial: a bad --set is one error, not one per trial
+        parse_override(o)
+    wandb_mode(s.wandb)
+
+
+def wandb_mode(choice: str) -> str | None:
+    """The W&B mode of ``--wandb``: ``auto`` -> ``online`` with ``WANDB_API_KEY`` set, else ``offline``;
+    ``off`` -> None.
+
+    Raises:
+        ConfigError: ``choice`` is none of auto, online, offline, off.
+    """
+    if choice not in WANDB_CHOICES:
+        raise ConfigError(f"--wandb must be auto, online, offline or off, got '{choice}'")
+    if choice == "off":
+        return None
+    if choice == "auto":
+        return "online" if os.environ.get("WANDB_API_KEY") else "offline"
+    return choice

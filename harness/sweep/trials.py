@@ -1,0 +1,220 @@
+"""The trials of a sweep: what each one runs, and :func:`run_trial`, the Tune trainable that runs it.
+
+The design follows Ray's guidance for Train V2 (Ray >= 2.43): Tune runs a *function trainable*
+(:func:`run_trial`). With one worker per trial it trains in the trial's own process, reporting each
+epoch with ``ray.tune.report``; with more it builds and fits a ``TorchTrainer`` whose workers'
+reports reach the trial through ``TuneReportCallback`` (both are :func:`harness.run.trainer.fit`).
+The test split is only touched by :func:`fit` at the end of a trial that ASHA did not stop.
+
+A grid or random sweep's trials are *cells* (:func:`trial_cells`): one configuration of the matrix
+x one seed x one fold, handed to Tune as a grid over ``{"cell": ...}``. Optuna's trials are points
+of the matrix's search space, resolved by the matrix. Either way :func:`trial_overrides` turns a
+trial's Tune config into the dotted overrides of its :class:`RunConfig`.
+
+A trial that raises, or diverges, reports its error and ends; the sweep goes on. A trial whose
+summary had already been written (a sweep resumed after its driver was killed) replays it instead
+of training again.
+"""
+
+from __future__ import annotations
+
+import json
+import traceback
+from pathlib import Path
+from typing import Any
+
+from harness.errors import HarnessError
+from harness.files import TRIAL_FILE, TRIAL_RUN_DIR
+from harness.run.config import RunConfig, apply_overrides, config_id, config_to_dict, parse_override
+from harness.run.summary import RunSummary
+from harness.sweep.matrix import Matrix, parse_matrix
+from harness.sweep.settings import METRIC, SweepSettings
+
+TRACEBACK_FILE = "traceback.txt"  # a failed trial's full traceback, next to Tune's files
+# An Optuna suggestion the matrix excludes is reported as this, and is not a run.
+_EXCLUDED = {"status": "excluded", METRIC: None}
+
+
+def trial_cells(m: Matrix, s: SweepSettings) -> list[dict[str, Any]]:
+    """The trials of a grid or random sweep: each configuration x seeds x folds."""
+    configs = m.configurations(s.search or m.search, s.num_samples)
+    cells = []
+    for ci, c in enumerate(configs):
+        for seed in range(s.seeds):
+            for fold in range(max(1, s.folds)):
+                cells.append({"index": len(cells), "config_index": ci, "axes": c["axes"], "overrides": c["overrides"],
+                              "seed": seed, "fold": fold if s.folds else None})
+    return cells
+
+
+# Every trial of a sweep parses the same saved matrix text; parse it once per process.
+_MATRIX_CACHE: dict[str, Matrix] = {}
+
+
+def matrix_of(s: SweepSettings) -> Matrix:
+    """The matrix saved in ``s`` (``matrix_text``, as read when the sweep started)."""
+    if s.matrix_text not in _MATRIX_CACHE:
+        _MATRIX_CACHE[s.matrix_text] = parse_matrix(s.matrix_text, s.matrix_path, Path(s.matrix_path).stem)
+    return _MATRIX_CACHE[s.matrix_text]
+
+
+def trial_overrides(config: dict, s: SweepSettings) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """``(dotted overrides, info)`` for one trial's Tune config; None when the matrix excludes it (Optuna).
+
+    ``info`` holds the trial's ``axes`` (axis name -> label), ``seed`` and ``fold``.
+
+    Raises:
+        HarnessError: an axis value or a ``--set`` override that does not resolve.
+    """
+    if "cell" in config:
+        cell = config["cell"]
+        overrides, seed, fold, axes = dict(cell["overrides"]), cell["seed"], cell["fold"], cell["axes"]
+    else:  # Optuna suggests axis values; the matrix turns them into overrides
+        m = matrix_of(s)
+        axes = {a.name: config[a.name] for a in m.axes}
+        resolved = m.resolve(axes)
+        if resolved is None:
+            return None
+        overrides, seed, fold = resolved, 0, None
+    d = dict(overrides)
+    for o in s.overrides:
+        k, v = parse_override(o)
+        d[k] = v
+    if s.max_epochs:
+        # --max-epochs caps an epochs axis, and otherwise sets the epochs of every trial.
+        epochs = int(d.get("train.epochs", RunConfig().train.epochs))
+        d["train.epochs"] = min(epochs, s.max_epochs) if matrix_of(s).has_epochs_axis else s.max_epochs
+    d["train.seed"] = seed
+    if s.folds:
+        d["data.folds"], d["data.fold"] = s.folds, fold
+    if s.target_acc is not None:
+        d["train.target_acc"] = s.target_acc
+    if s.data_dir:
+        d["data.data_dir"] = s.data_dir
+    d["dist.workers"] = s.workers_per_trial if s.workers_per_trial > 1 else 0
+    d["dist.cpus_per_worker"] = s.cpus_per_worker
+    d["dist.use_gpu"] = bool(s.gpus_per_worker)
+    d["train.progress"] = False
+    d["name"] = s.name
+    return d, {"axes": axes, "seed": seed, "fold": fold}
+
+
+def trial_config(config: dict, s: SweepSettings) -> tuple[RunConfig, dict[str, Any]] | None:
+    """The resolved :class:`RunConfig` of one trial, and its info; None when excluded."""
+    r = trial_overrides(config, s)
+    if r is None:
+        return None
+    d, info = r
+    return apply_overrides(RunConfig(), d), info
+
+
+def trial_label(config: dict) -> str:
+    """What a trial is, for tables and names: its axis labels, then its seed and fold where set."""
+    axes = config.get("cell", {}).get("axes") if "cell" in config else config
+    parts = [f"{v:.4g}" if isinstance(v, float) else str(v) for v in (axes or {}).values()]
+    cell = config.get("cell") or {}
+    if cell.get("seed"):
+        parts.append(f"seed {cell['seed']}")
+    if cell.get("fold") is not None:
+        parts.append(f"fold {cell['fold']}")
+    return " / ".join(parts)
+
+
+def trial_index(trial: Any) -> str:
+    """``#007`` for the eighth cell of a grid or random sweep; Tune's trial id for an Optuna trial."""
+    cell = trial.config.get("cell") if isinstance(trial.config, dict) else None
+    return f"#{cell['index']:03d}" if cell else trial.trial_id
+
+
+def is_excluded(result: dict) -> bool:
+    """Whether a trial's result says the matrix excludes it (an Optuna suggestion that is not a run)."""
+    return result.get("status") == _EXCLUDED["status"]
+
+
+def one_line(e: BaseException) -> str:
+    """``Type: first line of the message``: an error as a table cell or a log line."""
+    msg = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {msg[0] if msg else ''}".strip()
+
+
+def run_trial(config: dict, settings: dict) -> None:
+    """The Tune function trainable: one configuration, one seed, one fold.
+
+    Reports every epoch's metrics (``epoch``, ``val_acc``, ...) and then the run's summary. An
+    exception or a divergence is reported (``status``, ``error``) and ends the trial, not the sweep.
+    """
+    import torch
+    from ray import tune
+
+    from harness.run.trainer import fit
+
+    s = SweepSettings(**settings)
+    trial_dir = Path(tune.get_context().get_trial_dir())
+    trial_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        resolved = trial_config(config, s)
+    except HarnessError as e:
+        _report_failure(trial_dir, e)
+        return
+    if resolved is None:  # Optuna suggested a combination the matrix excludes
+        tune.report(dict(_EXCLUDED))
+        return
+    cfg, info = resolved
+    cid = config_id(cfg)
+    tags = {"config_id": cid, "seed": info["seed"]}
+    if info["fold"] is not None:
+        tags["fold"] = info["fold"]
+    if _replay_summary(trial_dir, tags):
+        return
+    _write_trial_file(trial_dir, s, cfg, cid, info)
+
+    def report(metrics: dict) -> None:
+        m = {k: v for k, v in metrics.items() if k != "done"}
+        if "date" in m:  # a summary that still calls its date `date`: Tune overwrites that key with its clock
+            m["run_date"] = m.pop("date")
+        m.setdefault(METRIC, None)
+        tune.report({**m, **tags})
+
+    in_process = s.workers_per_trial <= 1
+    if in_process:
+        torch.set_num_threads(s.cpus_per_worker or 1)  # Ray pins the trial to its CPU share; more threads thrash
+    try:
+        fit(cfg, trial_dir / TRIAL_RUN_DIR, report=report if in_process else None, tune_report=not in_process)
+    except Exception as e:  # noqa: BLE001 - any failure is recorded with the trial, and the sweep goes on
+        _report_failure(trial_dir, e)
+
+
+def _report_failure(trial_dir: Path, e: BaseException) -> None:
+    from ray import tune
+
+    (trial_dir / TRACEBACK_FILE).write_text("".join(traceback.format_exception(e)))
+    tune.report(RunSummary.failure(one_line(e)).to_dict())  # val_acc: None, so ASHA and the table skip it
+
+
+def _replay_summary(trial_dir: Path, tags: dict[str, Any]) -> bool:
+    """Report the summary this trial already wrote, if it did; True when it did."""
+    from ray import tune
+
+    from harness.report.records import read_trial
+
+    prev = read_trial(trial_dir)
+    if prev is None or prev.summary is None:
+        return False
+    # A resumed sweep restarts trials it had not yet saved as finished; this one had. Replay its
+    # summary (no `epoch` key, so ASHA ignores it) instead of training it again. Only the summary's
+    # own fields go back: Tune adds its bookkeeping keys (time, date, pid, ...) afresh.
+    tune.report({**prev.summary.to_dict(), **tags, "replayed": True})
+    return True
+
+
+def _write_trial_file(trial_dir: Path, s: SweepSettings, cfg: RunConfig, cid: str, info: dict[str, Any]) -> None:
+    """``trial.json``: what this trial runs and where, written before it trains (the leaderboard reads it)."""
+    from harness.provenance import provenance
+
+    device = "cuda" if s.gpus_per_worker else "cpu"
+    prov = provenance(device)
+    prov["device"] = device
+    (trial_dir / TRIAL_FILE).write_text(json.dumps({
+        "sweep": s.name, "config": config_to_dict(cfg), "config_id": cid, **info, "provenance": prov,
+        "started": prov["date"],
+    }, indent=2, default=str))
