@@ -23,6 +23,7 @@ OUTCOME_FILE = "outcome.json"
 TRIAL_RUN_DIR = "run"  # a trial's run directory, inside its trial directory
 TUNE_RESULT_FILE = "result.json"  # Tune's per-trial JSON lines
 TUNE_ERROR_FILE = "error.txt"  # Tune's per-trial error
+TRACEBACK_FILE = "traceback.txt"  # a failed trial's full traceback, next to Tune's files
 
 # Results
 LEADERBOARD_CSV = "leaderboard.csv"

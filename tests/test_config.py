@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from harness.errors import ConfigError
 from harness.run.config import (
     RunConfig,
     apply_overrides,
@@ -13,7 +14,6 @@ from harness.run.config import (
     load_config,
     parse_duration,
 )
-from harness.errors import ConfigError
 
 
 def test_defaults_round_trip():

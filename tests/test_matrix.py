@@ -117,7 +117,7 @@ def test_seeds_and_folds_are_replicate_trials_of_one_configuration():
     assert len(cells) == 12 * 2 * 3
     cfg, info = trial_config({"cell": cells[5]}, s)
     assert (cfg.train.seed, cfg.data.folds, cfg.data.fold) == (info["seed"], 3, info["fold"])
-    from harness.report.leaderboard import config_id
+    from harness.run.config import config_id
 
     ids = {config_id(trial_config({"cell": c}, s)[0]) for c in cells}
     assert len(ids) == 12, "seeds and folds must not make new configurations"

@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from harness.run.config import OptimConfig, SchedConfig
 from harness.errors import HarnessError
+from harness.run.config import OptimConfig, SchedConfig
 from harness.run.optim import OPTIMIZERS, SCHEDULERS, build_optimizer, build_schedule, param_groups
 
 

@@ -19,7 +19,6 @@ The records come from :mod:`harness.report.records`, the docs page from :mod:`ha
 
 from __future__ import annotations
 
-import importlib
 import itertools
 import json
 import math
@@ -31,7 +30,7 @@ from typing import Any
 from harness.files import LEADERBOARD_CSV, THROUGHPUT_CSV
 from harness.report.records import RunRecord
 from harness.results_csv import THROUGHPUT_COLUMNS, merge_rows, results_dir
-from harness.run.config import NOT_IDENTITY, RunConfig, config_id, config_to_dict
+from harness.run.config import NOT_IDENTITY, RunConfig, config_id, flat_config
 from harness.run.summary import RunSummary
 
 #: The documented column order of ``results/leaderboard.csv`` (see docs/leaderboard.md).
@@ -51,17 +50,6 @@ _IN_COLUMNS = {"model.arch", "data.dataset", "data.subset", "data.img_size", "da
                "optim.weight_decay", "data.folds", "name", "out", "data.data_dir", "dist.storage",
                "dist.workers", *NOT_IDENTITY}
 
-# Names that moved out of this module, still importable from it until harness.sweep.driver imports
-# them from their own modules. Resolved on first use: harness.report.docs imports this module.
-_MOVED = {"collect": "harness.report.records", "read_trial": "harness.report.records",
-          "render_docs": "harness.report.docs"}
-
-
-def __getattr__(name: str) -> Any:
-    if name in _MOVED:
-        return getattr(importlib.import_module(_MOVED[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
 
 def dataset_label(cfg: RunConfig) -> str:
     """The dataset as the tables group it: subsets, resizes and grayscale are different benchmarks."""
@@ -76,20 +64,17 @@ def dataset_label(cfg: RunConfig) -> str:
     return label
 
 
-def _flat(d: dict, prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, dict) and k != "kwargs":
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[prefix + k] = v
-    return out
-
-
 def options_label(cfg: RunConfig) -> str:
-    """The settings that differ from the defaults and have no column of their own (``k=v`` pairs)."""
-    have = _flat(config_to_dict(cfg))
-    default = _flat(config_to_dict(RunConfig()))
+    """The settings that differ from the defaults and have no column of their own (``k=v`` pairs).
+
+    The defaults are resolved for the device the run used, so ``precision: auto`` that became fp32 on a
+    CPU is not shown as a choice.
+    """
+    from harness.run.resolve import device_defaults
+
+    base = RunConfig()
+    device_defaults(base, "cuda" if cfg.dist.use_gpu else "cpu")
+    have, default = flat_config(cfg), flat_config(base)
     parts = []
     for k in sorted(have):
         if k in _IN_COLUMNS or have[k] == default.get(k):

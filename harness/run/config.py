@@ -255,8 +255,13 @@ def registry_names(kind: str) -> list[str]:
     raise KeyError(kind)
 
 
-_REGISTRY_LABEL = {"model": "model", "dataset": "dataset", "loader": "loader backend", "augment": "augmentation preset",
+_REGISTRY_LABELS = {"model": "model", "dataset": "dataset", "loader": "loader backend", "augment": "augmentation preset",
                    "optimizer": "optimizer", "scheduler": "scheduler", "strategy": "strategy"}
+
+
+def registry_label(kind: str) -> str:
+    """How an error message names a thing of registry ``kind`` (e.g. ``augmentation preset``)."""
+    return _REGISTRY_LABELS[kind]
 
 
 def check_name(key: str, value: Any, label: str | None = None) -> None:
@@ -272,7 +277,7 @@ def check_name(key: str, value: Any, label: str | None = None) -> None:
     if str(value) not in valid:
         from harness.registry import unknown_name_message
 
-        label = label or (_REGISTRY_LABEL[f.registry] if f.registry else key)
+        label = label or (registry_label(f.registry) if f.registry else key)
         raise ConfigError(unknown_name_message(label, str(value), valid))
 
 

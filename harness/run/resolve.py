@@ -5,7 +5,7 @@ the summary's ``config_hash`` all describe what really ran:
 
 - every registry name and strategy option is checked (:func:`check`), with one line per problem;
 - the strategy rewrites what it implies (``linear_probe`` trains the head only);
-- ``auto`` speed options become the device's choice (bf16 autocast and channels_last on CUDA, fp32 on
+- ``dist.use_gpu`` records the target device, and ``auto`` speed options become its choice (bf16 autocast and channels_last on CUDA, fp32 on
   CPU);
 - ``optim.lr_scaling: linear`` is applied: ``optim.lr`` (and head/body lrs) hold the scaled values and
   the rule is marked as applied (``none``), so the same run is one configuration however it was asked.
@@ -127,7 +127,9 @@ def resolve(cfg: RunConfig) -> RunConfig:
 
     check(cfg)
     out = STRATEGIES.get(cfg.strategy.name).rewrite(copy.deepcopy(cfg))
-    device_defaults(out, target_device_type(out))
+    device = target_device_type(out)
+    out.dist.use_gpu = device == "cuda"  # the saved config says where it ran (not part of its identity)
+    device_defaults(out, device)
     scale_lr(out)
     validate(out)
     return out

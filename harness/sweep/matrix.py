@@ -55,7 +55,7 @@ import yaml
 
 from harness.errors import ConfigError, HarnessError
 from harness.registry import suggest, unknown_name_message
-from harness.run.config import RunConfig, apply_overrides, config_to_dict
+from harness.run.config import RunConfig, apply_overrides, config_to_dict, keys_with
 
 #: Short axis names and the config keys they stand for. Any dotted RunConfig key works as well.
 AXIS_ALIASES: dict[str, str] = {
@@ -95,8 +95,7 @@ TOP_KEYS = ("description", "search", "num_samples", "asha", "base", "axes", "exc
 SEARCHES = ("grid", "random", "optuna")
 
 # Keys a matrix must not set: the sweep owns them (seeds, folds, where things go, resources).
-_SWEEP_OWNED = ("train.seed", "data.fold", "data.folds", "data.data_dir", "out", "name", "dist.workers",
-                "dist.cpus_per_worker", "dist.use_gpu", "dist.storage", "train.progress")
+_SWEEP_OWNED = tuple(keys_with(sweep=True))  # declared on the config fields (knob(sweep=True))
 
 
 def short_name(key: str) -> str:
@@ -632,36 +631,17 @@ def _expand_arch_globs(m: Matrix, src: _Source) -> None:
 
 
 def _registry_names(key: str) -> tuple[str, list[str]] | None:
-    """For config keys that name registered things: (kind, valid names)."""
-    if key == "model.arch":
-        from architectures import list_models
+    """For config keys that name registered things (their metadata says which): (kind, valid names)."""
+    from harness.run.config import field_info, registry_label, registry_names
 
-        return "arch", list_models()
-    if key in ("data.dataset", "strategy.pretrain_dataset"):
-        from loaders import DATASETS
-
-        return "dataset", DATASETS.names()
-    if key == "data.augment":
-        from loaders import AUGMENTATIONS
-
-        return "augmentation preset", AUGMENTATIONS.names()
-    if key == "data.loader":
-        from loaders import BACKENDS
-
-        return "loader backend", ["auto", *BACKENDS.names()]
-    if key == "strategy.name":
-        from harness.run.strategies import STRATEGIES
-
-        return "strategy", STRATEGIES.names()
-    if key == "optim.name":
-        from harness.run.optim import OPTIMIZERS
-
-        return "optimizer", OPTIMIZERS.names()
-    if key == "sched.name":
-        from harness.run.optim import SCHEDULERS
-
-        return "scheduler", SCHEDULERS.names()
-    return None
+    try:
+        reg = field_info(key).registry
+    except ConfigError:
+        return None
+    if reg is None:
+        return None
+    # A matrix names models by its `arch` axis.
+    return ("arch" if reg == "model" else registry_label(reg)), registry_names(reg)
 
 
 def _validate(m: Matrix, src: _Source) -> None:

@@ -24,13 +24,12 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import HarnessError
-from harness.files import TRIAL_FILE, TRIAL_RUN_DIR
+from harness.files import TRACEBACK_FILE, TRIAL_FILE, TRIAL_RUN_DIR
 from harness.run.config import RunConfig, apply_overrides, config_id, config_to_dict, parse_override
 from harness.run.summary import RunSummary
 from harness.sweep.matrix import Matrix, parse_matrix
 from harness.sweep.settings import METRIC, SweepSettings
 
-TRACEBACK_FILE = "traceback.txt"  # a failed trial's full traceback, next to Tune's files
 # An Optuna suggestion the matrix excludes is reported as this, and is not a run.
 _EXCLUDED = {"status": "excluded", METRIC: None}
 
@@ -146,6 +145,7 @@ def run_trial(config: dict, settings: dict) -> None:
     import torch
     from ray import tune
 
+    from harness.run.resolve import resolve
     from harness.run.trainer import fit
 
     s = SweepSettings(**settings)
@@ -160,6 +160,11 @@ def run_trial(config: dict, settings: dict) -> None:
         tune.report(dict(_EXCLUDED))
         return
     cfg, info = resolved
+    try:
+        cfg = resolve(cfg)  # trial.json and config_id hold what runs, as a `harness run` directory does
+    except HarnessError as e:
+        _report_failure(trial_dir, e)
+        return
     cid = config_id(cfg)
     tags = {"config_id": cid, "seed": info["seed"]}
     if info["fold"] is not None:
@@ -170,8 +175,6 @@ def run_trial(config: dict, settings: dict) -> None:
 
     def report(metrics: dict) -> None:
         m = {k: v for k, v in metrics.items() if k != "done"}
-        if "date" in m:  # a summary that still calls its date `date`: Tune overwrites that key with its clock
-            m["run_date"] = m.pop("date")
         m.setdefault(METRIC, None)
         tune.report({**m, **tags})
 

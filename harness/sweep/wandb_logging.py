@@ -14,6 +14,7 @@ once the sweep starts. Tune saves its callbacks with the experiment and unpickle
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +55,8 @@ class LoggingActor(_WandbLoggingActor):
     def run(self) -> None:
         super().run()
         # finish() returns before wandb-core has written the run; the callback kills this actor
-        # as soon as run() returns, which lost the last trial's offline data. Wait for W&B.
+        # as soon as run() returns. Wait for W&B, so that a finished run() means closed files
+        # (WandbCallback.on_experiment_end relies on that).
         self._wandb.teardown()
 
 
@@ -98,6 +100,37 @@ class WandbCallback(WandbLoggerCallback):
         finally:
             if key is not None:
                 os.environ["WANDB_API_KEY"] = key
+
+    def on_experiment_end(self, trials: list, **info: Any) -> None:
+        """Wait for every trial's W&B run (Ray's callback), then copy the finished runs to storage again.
+
+        The actors write each run under the trial's staging folder in Ray's temp dir, and Tune copies
+        that folder to storage for the last time *before* it calls this hook, where Ray's callback
+        waits for the actors. A trial that ended just before the experiment did (typically one ASHA
+        stopped at its first result) was copied while wandb-core still buffered its records: a 7-byte
+        ``.wandb``, or none. That was the sweep test's one-in-seven flake.
+        """
+        super().on_experiment_end(trials, **info)
+        for trial in trials:
+            _copy_wandb_to_storage(trial)
+
+
+def _copy_wandb_to_storage(trial: Any) -> None:
+    import pyarrow.fs
+
+    if not (trial.storage and trial.storage.trial_dir_name):  # never started (pending at Ctrl-C)
+        return
+    src = os.path.join(trial.local_path, "wandb")
+    if not os.path.isdir(src):
+        return
+    fs, dest = trial.storage.storage_filesystem, f"{trial.path}/wandb"
+    if isinstance(fs, pyarrow.fs.LocalFileSystem) and os.path.realpath(src) == os.path.realpath(dest):
+        return  # staging is storage: nothing to copy (and never copy a file onto itself)
+    try:
+        fs.create_dir(dest, recursive=True)
+        pyarrow.fs.copy_files(src, dest, destination_filesystem=fs)
+    except OSError as e:
+        print(f"W&B: could not copy {src} to {dest}: {e}", file=sys.stderr, flush=True)
 
 
 def wandb_callback(s: SweepSettings) -> WandbCallback:
