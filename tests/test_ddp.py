@@ -39,12 +39,12 @@ def test_two_cpu_workers(tmp_path):
     assert "[rank 0/2]" in log and "[rank 1/2]" in log
     run_dir = Path(proc.stdout.strip().splitlines()[-1])
     summary = json.loads((run_dir / "summary.json").read_text())
-    assert summary.world_size == 2 and summary.stop_reason == "completed"
+    assert summary["world_size"] == 2 and summary["stop_reason"] == "completed"
     with open(run_dir / "metrics.csv") as fh:
         rows = list(csv.DictReader(fh))
     assert [r["epoch"] for r in rows] == ["1", "2"]
     # Validation is sharded across ranks and summed: every val image counted once.
-    assert summary.test_acc is not None and (run_dir / "best.pt").is_file()
+    assert summary["test_acc"] is not None and (run_dir / "best.pt").is_file()
 
 
 def test_killed_worker_resumes_from_checkpoint(tmp_path):

@@ -15,8 +15,9 @@ from harness.cli import main
 from harness.report.records import collect
 from harness.results_csv import read_rows
 from harness.run.config import RunConfig, apply_overrides, config_from_dict, config_hash
-from harness.run.loop import Stepper, evaluate, local_context, train_one_epoch
-from harness.run.resolve import resolve
+from harness.run.loop import Stepper, checkpoint_due, evaluate, local_context, train_one_epoch
+from harness.run.measure import backend_flags
+from harness.run.resolve import auto_precision, resolve
 from harness.run.trainer import fit
 
 CTX = local_context("cpu")
@@ -57,7 +58,7 @@ def test_train_one_epoch_stops_on_divergence_and_budget():
     stats = train_one_epoch(_stepper(model), _batches(40), CTX, max_steps=40)
     assert stats.stop == "diverged"
     stats = train_one_epoch(_stepper(nn.Linear(4, 3)), _batches(40), CTX, max_steps=40, deadline=0.0)
-    assert stats.stop == "budget" and stats.n == 20 * 16, "the budget is checked every CHECK_EVERY steps"
+    assert stats.stop == "budget" and stats.n == 16, "in one process the budget is checked after every step"
 
 
 def test_stepper_clips_gradients():
@@ -122,3 +123,55 @@ def test_transfer_train_s_counts_pretraining_through_leaderboard_from(tmp_path, 
                  "--docs-dir", str(tmp_path / "docs")]) == 0
     (row,) = read_rows(results_dir / "leaderboard.csv")
     assert float(row["train_s"]) == pytest.approx(stage_two + pre["train_s"], rel=1e-4)
+
+
+def test_auto_precision_and_backend_flags():
+    assert auto_precision("cpu", None) == "fp32"
+    assert auto_precision("cuda", True) == "bf16"
+    assert auto_precision("cuda", False) == "fp16", "emulated bf16 is slow: fp16 + GradScaler instead"
+    assert auto_precision("cuda", None) == "bf16", "a CPU head resolving for GPU workers assumes bf16"
+    assert backend_flags("fp32", False, "cuda") == {"cudnn_benchmark": True, "tf32": True, "deterministic": False}
+    assert backend_flags("bf16", False, "cuda")["tf32"] is False
+    assert backend_flags("fp32", True, "cuda") == {"cudnn_benchmark": False, "tf32": False, "deterministic": True}
+    assert backend_flags("fp32", False, "cpu") == {"cudnn_benchmark": False, "tf32": False, "deterministic": False}
+
+
+def test_checkpoint_cadence(tmp_path):
+    assert [e for e in range(1, 8) if checkpoint_due(e, 7, 3)] == [3, 6, 7], "every K and the last epoch"
+    assert not any(checkpoint_due(e, 7, 0) for e in range(1, 8))
+    s = fit(_cfg(tmp_path, **{"train.epochs": 4, "train.checkpoint_every": 3, "train.max_steps_per_epoch": 2}))
+    last = torch.load(Path(s.run_dir) / "last.pt", weights_only=True)
+    assert last["state"]["epoch"] == 4 and (Path(s.run_dir) / "best.pt").is_file()
+    s = fit(_cfg(tmp_path, **{"train.epochs": 2, "train.checkpoint_every": 0, "train.max_steps_per_epoch": 2}))
+    assert not (Path(s.run_dir) / "last.pt").exists() and (Path(s.run_dir) / "best.pt").is_file()
+
+
+def test_evaluate_pads_short_batches_to_one_shape():
+    shapes = []
+
+    class Spy(nn.Linear):
+        def forward(self, x):
+            shapes.append(x.shape[0])
+            return super().forward(x)
+
+    model = Spy(4, 3)
+    batches = _batches(3, 10) + _batches(1, 4, seed=1)
+    plain, padded = evaluate(model, batches, 3, CTX), None
+    shapes.clear()
+    padded = evaluate(model, batches, 3, CTX, pad_to=16)
+    assert set(shapes) == {16} and padded["n"] == plain["n"] == 34
+    assert padded["acc"] == plain["acc"] and padded["loss"] == pytest.approx(plain["loss"])
+
+
+@pytest.mark.slow
+def test_compile_compiles_once_for_training_and_once_for_evaluation(tmp_path, capsys):
+    from torch._dynamo.utils import counters
+
+    counters.clear()
+    s = fit(_cfg(tmp_path, **{"train.epochs": 2, "train.compile": True, "data.synthetic_size": 200,
+                              "train.batch_size": 32, "train.eval_batch_size": 64, "train.progress": True}))
+    assert s.compiled_graphs == 2, f"graphs: {s.compiled_graphs} (a short batch or a new eval shape recompiles)"
+    assert s.compile_s is not None and s.compile_s > 0
+    assert s.epochs_run == 2 and s.test_acc is not None
+    out = capsys.readouterr().out
+    assert "compile: 2 graphs compiled" in out

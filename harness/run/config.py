@@ -64,7 +64,8 @@ class DataConfig:
     grayscale: bool = knob(False, "convert images to one channel")
     img_size: int | None = knob(None, "resize images to this many pixels (raised to the model's minimum)")
     val_fraction: float = knob(0.1, "fraction of the training split held out for validation (stratified, seeded)")
-    subset: int | None = knob(None, "first N training images per class, for quick runs")
+    subset: int | None = knob(None, "keep the first N images of each class (train and test), for quick runs; "
+                              "a class with fewer keeps all of them")
     download: bool = knob(False, "download the dataset where there is internet", identity=NONE)
     loader: str = knob("auto", "loader backend (auto: ffcv on CUDA when its files exist, else tensor)",
                        registry="loader")
@@ -126,12 +127,17 @@ class TrainConfig:
     min_delta: float = knob(0.0, "smallest val-loss improvement that counts")
     budget: str | None = knob(None, "wall-clock budget, e.g. 90s, 30m, 2h (still tests at the end)")
     target_acc: float | None = knob(None, "record the time when val accuracy first reaches this")
-    precision: str = knob("auto", "auto (bf16 on CUDA, fp32 on CPU), fp32, bf16 or fp16 (CUDA); the resolved "
-                          "config holds what ran", choices=("auto", "fp32", "bf16", "fp16"))
+    precision: str = knob("auto", "auto (bf16 on GPUs with native bf16, else fp16 + GradScaler; fp32 on CPU), "
+                          "fp32 (TF32 matmuls on CUDA), bf16 or fp16 (CUDA); the resolved config holds what ran",
+                          choices=("auto", "fp32", "bf16", "fp16"))
     channels_last: bool | None = knob(None, "channels_last memory format (unset: on for CUDA)")
-    compile: bool = knob(False, "torch.compile the model")
+    compile: bool = knob(False, "torch.compile the model: static shapes (the short last training batch is dropped, "
+                         "evaluation pads its last batch), compile time measured apart from epoch 1")
     seed: int = knob(0, "random seed (weights, split, augmentation)", identity=REPLICATE, sweep=True)
-    deterministic: bool = knob(False, "deterministic algorithms")
+    deterministic: bool = knob(False, "deterministic algorithms (errors on ops without one; on CUDA also "
+                               "CUBLAS_WORKSPACE_CONFIG, cuDNN deterministic, no TF32)")
+    checkpoint_every: int = knob(1, "write last.pt every N epochs (and at the last) for --resume and Ray Train "
+                                 "restarts; 0: never", identity=NONE)
     max_steps_per_epoch: int | None = knob(None, "cap steps per epoch (smoke tests)")
     measure_inference: bool = knob(True, "measure inference images/s at batch 256 at the end", identity=NONE)
     progress: bool = knob(True, "per-epoch progress lines", identity=NONE, sweep=True)
@@ -515,6 +521,7 @@ def validate(cfg: RunConfig) -> None:
     t, o, d, s = cfg.train, cfg.optim, cfg.data, cfg.sched
     need(t.epochs >= 1, f"train.epochs must be >= 1, got {t.epochs}")
     need(t.batch_size >= 1, f"train.batch_size must be >= 1, got {t.batch_size}")
+    need(t.checkpoint_every >= 0, f"train.checkpoint_every must be >= 0 (0: never), got {t.checkpoint_every}")
     need(t.eval_batch_size >= 1, f"train.eval_batch_size must be >= 1, got {t.eval_batch_size}")
     need(o.lr > 0, f"optim.lr must be > 0, got {o.lr}")
     need(o.weight_decay >= 0, f"optim.weight_decay must be >= 0, got {o.weight_decay}")
@@ -528,7 +535,15 @@ def validate(cfg: RunConfig) -> None:
          f"train.early_stop_patience must be >= 1, got {t.early_stop_patience}")
     need(t.target_acc is None or 0 < t.target_acc <= 1, f"train.target_acc must be in (0, 1], got {t.target_acc}")
     if t.budget is not None:
-        need(parse_duration(t.budget) > 0, f"train.budget must be positive, got '{t.budget}'")
+        try:
+            budget = parse_duration(t.budget)
+        except ConfigError as e:
+            raise ConfigError(f"train.budget: {e}") from None
+        need(budget > 0, f"train.budget must be positive, got '{t.budget}'")
+    need(t.seed >= 0, f"train.seed must be >= 0, got {t.seed}")
+    need(t.min_delta >= 0, f"train.min_delta must be >= 0, got {t.min_delta}")
+    need(t.max_steps_per_epoch is None or t.max_steps_per_epoch >= 1,
+         f"train.max_steps_per_epoch must be >= 1, got {t.max_steps_per_epoch}")
     need(0 < d.val_fraction < 1 or d.folds > 1, f"data.val_fraction must be in (0, 1), got {d.val_fraction}")
     need(d.subset is None or d.subset >= 1, f"data.subset must be >= 1, got {d.subset}")
     need(d.img_size is None or d.img_size >= 8, f"data.img_size must be >= 8, got {d.img_size}")
@@ -536,6 +551,13 @@ def validate(cfg: RunConfig) -> None:
     need(d.folds == 0 or 0 <= d.fold < d.folds, f"data.fold must be in [0, {d.folds}), got {d.fold}")
     need(1 <= cfg.strategy.head_layers <= 4, f"strategy.head_layers must be 1..4, got {cfg.strategy.head_layers}")
     need(cfg.dist.workers >= 0, f"dist.workers must be >= 0, got {cfg.dist.workers}")
+    need(cfg.dist.cpus_per_worker is None or cfg.dist.cpus_per_worker >= 1,
+         f"dist.cpus_per_worker must be >= 1, got {cfg.dist.cpus_per_worker}")
+    need(cfg.dist.max_failures >= 0, f"dist.max_failures must be >= 0, got {cfg.dist.max_failures}")
+    need(cfg.strategy.pretrain_epochs is None or cfg.strategy.pretrain_epochs >= 1,
+         f"strategy.pretrain_epochs must be >= 1, got {cfg.strategy.pretrain_epochs}")
+    need(d.synthetic_size is None or d.synthetic_size >= 1, f"data.synthetic_size must be >= 1, got {d.synthetic_size}")
+    need(d.num_classes >= 2, f"data.num_classes must be >= 2, got {d.num_classes}")
     need(s.warmup_epochs >= 0, f"sched.warmup_epochs must be >= 0, got {s.warmup_epochs}")
     need(s.step_size >= 1, f"sched.step_size must be >= 1, got {s.step_size}")
     need(s.gamma > 0, f"sched.gamma must be > 0, got {s.gamma}")

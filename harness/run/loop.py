@@ -33,7 +33,7 @@ from torch import nn
 from harness.files import BEST_CKPT, LAST_CKPT, METRICS_FILE
 from harness.run.config import RunConfig, config_from_dict, config_hash, config_to_dict, parse_duration
 from harness.run.data import load_data
-from harness.run.measure import autocast, inference_img_per_s, peak_mem_mb
+from harness.run.measure import apply_backend_flags, autocast, backend_flags, inference_img_per_s, peak_mem_mb
 from harness.run.optim import Schedule, build_optimizer, build_schedule, current_lr, param_groups
 from harness.run.progress import Progress
 from harness.run.state import TrainState
@@ -156,31 +156,44 @@ def train_one_epoch(step: Stepper, loader: Iterable, ctx: WorkerContext, *, max_
                     deadline: float | None = None, on_step: Callable[[int], None] | None = None) -> EpochStats:
     """Run up to ``max_steps`` optimizer steps over ``loader``; check divergence and the budget on the way.
 
+    A non-finite loss is flagged on the device and read once, at the end of the epoch (a per-step
+    check would cost a device sync every step).
+
     Args:
         step: the optimizer step.
         loader: yields ``(images, labels)`` on the device.
         ctx: rank and device; loss and accuracy are summed over ranks at the end.
         max_steps: steps in this epoch.
-        deadline: ``time.monotonic()`` at which the wall-clock budget ends, or None.
+        deadline: ``time.monotonic()`` at which the wall-clock budget ends, or None. In one process it
+            is checked after every step on the host clock; under DDP every ``CHECK_EVERY`` steps, when
+            the ranks agree on it (and on divergence) with one all-reduce.
         on_step: called with the number of steps done after each one (progress, first-step time).
     """
     dev = ctx.device
     loss_sum = torch.zeros((), dtype=torch.float64, device=dev)
     correct = torch.zeros((), dtype=torch.int64, device=dev)
+    nonfinite = torch.zeros((), dtype=torch.bool, device=dev)  # read once, at the end: no sync per step
     seen, stop = 0, None
     t0 = time.perf_counter()
     for i, (x, y) in enumerate(loader):
         if i >= max_steps:
             break
         loss, out = step(x, y)
-        loss_sum += loss.detach().double() * y.size(0)
+        loss = loss.detach()
+        nonfinite |= ~torch.isfinite(loss)
+        loss_sum += loss.double() * y.size(0)
         correct += (out.detach().argmax(1) == y).sum()
         seen += y.size(0)
         if on_step is not None:
             on_step(i + 1)
-        if (i + 1) % CHECK_EVERY == 0 or i + 1 == max_steps:
-            flags = torch.tensor([0.0 if torch.isfinite(loss.detach()) else 1.0,
-                                  1.0 if deadline is not None and time.monotonic() > deadline else 0.0], device=dev)
+        if ctx.world_size == 1:
+            if deadline is not None and time.monotonic() > deadline:  # the host clock: no device sync
+                stop = "budget"
+                break
+        elif (i + 1) % CHECK_EVERY == 0 or i + 1 == max_steps:
+            # Ranks must stop at the same step: agree on the flags (one all-reduce every CHECK_EVERY steps).
+            flags = torch.stack([nonfinite.float(), torch.tensor(
+                1.0 if deadline is not None and time.monotonic() > deadline else 0.0, device=dev)])
             all_reduce(flags, ctx, "max")
             stop = "diverged" if flags[0] > 0 else "budget" if flags[1] > 0 else None
             if stop:
@@ -191,12 +204,17 @@ def train_one_epoch(step: Stepper, loader: Iterable, ctx: WorkerContext, *, max_
     totals = all_reduce(torch.stack([loss_sum, correct.double(), torch.tensor(float(seen), dtype=torch.float64,
                                                                              device=dev)]), ctx)
     n = max(float(totals[2]), 1.0)
+    if stop is None and bool(all_reduce(nonfinite.float(), ctx, "max")):
+        stop = "diverged"
     return EpochStats(float(totals[0]) / n, float(totals[1]) / n, int(n), seconds, stop)
 
 
 def evaluate(model: nn.Module, loader: Iterable, num_classes: int, ctx: WorkerContext,
-             precision: str = "fp32") -> dict[str, Any]:
+             precision: str = "fp32", pad_to: int | None = None) -> dict[str, Any]:
     """Loss, accuracy and confusion matrix over a (sharded) split, summed across ranks.
+
+    ``pad_to``: pad a short batch to this size with zeros and drop the padding's outputs, so that a
+    compiled model sees one shape (every other shape would compile again).
 
     Returns:
         ``{"loss", "acc", "n", "confusion"}`` with ``confusion[true, pred]`` counts (on the CPU).
@@ -207,8 +225,11 @@ def evaluate(model: nn.Module, loader: Iterable, num_classes: int, ctx: WorkerCo
     crit = nn.CrossEntropyLoss(reduction="sum")
     with torch.inference_mode():
         for x, y in loader:
+            n = x.size(0)
+            if pad_to and n < pad_to:
+                x = _pad(x, pad_to)
             with autocast(precision, ctx.device):
-                out = model(x)
+                out = model(x)[:n]
             loss_sum += crit(out.float(), y).double()
             conf += torch.bincount(y * num_classes + out.argmax(1), minlength=num_classes * num_classes)
     all_reduce(loss_sum, ctx)
@@ -217,6 +238,13 @@ def evaluate(model: nn.Module, loader: Iterable, num_classes: int, ctx: WorkerCo
     n = int(conf.sum())
     return {"loss": float(loss_sum) / max(n, 1), "acc": float(conf.diag().sum()) / max(n, 1), "n": n,
             "confusion": conf}
+
+
+def _pad(x: torch.Tensor, size: int) -> torch.Tensor:
+    """``x`` padded with zero images to ``size``, in its memory format."""
+    cl = x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+    x = torch.cat([x, x.new_zeros((size - x.size(0), *x.shape[1:]))])
+    return x.contiguous(memory_format=torch.channels_last) if cl else x
 
 
 # ---------------------------------------------------------------------------------------------
@@ -247,6 +275,12 @@ class Run:
     tb: Any = None
     pretrained: RunSummary | None = None  # transfer: stage one's summary, folded into this one's
     resume_from_disk: bool = False  # `harness run --resume`: continue from <run_dir>/last.pt
+    compile_s: float | None = None  # --compile: the warm-up compilation, timed apart from epoch 1
+
+    @property
+    def eval_pad(self) -> int | None:
+        """The batch size evaluation pads to under --compile (one shape, one compilation)."""
+        return self.cfg.train.eval_batch_size if self.cfg.train.compile else None
 
     @property
     def num_classes(self) -> int:
@@ -255,11 +289,7 @@ class Run:
 
 def _seed(cfg: RunConfig, ctx: WorkerContext) -> None:
     torch.manual_seed(cfg.train.seed + ctx.rank)
-    if cfg.train.deterministic:
-        torch.use_deterministic_algorithms(True, warn_only=True)
-        torch.backends.cudnn.benchmark = False
-    elif ctx.device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
+    apply_backend_flags(backend_flags(cfg.train.precision, cfg.train.deterministic, ctx.device.type))
 
 
 def _loaders(cfg: RunConfig, ctx: WorkerContext, splits: Any, meta: Any) -> tuple[Any, Any]:
@@ -267,8 +297,10 @@ def _loaders(cfg: RunConfig, ctx: WorkerContext, splits: Any, meta: Any) -> tupl
 
     common = dict(device=ctx.device, rank=ctx.rank, world_size=ctx.world_size, seed=cfg.train.seed,
                   channels_last=cfg.train.channels_last)
+    # A compiled model recompiles for the short last batch; drop it (at most batch_size - 1 images an epoch).
     train = build_loader(splits.train, meta, backend=cfg.data.loader, train=True, batch_size=cfg.train.batch_size,
-                         augment=cfg.data.augment, num_workers=cfg.data.num_workers, **common)
+                         augment=cfg.data.augment, num_workers=cfg.data.num_workers,
+                         drop_last=True if cfg.train.compile else None, **common)
     val = eval_loader(cfg, ctx, splits.val, meta)
     return train, val
 
@@ -303,7 +335,7 @@ def _stepper(cfg: RunConfig, ctx: WorkerContext, model: nn.Module, head: str | N
         from torch.nn.parallel import DistributedDataParallel as DDP
 
         fwd = DDP(model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
-    fwd = torch.compile(fwd) if cfg.train.compile else fwd
+    fwd = torch.compile(fwd, dynamic=False) if cfg.train.compile else fwd
     step = Stepper(fwd, list(model.parameters()), opt, sched, nn.CrossEntropyLoss(
         label_smoothing=cfg.train.label_smoothing), cfg.train.precision, ctx.device, cfg.train.grad_clip,
         torch.amp.GradScaler("cuda") if cfg.train.precision == "fp16" else None)
@@ -324,8 +356,36 @@ def setup(cfg: RunConfig, run_dir: Path, ctx: WorkerContext, run_hash: str | Non
                                                                                 cfg.train.max_steps_per_epoch)
     step, fwd = _stepper(cfg, ctx, model, head, steps)
     progress = Progress(cfg.train.progress and ctx.is_main, cfg.train.epochs, ctx.tag)
-    return Run(cfg, ctx, Path(run_dir), run_hash or config_hash(cfg), splits, meta, train_loader, val_loader,
-               model, fwd, step, steps, sum(p.numel() for p in model.parameters()), mflops, progress, t_start)
+    run = Run(cfg, ctx, Path(run_dir), run_hash or config_hash(cfg), splits, meta, train_loader, val_loader,
+              model, fwd, step, steps, sum(p.numel() for p in model.parameters()), mflops, progress, t_start)
+    if cfg.train.compile:
+        run.compile_s = compile_warmup(run)
+    return run
+
+
+def compile_warmup(run: Run) -> float:
+    """Compile the training and the evaluation graphs on one batch before epoch 1; returns the seconds.
+
+    Forward and backward run (no optimizer step), then the weights, BatchNorm statistics and gradients
+    are put back, so training starts exactly as it would have.
+    """
+    x, y = next(iter(run.train_loader))
+    saved = {k: v.detach().clone() for k, v in run.model.state_dict().items()}
+    t = time.perf_counter()
+    set_train_mode(run.model)
+    with autocast(run.cfg.train.precision, run.ctx.device):
+        loss = run.step.crit(run.fwd_model(x), y)
+    loss.backward()
+    evaluate(run.fwd_model, [(x[: run.cfg.train.eval_batch_size], y[: run.cfg.train.eval_batch_size])],
+             run.num_classes, local_context(run.ctx.device), run.cfg.train.precision, run.eval_pad)
+    if run.ctx.device.type == "cuda":
+        torch.cuda.synchronize(run.ctx.device)
+    seconds = time.perf_counter() - t
+    run.model.load_state_dict(saved)
+    run.step.opt.zero_grad(set_to_none=True)
+    run.progress.say(f"compile: training and evaluation graphs compiled in {seconds:.1f} s (not counted in "
+                     "epoch 1)")
+    return seconds
 
 
 def resume(run: Run) -> TrainState:
@@ -412,17 +472,28 @@ def _plain_config(cfg: RunConfig) -> dict:
     return json.loads(json.dumps(config_to_dict(cfg)))
 
 
+def checkpoint_due(epoch: int, epochs: int, every: int) -> bool:
+    """Whether ``last.pt`` is written after ``epoch`` (1-based): every ``every`` epochs and at the last one.
+
+    ``every=0`` never writes one: no ``--resume`` and no Ray Train restart, but no per-epoch copy of the
+    model and optimizer to the host either.
+    """
+    return every > 0 and (epoch % every == 0 or epoch == epochs)
+
+
 def _write_checkpoints(run: Run, state: TrainState, plain_cfg: dict) -> Path | None:
-    """Rank 0: ``last.pt`` every epoch, ``best.pt`` when the epoch is the best; a copy for Ray Train."""
+    """Rank 0: ``last.pt`` when :func:`checkpoint_due` (the restart point); a copy for Ray Train.
+
+    ``best.pt`` is written once, by :func:`finish`: the best weights live in memory until then.
+    """
+    if not checkpoint_due(state.epoch, run.cfg.train.epochs, run.cfg.train.checkpoint_every):
+        return None
     d = run.run_dir
     ck = {"model": run.model.state_dict(), "optimizer": run.step.opt.state_dict(),
           "scheduler": run.step.sched.scheduler.state_dict(), "history": state.history, "state": state.scalars(),
           "best_model": state.best_model, "config": plain_cfg}
     torch.save(ck, d / f"{LAST_CKPT}.tmp")
     os.replace(d / f"{LAST_CKPT}.tmp", d / LAST_CKPT)
-    if state.best_epoch == state.epoch:
-        torch.save({"model": state.best_model, "epoch": state.epoch, "val_acc": state.best_acc,
-                    "config": plain_cfg}, d / BEST_CKPT)
     if not run.ctx.ray_train:
         return None
     ckpt_dir = Path(tempfile.mkdtemp(prefix="harness-ckpt-"))
@@ -506,14 +577,26 @@ def finish(run: Run, state: TrainState, report: Report) -> RunSummary:
     if state.best_model is not None:
         run.model.load_state_dict(state.best_model)
         test = evaluate(run.fwd_model, eval_loader(run.cfg, run.ctx, run.splits.test, run.meta), run.num_classes,
-                        run.ctx, run.cfg.train.precision)
+                        run.ctx, run.cfg.train.precision, run.eval_pad)
     summary = _summary(run, state, test)
+    summary.compile_s = run.compile_s
+    if run.cfg.train.compile:
+        from torch._dynamo.utils import counters
+
+        summary.compiled_graphs = int(counters["stats"]["unique_graphs"])
+        run.progress.say(f"compile: {summary.compiled_graphs} graphs compiled in this process (training and "
+                         f"evaluation), {run.compile_s:.1f} s before epoch 1")
     if run.pretrained is not None:  # every reader (summary.json, Tune, Ray Train) sees the whole cost
         summary = summary.with_pretraining(run.pretrained)
     final_ckpt = None
     if run.ctx.is_main:
+        if state.best_model is not None:
+            torch.save({"model": state.best_model, "epoch": state.best_epoch, "val_acc": state.best_acc,
+                        "config": _plain_config(run.cfg)}, run.run_dir / BEST_CKPT)
         if run.cfg.train.measure_inference and not summary.diverged:
-            summary.infer_img_per_s = inference_img_per_s(run.model, tuple(run.meta.shape), run.cfg.train.precision,
+            # The compiled model where one process trained it (under DDP its wrapper would sync ranks).
+            served = run.fwd_model if run.cfg.train.compile and run.ctx.world_size == 1 else run.model
+            summary.infer_img_per_s = inference_img_per_s(served, tuple(run.meta.shape), run.cfg.train.precision,
                                                           bool(run.cfg.train.channels_last), run.ctx.device)
         summary.peak_mem_mb = peak_mem_mb(run.ctx.device)
         from harness.run.artifacts import write_artifacts
@@ -578,7 +661,7 @@ def run_worker(cfg: RunConfig, run_dir: Path, ctx: WorkerContext, report: Report
                 run.progress.say(f"loss is not finite at epoch {epoch + 1}: stopping (diverged)")
                 break
             end_epoch(run, state, stats, evaluate(run.fwd_model, run.val_loader, run.num_classes, ctx,
-                                                  cfg.train.precision), report, plain_cfg)
+                                                  cfg.train.precision, run.eval_pad), report, plain_cfg)
             reason = stop_reason(run, state, stats)
             if reason:
                 state.stop_reason = reason

@@ -18,6 +18,31 @@ def autocast(precision: str, device: torch.device) -> contextlib.AbstractContext
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
+def backend_flags(precision: str, deterministic: bool, device_type: str) -> dict[str, bool]:
+    """The torch backend switches a run sets: cuDNN autotuning, TF32 and determinism.
+
+    TF32 makes fp32 matmuls and convolutions run on tensor cores (Ampere and later) at a precision that
+    is ample for training; deterministic runs keep full fp32 and disable autotuning.
+    """
+    cuda = device_type == "cuda"
+    return {"cudnn_benchmark": cuda and not deterministic,
+            "tf32": cuda and precision == "fp32" and not deterministic,
+            "deterministic": deterministic}
+
+
+def apply_backend_flags(flags: dict[str, bool]) -> None:
+    """Set :func:`backend_flags` on torch (and ``CUBLAS_WORKSPACE_CONFIG``, which cuBLAS reads at init)."""
+    import os
+
+    torch.backends.cudnn.benchmark = flags["cudnn_benchmark"]
+    torch.backends.cuda.matmul.allow_tf32 = flags["tf32"]
+    torch.backends.cudnn.allow_tf32 = flags["tf32"]
+    if flags["deterministic"]:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.backends.cudnn.deterministic = True
+        torch.use_deterministic_algorithms(True)
+
+
 def peak_mem_mb(device: torch.device) -> float:
     """Peak memory of this process: CUDA allocations on a GPU, the resident set on a CPU."""
     if device.type == "cuda":
@@ -26,22 +51,26 @@ def peak_mem_mb(device: torch.device) -> float:
 
 
 def inference_img_per_s(model: nn.Module, shape: tuple[int, int, int], precision: str, channels_last: bool,
-                        device: torch.device) -> float:
-    """Images/s of a forward pass at batch 256 (median of 3 after a warm-up)."""
+                        device: torch.device, iters: int = 10, warmup: int = 2) -> float:
+    """Images/s of a forward pass at batch 256: the median of ``iters`` after ``warmup`` untimed ones.
+
+    ``model`` is what the run trained through (compiled when ``--compile``), so the figure is the
+    model as it would serve.
+    """
     model.eval()
     x = torch.randn(256, *shape, device=device)
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     times = []
     with torch.inference_mode(), autocast(precision, device):
-        for i in range(4):
+        for i in range(warmup + iters):
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             t = time.perf_counter()
             model(x)
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
-            if i:
+            if i >= warmup:
                 times.append(time.perf_counter() - t)
     times.sort()
     return 256 / times[len(times) // 2]

@@ -42,7 +42,10 @@ def check(cfg: RunConfig) -> None:
     flat = flat_config(cfg)
     for key, f in fields().items():
         if f.registry:
-            check_name(key, flat[key])
+            try:
+                check_name(key, flat[key])
+            except ConfigError as e:  # name the key: the flag's help shows it ([model.arch])
+                raise ConfigError(f"{key}: {e}") from None
     STRATEGIES.get(cfg.strategy.name).validate(cfg)
     if cfg.strategy.trainable or cfg.strategy.freeze:
         _check_stage_names(cfg)
@@ -82,24 +85,35 @@ def _check_stage_names(cfg: RunConfig) -> None:
     resolve_frozen(model, info.head, cfg.strategy.trainable, cfg.strategy.freeze, cfg.model.arch)
 
 
-def device_defaults(cfg: RunConfig, device_type: str) -> None:
-    """Settle the ``auto`` speed options for ``device_type`` in place.
+def auto_precision(device_type: str, native_bf16: bool | None) -> str:
+    """What ``train.precision: auto`` becomes.
 
-    bf16 needs no loss scaling and is what Hopper/Ampere tensor cores are fast at; on CPU, bf16 autocast
-    is slower than fp32 for these small convnets, so it stays opt-in there.
+    CPU: fp32 (bf16 autocast is slower than fp32 for these small convnets there). CUDA: bf16 where the
+    GPU computes it natively (Ampere and later: no loss scaling needed), else fp16 with a GradScaler.
+    ``torch.cuda.is_bf16_supported()`` alone counts emulated bf16 (pre-Ampere GPUs), which is slow:
+    ``native_bf16`` is the check without emulation, or None when no GPU is visible here (a CPU head
+    resolving for GPU workers), where bf16 is assumed.
     """
+    if device_type != "cuda":
+        return "fp32"
+    return "fp16" if native_bf16 is False else "bf16"
+
+
+def native_bf16() -> bool | None:
+    """Whether the visible GPU computes bf16 natively; None without a visible GPU."""
     import torch
 
-    cuda = device_type == "cuda"
+    if not torch.cuda.is_available():
+        return None
+    return torch.cuda.is_bf16_supported(including_emulation=False)
+
+
+def device_defaults(cfg: RunConfig, device_type: str) -> None:
+    """Settle the ``auto`` speed options for ``device_type`` in place (see :func:`auto_precision`)."""
     if cfg.train.precision == "auto":
-        if not cuda:
-            cfg.train.precision = "fp32"
-        elif torch.cuda.is_available() and not torch.cuda.is_bf16_supported():
-            cfg.train.precision = "fp32"
-        else:  # a CUDA worker elsewhere (a CPU head) or a GPU here with bf16
-            cfg.train.precision = "bf16"
+        cfg.train.precision = auto_precision(device_type, native_bf16() if device_type == "cuda" else None)
     if cfg.train.channels_last is None:
-        cfg.train.channels_last = cuda
+        cfg.train.channels_last = device_type == "cuda"
 
 
 def scale_lr(cfg: RunConfig) -> None:

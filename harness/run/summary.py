@@ -64,6 +64,8 @@ class RunSummary:
     train_s: float | None = None
     total_s: float | None = None
     first_step_at: float | None = None  # unix time of the first optimizer step
+    compile_s: float | None = None  # --compile: warm-up compilation, timed apart from the epochs
+    compiled_graphs: int | None = None  # --compile: graphs dynamo compiled (one for training, one for eval)
     train_img_per_s: float | None = None  # median over epochs
     infer_img_per_s: float | None = None
     peak_mem_mb: float | None = None
