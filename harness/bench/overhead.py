@@ -43,50 +43,81 @@ def _data_args(n_train: int) -> dict:
             "val_fraction": VAL_FRACTION, "num_classes": 10}
 
 
+def run_overrides(arch: str, n_train: int, batch_size: int, epochs: int, workers: int) -> dict[str, object]:
+    """The config of the harness runs, as dotted overrides: the same model, data, batch and optimizer."""
+    d = _data_args(n_train)
+    return {"model.arch": arch, "data.dataset": "synthetic", "data.synthetic_size": d["synthetic_size"],
+            "data.val_fraction": VAL_FRACTION, "train.epochs": epochs, "train.batch_size": batch_size,
+            "data.loader": "tensor", "data.augment": "none", "optim.name": "sgd", "optim.lr": 0.05,
+            "sched.name": "constant", "dist.workers": workers, "train.measure_inference": False,
+            "train.progress": False}
+
+
+def speed_settings(arch: str, n_train: int, batch_size: int, epochs: int) -> tuple[torch.device, str, bool]:
+    """Device, precision and memory layout the harness runs resolve to (the bare loop uses the same)."""
+    from harness.run.config import RunConfig, apply_overrides
+    from harness.run.resolve import resolve
+
+    cfg = resolve(apply_overrides(RunConfig(), run_overrides(arch, n_train, batch_size, epochs, 0)))
+    return torch.device("cuda" if cfg.dist.use_gpu else "cpu"), cfg.train.precision, bool(cfg.train.channels_last)
+
+
 def bare_loop(arch: str, n_train: int, batch_size: int, epochs: int) -> list[float]:
-    """Images/s per epoch of the plainest correct loop over the same normalised in-memory data."""
+    """Images/s per epoch of the plainest correct loop over the same normalised data, on the same device,
+    in the same precision and memory layout as the harness runs (:func:`speed_settings`)."""
     from architectures import create_model
+    from harness.run.measure import autocast
     from loaders import DataOptions, load_splits
 
+    device, precision, channels_last = speed_settings(arch, n_train, batch_size, epochs)
     d = _data_args(n_train)
     splits = load_splits(DataOptions(dataset="synthetic", synthetic_size=d["synthetic_size"],
                                      val_fraction=VAL_FRACTION, num_classes=10))
     meta = splits.meta
     mean = torch.tensor(meta.mean).view(1, -1, 1, 1)
     std = torch.tensor(meta.std).view(1, -1, 1, 1)
-    x_all = (splits.train.images.float() / 255.0 - mean) / std  # meta.mean/std are in [0, 1] units
-    y_all = splits.train.labels
+    x_all = ((splits.train.images.float() / 255.0 - mean) / std).to(device)  # meta.mean/std are in [0, 1] units
+    if channels_last:
+        x_all = x_all.contiguous(memory_format=torch.channels_last)
+    y_all = splits.train.labels.to(device)
     torch.manual_seed(0)
-    model = create_model(arch, num_classes=10, in_chans=meta.shape[0], img_size=meta.shape[-1])
+    model = create_model(arch, num_classes=10, in_chans=meta.shape[0], img_size=meta.shape[-1]).to(device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
+    scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
     crit = nn.CrossEntropyLoss()
     rates = []
     for _ in range(epochs):
         model.train()
-        perm = torch.randperm(len(y_all))
+        perm = torch.randperm(len(y_all), device=device)
         t = time.perf_counter()
         n = 0
         for i in range(0, len(perm), batch_size):
             idx = perm[i:i + batch_size]
-            x, y = x_all[idx], y_all[idx]
-            loss = crit(model(x), y)
+            with autocast(precision, device):
+                loss = crit(model(x_all[idx]), y_all[idx])
             opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            (scaler.scale(loss) if scaler else loss).backward()
+            if scaler:
+                scaler.step(opt)
+                scaler.update()
+            else:
+                opt.step()
             n += len(idx)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
         rates.append(n / (time.perf_counter() - t))
     return rates
 
 
 def harness_run(arch: str, n_train: int, batch_size: int, epochs: int, workers: int) -> tuple[list[float], float]:
     """Run ``harness run`` as a subprocess; return its per-epoch images/s and seconds to the first step."""
-    d = _data_args(n_train)
     with tempfile.TemporaryDirectory(prefix="harness-overhead-") as out:
-        cmd = [sys.executable, "-m", "harness", "run", "--arch", arch, "--dataset", "synthetic",
-               "--set", f"data.synthetic_size={d['synthetic_size']}", "--val-fraction", str(VAL_FRACTION),
-               "--epochs", str(epochs), "--batch-size", str(batch_size), "--loader", "tensor", "--augment", "none",
-               "--optimizer", "sgd", "--lr", "0.05", "--scheduler", "constant", "--workers", str(workers),
-               "--set", "train.measure_inference=false", "--out", out, "--no-progress"]
+        over = run_overrides(arch, n_train, batch_size, epochs, workers)
+        cmd = [sys.executable, "-m", "harness", "run", "--out", out]
+        for k, v in over.items():
+            cmd += ["--set", f"{k}={str(v).lower() if isinstance(v, bool) else v}"]
         if workers:
             cmd += ["--cpus-per-worker", str(os.cpu_count() or 1)]
         t0 = time.time()
@@ -129,7 +160,8 @@ def _measure(args: argparse.Namespace, modes: list[str]) -> dict[str, dict]:
 
 def _table_rows(args: argparse.Namespace, results: dict[str, dict], base: float | None) -> list[dict]:
     """Print the table; return its ``throughput.csv`` rows (ratios are against the bare loop)."""
-    prov = provenance("cpu")
+    device, precision, _ = speed_settings(args.arch, args.n_train, args.batch_size, args.epochs)
+    prov = provenance(device.type)
     rows = []
     print(f"\n{'mode':<10} {'img/s':>9} {'ms/step':>8} {'ratio':>6} {'first step':>11}")
     for m, r in results.items():
@@ -138,8 +170,8 @@ def _table_rows(args: argparse.Namespace, results: dict[str, dict], base: float 
         first = f"{r['first_step_s']:.1f}s" if r["first_step_s"] is not None else "-"
         print(f"{m:<10} {r['img_per_s']:>9.0f} {ms:>8.1f} {ratio if ratio else 0:>6.3f} {first:>11}")
         rows.append({"kind": "overhead", "arch": args.arch, "backend": m, "dataset": "synthetic",
-                     "batch_size": args.batch_size, "device": "cuda" if torch.cuda.is_available() else "cpu",
-                     "precision": "fp32", "world_size": 1, "workers": 1 if m == "ray" else 0,
+                     "batch_size": args.batch_size, "device": device.type,
+                     "precision": precision, "world_size": 1, "workers": 1 if m == "ray" else 0,
                      "img_per_s": r["img_per_s"], "ms_per_step": ms, "first_step_s": r["first_step_s"],
                      "ratio": ratio, "note": f"median of epochs 2-{args.epochs}; n_train={args.n_train}", **prov})
     return rows
