@@ -12,13 +12,14 @@ import yaml
 from torch import nn
 
 from harness.cli import main
+from harness.errors import HarnessError
 from harness.report.records import collect
 from harness.results_csv import read_rows
 from harness.run.config import RunConfig, apply_overrides, config_from_dict, config_hash
 from harness.run.loop import Stepper, checkpoint_due, evaluate, local_context, train_one_epoch
 from harness.run.measure import backend_flags
 from harness.run.resolve import auto_precision, resolve
-from harness.run.trainer import fit
+from harness.run.trainer import check_fits_cluster, fit
 
 CTX = local_context("cpu")
 
@@ -175,3 +176,25 @@ def test_compile_compiles_once_for_training_and_once_for_evaluation(tmp_path, ca
     assert s.epochs_run == 2 and s.test_acc is not None
     out = capsys.readouterr().out
     assert "compile: 2 graphs compiled" in out
+
+
+def test_ddp_runs_resolve_against_the_cluster_not_this_process(tmp_path):
+    # A CPU-only head whose Ray cluster has GPU workers: the workers train on CUDA, with its defaults.
+    cfg = _cfg(tmp_path, **{"dist.workers": 2})
+    gpu = resolve(cfg, cluster_gpus=4)
+    assert gpu.dist.use_gpu is True and gpu.train.precision == "bf16" and gpu.train.channels_last is True
+    cpu = resolve(cfg, cluster_gpus=0)
+    assert cpu.dist.use_gpu is False and cpu.train.precision == "fp32"
+    assert resolve(_cfg(tmp_path, **{"train.precision": "fp16", "dist.workers": 1}), cluster_gpus=1).train.precision \
+        == "fp16", "fp16 is allowed where the workers have GPUs, even from a CPU head"
+    with pytest.raises(HarnessError, match="fp16 needs a CUDA GPU"):
+        resolve(_cfg(tmp_path, **{"train.precision": "fp16", "dist.workers": 1}), cluster_gpus=0)
+
+
+def test_worker_groups_that_can_never_be_placed_fail_fast():
+    check_fits_cluster(2, 1, 0, {"CPU": 2})
+    check_fits_cluster(2, 4, 1, {"CPU": 8, "GPU": 2})
+    with pytest.raises(HarnessError, match="--workers 3 x 1 CPU.*has 2"):
+        check_fits_cluster(3, 1, 0, {"CPU": 2})
+    with pytest.raises(HarnessError, match="--workers 2 x 1 GPU = 2 GPUs, but the Ray cluster has 1"):
+        check_fits_cluster(2, 1, 1, {"CPU": 16, "GPU": 1})

@@ -19,16 +19,24 @@ from harness.errors import ConfigError
 from harness.run.config import RunConfig, check_name, fields, flat_config
 
 
-def target_device_type(cfg: RunConfig) -> str:
-    """``cuda`` or ``cpu``: where the run's workers train (``dist.use_gpu``, else whether CUDA is here)."""
+def target_device_type(cfg: RunConfig, cluster_gpus: float | None = None) -> str:
+    """``cuda`` or ``cpu``: where the run's workers train.
+
+    ``dist.use_gpu`` when set. Otherwise, for Ray Train workers, whether the cluster has GPUs
+    (``cluster_gpus``, from ``ray.cluster_resources()``): the process resolving may be a CPU-only head
+    whose workers are GPU nodes, so CUDA on *this* machine says nothing about them. In process, whether
+    CUDA is here.
+    """
     import torch
 
     if cfg.dist.use_gpu is not None:
         return "cuda" if cfg.dist.use_gpu else "cpu"
+    if cfg.dist.workers > 0 and cluster_gpus is not None:
+        return "cuda" if cluster_gpus > 0 else "cpu"
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def check(cfg: RunConfig) -> None:
+def check(cfg: RunConfig, cluster_gpus: float | None = None) -> None:
     """Fail fast, before any data loads, on names and combinations that cannot work.
 
     Raises:
@@ -58,7 +66,7 @@ def check(cfg: RunConfig) -> None:
         from architectures import create_model
 
         create_model(cfg.model.arch, num_classes=10, weights=cfg.strategy.weights)
-    cuda = target_device_type(cfg) == "cuda"
+    cuda = target_device_type(cfg, cluster_gpus) == "cuda"
     if cfg.train.precision == "fp16" and not cuda:
         raise ConfigError("train.precision=fp16 needs a CUDA GPU (GradScaler); use bf16 on CPU")
     if cfg.dist.use_gpu and cfg.dist.workers == 0 and not torch.cuda.is_available():
@@ -128,10 +136,12 @@ def scale_lr(cfg: RunConfig) -> None:
     o.lr_scaling = "none"
 
 
-def resolve(cfg: RunConfig) -> RunConfig:
+def resolve(cfg: RunConfig, cluster_gpus: float | None = None) -> RunConfig:
     """The config as it will run: checked, rewritten by its strategy, device defaults and lr scaling applied.
 
-    Resolving a resolved config changes nothing. The input is not modified.
+    Resolving a resolved config changes nothing. The input is not modified. ``cluster_gpus``: the GPUs
+    of the Ray cluster that DDP workers (``dist.workers > 0``) will run on (see
+    :func:`target_device_type`).
 
     Raises:
         HarnessError: see :func:`check`.
@@ -139,9 +149,9 @@ def resolve(cfg: RunConfig) -> RunConfig:
     from harness.run.config import validate
     from harness.run.strategies import STRATEGIES
 
-    check(cfg)
+    check(cfg, cluster_gpus)
     out = STRATEGIES.get(cfg.strategy.name).rewrite(copy.deepcopy(cfg))
-    device = target_device_type(out)
+    device = target_device_type(out, cluster_gpus)
     out.dist.use_gpu = device == "cuda"  # the saved config says where it ran (not part of its identity)
     device_defaults(out, device)
     scale_lr(out)

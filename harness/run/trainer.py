@@ -55,7 +55,7 @@ def fit(cfg: RunConfig, run_dir: Path | None = None, report: Callable[[dict], No
     """
     from harness.run.strategies import STRATEGIES
 
-    cfg = resolve(cfg)
+    cfg = resolve(cfg, ray_cluster_gpus() if cfg.dist.workers > 0 else None)
     run_dir = Path(run_dir).resolve() if run_dir else make_run_dir(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, run_dir / CONFIG_FILE)
@@ -85,6 +85,31 @@ def fit(cfg: RunConfig, run_dir: Path | None = None, report: Callable[[dict], No
             return summary  # stage one diverged: there is nothing to start stage two from
         previous = (stage_dir, summary)
     return summary
+
+
+def ray_cluster_gpus() -> float:
+    """The GPUs of the Ray cluster DDP workers will use (connecting to it, or starting a local one)."""
+    import ray
+
+    from harness.raycluster import init_ray
+
+    init_ray()
+    return float(ray.cluster_resources().get("GPU", 0))
+
+
+def check_fits_cluster(workers: int, cpus: int, gpus: float, cluster: dict[str, float]) -> None:
+    """Refuse a worker group the cluster can never place, instead of waiting on its placement group.
+
+    Raises:
+        HarnessError: more CPUs or GPUs than the cluster has in total.
+    """
+    have_cpu, have_gpu = float(cluster.get("CPU", 0)), float(cluster.get("GPU", 0))
+    if workers * cpus > have_cpu:
+        raise HarnessError(f"--workers {workers} x {cpus} CPU(s) = {workers * cpus} CPUs, but the Ray cluster has "
+                           f"{have_cpu:g}; lower --workers or --cpus-per-worker")
+    if workers * gpus > have_gpu:
+        raise HarnessError(f"--workers {workers} x {gpus:g} GPU = {workers * gpus:g} GPUs, but the Ray cluster has "
+                           f"{have_gpu:g}; lower --workers (one GPU per worker)")
 
 
 def resume_run(run_dir: str | Path, report: Callable[[dict], None] | None = None) -> RunSummary:
@@ -124,7 +149,6 @@ def _dispatch(cfg: RunConfig, run_dir: Path, report: Callable[[dict], None] | No
 
 def _fit_ray(cfg: RunConfig, loop_config: dict, tune_report: bool) -> RunSummary:
     import ray
-    import torch
     from ray.train import CheckpointConfig, FailureConfig, ScalingConfig
     from ray.train import RunConfig as RayRunConfig
     from ray.train.torch import TorchConfig, TorchTrainer
@@ -134,14 +158,15 @@ def _fit_ray(cfg: RunConfig, loop_config: dict, tune_report: bool) -> RunSummary
     from harness.run.loop import train_loop_per_worker
 
     init_ray()
-    use_gpu = torch.cuda.is_available() if cfg.dist.use_gpu is None else cfg.dist.use_gpu
+    use_gpu = bool(cfg.dist.use_gpu)  # resolved against the cluster's resources, never this process's CUDA
     n = cfg.dist.workers
     cpus = cfg.dist.cpus_per_worker
+    cluster = ray.cluster_resources()
     if cpus is None:
-        total = int(ray.cluster_resources().get("CPU", os.cpu_count() or 1))
-        cpus = max(1, total // n)
+        cpus = max(1, int(cluster.get("CPU", os.cpu_count() or 1)) // n)
         if tune_report:
             cpus = 1  # inside a trial the sweep sizes resources; never ask for more than exists
+    check_fits_cluster(n, cpus, 1.0 if use_gpu else 0.0, cluster)
     cfg = copy.deepcopy(cfg)
     cfg.dist.cpus_per_worker = cpus
     run_dir = Path(loop_config["run_dir"])
