@@ -69,6 +69,18 @@ def local_context(device: str | torch.device = "cpu") -> WorkerContext:
 
 
 def _context(cfg: RunConfig) -> WorkerContext:
+    ctx = _find_context(cfg)
+    if ctx.device.type == "cuda" and not torch.cuda.is_available():
+        # A GPU run placed where there is none (e.g. a node that declares GPUs it lacks): one line, not
+        # a CUDA stack trace from deep inside the first tensor op.
+        from harness.errors import HarnessError
+
+        raise HarnessError(f"CUDA not available on this worker ({os.uname().nodename}), but the run resolved to "
+                           "train on a GPU (dist.use_gpu); check the node's GPUs or set dist.use_gpu=false")
+    return ctx
+
+
+def _find_context(cfg: RunConfig) -> WorkerContext:
     try:
         import ray.train
 
@@ -89,7 +101,10 @@ def _context(cfg: RunConfig) -> WorkerContext:
     if cfg.dist.cpus_per_worker:
         # Ray pins each worker to its CPU share; more torch threads than that only thrash.
         torch.set_num_threads(max(1, cfg.dist.cpus_per_worker))
-    return WorkerContext(ctx.get_world_rank(), ws, ctx.get_local_rank(), ray.train.torch.get_device(), True)
+    # With no CUDA here, Ray's get_device() fails deep inside; _context turns this into one line.
+    gpu_missing = bool(cfg.dist.use_gpu) and not torch.cuda.is_available()
+    device = torch.device("cuda") if gpu_missing else ray.train.torch.get_device()
+    return WorkerContext(ctx.get_world_rank(), ws, ctx.get_local_rank(), device, True)
 
 
 def all_reduce(t: torch.Tensor, ctx: WorkerContext, op: str = "sum") -> torch.Tensor:
