@@ -10,18 +10,22 @@ thing everywhere. The stages, in torchvision's order:
 3. normalisation ``(x - mean) / std``;
 4. cutout (``RandomErasing``, value 0 = the mean colour) on the normalised batch.
 
-Batched versions draw every random parameter for the whole batch at once from a seeded numpy
-generator on the host (so a batch is the same on CPU and GPU), then apply them with a few tensor
-ops on the batch's device, or one numba kernel on a CPU: no per-sample Python. Differences from torchvision that only show
-in statistics, not in meaning: colour jitter runs in float instead of uint8 (no rounding
-between its ops) and in the fixed order brightness, contrast, saturation; rotation and affine are
-one combined warp.
+Batched versions draw every random parameter on the host from a seeded numpy generator (so a
+batch is the same on CPU and GPU), then apply them with a few tensor ops on the batch's device, or
+one numba kernel on a CPU: no per-sample Python. Loaders draw a whole epoch's parameters at once
+(:func:`sample_params` with ``b`` = the epoch's samples: one numpy call per array) and slice them per
+batch. On a GPU each array is uploaded once per epoch by :func:`upload` (pinned memory,
+``non_blocking``), then sliced on the device: per-batch uploads from pageable memory were 3 to 11
+blocking host-to-device copies per batch, each a stall of the host thread that feeds the GPU.
+Differences from torchvision that only show in statistics, not in meaning: colour jitter runs in
+float instead of uint8 (no rounding between its ops) and in the fixed order brightness, contrast,
+saturation; rotation and affine are one combined warp.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -89,9 +93,13 @@ for _spec in (NONE, BASE, STRONG, STRONGER):
 # --------------------------------------------------------------------------- torchvision
 
 
-def torchvision_transform(spec: AugmentSpec, size: tuple[int, int], mean: tuple[float, ...],
-                          std: tuple[float, ...]) -> torch.nn.Module:
-    """The ``torchvision.transforms.v2`` pipeline of ``spec`` for one uint8 CHW image of ``size`` (H, W)."""
+def torchvision_uint8_transform(spec: AugmentSpec, size: tuple[int, int]) -> torch.nn.Module:
+    """Stages 1 and 2 of ``spec`` as ``torchvision.transforms.v2`` ops on one uint8 CHW image of ``size``.
+
+    What the torchvision backend runs in its DataLoader workers: its output stays uint8, so the
+    batch the workers collate, and the host-to-device copy, are a quarter of fp32's bytes.
+    (torchvision's v2 ops run on uint8 images; ``ColorJitter`` rounds to uint8 between its ops.)
+    """
     from torchvision.transforms import v2
 
     ops: list[torch.nn.Module] = []
@@ -107,32 +115,111 @@ def torchvision_transform(spec: AugmentSpec, size: tuple[int, int], mean: tuple[
     if any(spec.jitter):
         b, c, s = spec.jitter
         ops.append(v2.ColorJitter(brightness=b or None, contrast=c or None, saturation=s or None))
-    ops += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))]
+    return v2.Compose(ops) if ops else v2.Identity()
+
+
+def torchvision_transform(spec: AugmentSpec, size: tuple[int, int], mean: tuple[float, ...],
+                          std: tuple[float, ...]) -> torch.nn.Module:
+    """The whole ``transforms.v2`` pipeline of ``spec`` for one uint8 CHW image of ``size`` (H, W).
+
+    The per-sample reference of every stage; the torchvision backend runs only
+    :func:`torchvision_uint8_transform` per sample and the last two stages batched on the device.
+    """
+    from torchvision.transforms import v2
+
+    ops: list[torch.nn.Module] = [torchvision_uint8_transform(spec, size), v2.ToDtype(torch.float32, scale=True),
+                                  v2.Normalize(list(mean), list(std))]
     if spec.erase_p:
         ops.append(v2.RandomErasing(spec.erase_p, scale=spec.erase_scale, ratio=spec.erase_ratio, value=0))
     return v2.Compose(ops)
 
 
+def erase_only(spec: AugmentSpec) -> AugmentSpec:
+    """``spec`` with every stage but cutout off: what is left to draw once stages 1-2 ran elsewhere
+    (the torchvision backend's workers)."""
+    return AugmentSpec(f"{spec.name}-erase", erase_p=spec.erase_p, erase_scale=spec.erase_scale,
+                       erase_ratio=spec.erase_ratio)
+
+
+def after_stage1(spec: AugmentSpec) -> AugmentSpec:
+    """``spec`` without crop and flip: what is left to draw once stage 1 ran elsewhere (FFCV's pipeline)."""
+    return replace(spec, name=f"{spec.name}-stage2", crop_pad=0, flip=False)
+
+
 # --------------------------------------------------------------------------- batched tensor ops
+
+
+#: a parameter array: numpy as drawn on the host, or a tensor once uploaded
+Array = np.ndarray | torch.Tensor
 
 
 @dataclass
 class BatchParams:
-    """Random parameters of one batch, as numpy arrays; ``None`` where the spec turns a stage off."""
+    """Random parameters of a batch (or of a whole epoch); ``None`` where the spec turns a stage off.
 
-    dy: np.ndarray  # int64 (B,): crop offset in the padded image, 0..2*pad (pad = no shift)
-    dx: np.ndarray
-    flip: np.ndarray  # bool (B,)
-    theta: np.ndarray | None  # float32 (B, 2, 3): output -> input map for affine_grid
-    jitter: np.ndarray | None  # float32 (3, B): brightness, contrast, saturation factors
-    erase: np.ndarray | None  # int64 (4, B): top, left, height, width; height 0 = no erasing
+    The arrays are numpy as drawn; :meth:`to` gives the same parameters as tensors on a device,
+    and :meth:`slice` the parameters of samples ``sl`` (a view, in either form). The augmentation
+    functions below accept both forms: numpy arrays are copied to the batch's device per call
+    (the old per-batch path, kept as the reference the tests compare with), tensors are used as
+    they are.
+    """
+
+    dy: Array  # int64 (B,): crop offset in the padded image, 0..2*pad (pad = no shift)
+    dx: Array
+    flip: Array  # bool (B,)
+    theta: Array | None  # float32 (B, 2, 3): output -> input map for affine_grid
+    jitter: Array | None  # float32 (3, B): brightness, contrast, saturation factors
+    erase: Array | None  # int64 (4, B): top, left, height, width; height 0 = no erasing
+
+    def slice(self, sl: slice) -> BatchParams:
+        """The parameters of samples ``sl`` (views: no copy, on the host or on the device)."""
+        def cut(a: Array | None, axis: int) -> Array | None:
+            if a is None:
+                return None
+            return a[sl] if axis == 0 else a[:, sl]
+
+        return BatchParams(cut(self.dy, 0), cut(self.dx, 0), cut(self.flip, 0), cut(self.theta, 0),
+                           cut(self.jitter, 1), cut(self.erase, 1))
+
+    def to(self, device: torch.device, spec: AugmentSpec) -> BatchParams:
+        """These parameters on ``device``: one :func:`upload` per array that ``spec`` uses.
+
+        Arrays that no stage reads (the crop offsets and flips of a preset without crop or flip)
+        are left on the host instead of being copied.
+        """
+        geo = bool(spec.crop_pad or spec.flip)
+
+        def up(a: Array | None, used: bool) -> Array | None:
+            return upload(a, device) if used and isinstance(a, np.ndarray) else a
+
+        return BatchParams(up(self.dy, geo), up(self.dx, geo), up(self.flip, geo), up(self.theta, True),
+                           up(self.jitter, True), up(self.erase, True))
+
+
+def upload(a: np.ndarray, device: torch.device) -> torch.Tensor:
+    """``a`` as a tensor on ``device``: the one host-to-device copy of an epoch's parameter array.
+
+    On a CPU it shares numpy's memory (no copy at all). On CUDA it goes through pinned memory with
+    ``non_blocking=True``: a copy from pageable memory blocks the host until the GPU has it, while
+    a pinned one is queued on the stream and overlaps with the work already there (torch's pinned
+    host allocator keeps the staging buffer alive until the copy has run).
+    """
+    t = torch.from_numpy(np.ascontiguousarray(a))
+    if device.type == "cpu":
+        return t
+    if device.type == "cuda":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
 
 
 def sample_params(spec: AugmentSpec, b: int, h: int, w: int, gen: np.random.Generator) -> BatchParams:
-    """Draw every random parameter of ``spec`` for a batch of ``b`` images of ``h`` x ``w``.
+    """Draw every random parameter of ``spec`` for ``b`` images of ``h`` x ``w`` (a batch or an epoch).
 
-    numpy, not torch: these are a few thousand numbers per batch, and torch's intra-op threads
-    turn each such tiny op into a millisecond-long barrier wait when other processes share the cores.
+    numpy, not torch: these are a few numbers per image, and torch's intra-op threads turn each
+    such tiny op into a millisecond-long barrier wait when other processes share the cores; and a
+    host generator gives the CPU and the GPU paths the same draws. Every draw is elementwise per
+    image, so loaders call this once per epoch (``b`` = the epoch's samples, one numpy call per
+    array) and slice the result per batch.
     """
     pad = spec.crop_pad
     if pad:
@@ -198,7 +285,11 @@ def _sample_erase(spec: AugmentSpec, b: int, h: int, w: int, gen: np.random.Gene
     return np.stack([top, left, eh, ew])
 
 
-def _dev(a: np.ndarray, device: torch.device) -> torch.Tensor:
+def _dev(a: Array, device: torch.device) -> torch.Tensor:
+    """A parameter array on ``device``: tensors (uploaded once per epoch) as they are; numpy arrays
+    are copied here, once per call (the per-batch reference path)."""
+    if isinstance(a, torch.Tensor):
+        return a
     return torch.from_numpy(a).to(device)
 
 
@@ -217,9 +308,12 @@ def crop_flip(x: torch.Tensor, p: BatchParams, pad: int) -> torch.Tensor:
     return out * valid.view(b, 1, h, w)
 
 
-def to_unit(x: torch.Tensor) -> torch.Tensor:
-    """uint8 -> float32 in [0, 1], with the very ops of torchvision's ``ToDtype(scale=True)``."""
-    return x.to(torch.float32).mul_(1.0 / 255)
+def to_unit(x: torch.Tensor, memory_format: torch.memory_format = torch.preserve_format) -> torch.Tensor:
+    """uint8 -> float32 in [0, 1], with the very ops of torchvision's ``ToDtype(scale=True)``.
+
+    ``memory_format`` lays out the float copy (e.g. channels_last) in the same pass.
+    """
+    return x.to(torch.float32, memory_format=memory_format).mul_(1.0 / 255)
 
 
 def _gray(x: torch.Tensor) -> torch.Tensor:

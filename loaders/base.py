@@ -9,6 +9,8 @@ is batches per epoch on this rank, ``num_samples`` samples per epoch on this ran
 from __future__ import annotations
 
 import math
+import os
+import sys
 
 import numpy as np
 import torch
@@ -26,6 +28,31 @@ def resolve_device(device: str | torch.device) -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise HarnessError(f"device {device} requested but CUDA is not available")
     return dev
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may use: its affinity mask, capped by its Ray CPU share when in a Ray worker.
+
+    The affinity mask is what ``taskset``, cgroup cpusets and schedulers that pin processes set.
+    Ray does not pin its workers by default; inside a Ray task or actor its assigned ``CPU``
+    resources are the share it was scheduled with, so they cap the count as well.
+    """
+    n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    ray = sys.modules.get("ray")  # only if this process already uses Ray: never import it here
+    if ray is not None:
+        try:
+            share = ray.get_runtime_context().get_assigned_resources().get("CPU") if ray.is_initialized() else None
+        except Exception:  # noqa: BLE001 - the driver, or a Ray without this API: no share to apply
+            share = None
+        if share:
+            n = min(n, max(1, int(share)))
+    return n
+
+
+def default_workers(cpus: int) -> int:
+    """DataLoader workers for a process that may use ``cpus`` CPUs: one CPU stays with the process
+    (it runs the model and the batched device work), the rest load; 0 (load in-process) on one CPU."""
+    return max(0, int(cpus) - 1)
 
 
 class LoaderBase:
