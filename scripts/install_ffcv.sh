@@ -56,7 +56,7 @@ fi
 # Build without isolation: ffcv's setup.py imports nothing beyond setuptools, and isolation would
 # download a second copy of the build tools on every attempt.
 "$PIP" install -q setuptools wheel
-"$PIP" install -q --no-build-isolation "ffcv>=1.0.2"
+"$PIP" install -q --no-build-isolation "ffcv==1.0.2"
 
 if ! "$PY" -c "import ffcv, ffcv.loader, ffcv.writer" ; then
     echo "install_ffcv: ffcv installed but does not import; see the error above" >&2

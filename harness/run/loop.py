@@ -324,8 +324,8 @@ def eval_loader(cfg: RunConfig, ctx: WorkerContext, split: Any, meta: Any) -> An
     """A loader over a validation or test split: no augmentation, every image once across ranks."""
     from loaders import build_loader
 
-    backend = "tensor" if cfg.data.loader == "auto" else cfg.data.loader
-    return build_loader(split, meta, backend=backend, train=False, batch_size=cfg.train.eval_batch_size,
+    # auto decides per split (it prefers the tensor backend whenever the split fits in device memory).
+    return build_loader(split, meta, backend=cfg.data.loader, train=False, batch_size=cfg.train.eval_batch_size,
                         augment="none", device=ctx.device, rank=ctx.rank, world_size=ctx.world_size,
                         seed=cfg.train.seed, channels_last=cfg.train.channels_last)
 
