@@ -53,6 +53,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _label(args: argparse.Namespace) -> str:
+    """``harness data info``, ``harness bench loaders``, ``harness run``: the command, as typed."""
+    parts = ["harness", args.command]
+    for dest in ("data_command", "bench"):  # the subcommands that have actions of their own
+        if getattr(args, dest, None):
+            parts.append(getattr(args, dest))
+    return " ".join(parts)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``harness`` console script."""
     parser = build_parser()
@@ -60,8 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         rc = args.func(args)
     except HarnessError as e:
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        sys.stderr.write(f"harness {args.command}: error: {msg}\n")
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        sys.stderr.write(f"{_label(args)}: error: {msg}\n")
         return 2
     except KeyboardInterrupt:
         sys.stderr.write("harness: interrupted; finished results are on disk\n")
@@ -70,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         if e.errno not in _DISK_FULL:
             raise
         # Every results file is replaced atomically, so what was written before is still whole.
-        sys.stderr.write(f"harness {args.command}: error: no space left writing {e.filename or 'results'} "
+        sys.stderr.write(f"{_label(args)}: error: no space left writing {e.filename or 'results'} "
                          f"({os.strerror(e.errno)}); earlier results are intact\n")
         return 1
     return int(rc or 0)

@@ -117,22 +117,93 @@ def normalize_address(address: str | None) -> str:
     return address.rstrip("/")
 
 
+#: Seconds a job server may take to answer one request (``$HARNESS_JOB_SERVER_TIMEOUT``); connecting
+#: gets at most 10 of them. Ray's client waits forever by default: a hung server would hang the CLI.
+DEFAULT_SERVER_TIMEOUT_S = 60.0
+_JOB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
+def server_timeout() -> tuple[float, float]:
+    """``(connect, read)`` seconds for each request to the job server.
+
+    Raises:
+        HarnessError: ``$HARNESS_JOB_SERVER_TIMEOUT`` is not a positive number.
+    """
+    raw = os.environ.get("HARNESS_JOB_SERVER_TIMEOUT", "").strip()
+    try:
+        t = float(raw) if raw else DEFAULT_SERVER_TIMEOUT_S
+    except ValueError:
+        t = -1.0
+    if not t > 0:
+        raise HarnessError(f"HARNESS_JOB_SERVER_TIMEOUT must be a number of seconds > 0, got '{raw}'")
+    return min(10.0, t), t
+
+
+def check_job_id(flag: str, job_id: str) -> None:
+    """A job id as ``harness submit`` makes them (and Ray's own): it names folders, so no slashes or spaces.
+
+    Raises:
+        HarnessError: empty, or characters other than letters, digits and ``_ . -`` (or a leading ``.``).
+    """
+    if not job_id:
+        raise HarnessError(f"{flag} is empty: give the job id that harness submit printed (its last line)")
+    if not _JOB_ID.fullmatch(job_id):
+        raise HarnessError(f"{flag} '{job_id}' is not a job id: letters, digits and _ . - only, starting with a "
+                           "letter or digit (harness submit prints the id as its last line)")
+
+
 def job_client(address: str) -> Any:
     """A ``JobSubmissionClient`` for ``address`` that carries the auth token, if there is one.
+
+    Every request it sends gives up after :func:`server_timeout` seconds instead of waiting forever.
 
     Raises:
         HarnessError: the server cannot be reached, or rejects the token.
     """
     from ray.job_submission import JobSubmissionClient
 
+    timeout = server_timeout()
+
+    class BoundedJobSubmissionClient(JobSubmissionClient):
+        def _do_request(self, method: str, endpoint: str, **kwargs: Any) -> Any:
+            kwargs.setdefault("timeout", timeout)
+            return super()._do_request(method, endpoint, **kwargs)
+
     token = auth_token()
     headers = {"Authorization": f"Bearer {token}"} if token else None
     # Ray lets RAY_API_SERVER_ADDRESS / RAY_ADDRESS override the address argument; --address must win.
     os.environ["RAY_API_SERVER_ADDRESS"] = address
     try:
-        return JobSubmissionClient(address, headers=headers)
+        return BoundedJobSubmissionClient(address, headers=headers)
     except Exception as e:  # noqa: BLE001 - Ray raises ConnectionError, RuntimeError or AuthenticationError
         raise HarnessError(_client_error(address, e, bool(token))) from None
+
+
+def ask(client: Any, job_id: str, method: str, *args: Any) -> Any:
+    """``client.<method>(job_id, *args)``, with the server's failures as one line in the harness's words.
+
+    Raises:
+        HarnessError: ``no job 'X' on ADDRESS`` for an unknown id; the server's reason otherwise, or that
+            the server stopped answering.
+    """
+    address = getattr(client, "_address", None) or "the job server"
+    try:
+        return getattr(client, method)(job_id, *args)
+    except RuntimeError as e:  # Ray: "Request failed with status code 404: Job X does not exist."
+        text = str(e).strip()
+        if "status code 404" in text or "does not exist" in text:
+            raise HarnessError(f"no job '{job_id}' on {address}") from None
+        first = text.splitlines()[0] if text else type(e).__name__
+        raise HarnessError(f"job {job_id} on {address}: {first}") from None
+    except OSError as e:  # requests' ConnectionError, Timeout (the server went away or hangs)
+        if "timed out" in str(e).lower():
+            raise HarnessError(f"the Ray job server at {address} did not answer within {server_timeout()[1]:g} s "
+                               "(HARNESS_JOB_SERVER_TIMEOUT)") from None
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise HarnessError(f"lost the Ray job server at {address} ({first})") from None
+    except Exception as e:  # noqa: BLE001 - e.g. Ray's AuthenticationError (a token that expired meanwhile)
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise HarnessError(f"job {job_id} on {address}: {first}") from None
 
 
 def _client_error(address: str, e: BaseException, sent_token: bool) -> str:
@@ -143,6 +214,9 @@ def _client_error(address: str, e: BaseException, sent_token: bool) -> str:
     if "403" in text or "Invalid authentication token" in text or "invalid or incorrect" in text:
         where = "RAY_AUTH_TOKEN / RAY_AUTH_TOKEN_PATH / ~/.ray/auth_token"
         return f"{address} rejected the auth token from {where}" if sent_token else f"{address}: {text.splitlines()[0]}"
+    if "timed out" in text.lower():
+        return (f"the Ray job server at {address} did not answer within {server_timeout()[1]:g} s "
+                "(HARNESS_JOB_SERVER_TIMEOUT); is the address the dashboard's?")
     first = text.strip().splitlines()[0] if text.strip() else type(e).__name__
     return f"cannot reach the Ray job server at {address} ({first})"
 
@@ -413,15 +487,13 @@ def wait_for_job(client: Any, job_id: str, timeout: float | None = None, poll: f
     """Poll until the job ends; its final status (SUCCEEDED, FAILED or STOPPED).
 
     Raises:
-        HarnessError: unknown job id, or ``timeout`` seconds passed first.
+        HarnessError: unknown job id (``no job 'X' on ADDRESS``), the server went away, or ``timeout``
+            seconds passed first.
     """
     t0 = time.monotonic()
     last = None
     while True:
-        try:
-            status = str(client.get_job_status(job_id).value)
-        except RuntimeError as e:
-            raise HarnessError(f"job {job_id}: {str(e).splitlines()[0]}") from None
+        status = str(ask(client, job_id, "get_job_status").value)
         if status != last and on_status:
             on_status(status)
         last = status
@@ -440,15 +512,12 @@ def collect(client: Any, job_id: str, storage: str | None) -> tuple[dict[str, by
     storage holds nothing for this job.
     """
     if storage is None:
-        try:
-            storage = (client.get_job_info(job_id).metadata or {}).get(META_STORAGE) or None
-        except RuntimeError as e:
-            raise HarnessError(f"job {job_id}: {str(e).splitlines()[0]}") from None
+        storage = (ask(client, job_id, "get_job_info").metadata or {}).get(META_STORAGE) or None
     if storage:
         files = read_storage(storage, job_id)
         if files:
             return files, storage_location(storage, job_id)
-    files = parse_published(client.get_job_logs(job_id))
+    files = parse_published(ask(client, job_id, "get_job_logs"))
     return files, "the job log"
 
 

@@ -7,7 +7,11 @@ dashboard on 127.0.0.1, and puts its session files under ``$RAY_TMPDIR`` when th
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import threading
+from collections.abc import Iterator
 from typing import Any
 
 
@@ -41,14 +45,33 @@ def init_ray(*, num_cpus: int | None = None, dashboard: bool = False, verbose: b
 
     if ray.is_initialized():
         return False
-    if os.environ.get("RAY_ADDRESS"):
-        kwargs: dict[str, Any] = {"runtime_env": {"env_vars": env_vars}} if env_vars is not None else {}
-        ray.init(address="auto", log_to_driver=verbose, **kwargs)
-        return False
-    temp_dir = temp_dir or os.environ.get("RAY_TMPDIR")
-    local: dict[str, Any] = {"_temp_dir": temp_dir} if temp_dir else {}
-    # address="local" never attaches to a stale cluster file; the dashboard must not face the network.
-    ray.init(address="local", num_cpus=num_cpus or available_cpus(), include_dashboard=dashboard,
-             dashboard_host="127.0.0.1", log_to_driver=verbose, configure_logging=True,
-             logging_level="INFO" if verbose else "ERROR", **local)
-    return True
+    with _keeping_sigterm_handler():
+        if os.environ.get("RAY_ADDRESS"):
+            kwargs: dict[str, Any] = {"runtime_env": {"env_vars": env_vars}} if env_vars is not None else {}
+            ray.init(address="auto", log_to_driver=verbose, **kwargs)
+            return False
+        temp_dir = temp_dir or os.environ.get("RAY_TMPDIR")
+        local: dict[str, Any] = {"_temp_dir": temp_dir} if temp_dir else {}
+        # address="local" never attaches to a stale cluster file; the dashboard must not face the network.
+        ray.init(address="local", num_cpus=num_cpus or available_cpus(), include_dashboard=dashboard,
+                 dashboard_host="127.0.0.1", log_to_driver=verbose, configure_logging=True,
+                 logging_level="INFO" if verbose else "ERROR", **local)
+        return True
+
+
+@contextlib.contextmanager
+def _keeping_sigterm_handler() -> Iterator[None]:
+    """Keep the caller's SIGTERM handler across ``ray.init``.
+
+    ``ray.init`` replaces the driver's SIGTERM handler with ``sys.exit`` (and Ray's core worker adds a
+    crash handler that prints a stack trace first). ``harness run`` and ``harness sweep`` stop on
+    SIGTERM as on Ctrl-C (keeping what finished, exit 143), so a Python handler set before Ray started
+    is put back. Without one (the default action), Ray's stays.
+    """
+    main = threading.current_thread() is threading.main_thread()
+    before = signal.getsignal(signal.SIGTERM) if main else None
+    try:
+        yield
+    finally:
+        if main and callable(before):
+            signal.signal(signal.SIGTERM, before)

@@ -22,7 +22,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description="Submit `python -m harness sweep <sweep args>` to a Ray cluster's job server, uploading "
         "the working directory (minus the excludes in the runtime_env file). Prints the job id (last line) "
         "and the commands that follow it. The Ray auth token is read from RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH "
-        "or ~/.ray/auth_token and never printed.",
+        "or ~/.ray/auth_token and never printed. The sweep's arguments are checked here first, as `harness sweep` "
+        "would check them. Bad input, an unreachable job server or one that does not answer within "
+        "$HARNESS_JOB_SERVER_TIMEOUT seconds (default 60) is one line and exit 2.",
         epilog="example: harness submit --address http://127.0.0.1:8265 --storage s3://bucket/cnn -- "
         "--matrix full --gpus-per-worker 1",
     )
@@ -46,14 +48,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "results", help="wait for a submitted sweep and copy its leaderboards back",
         description="Wait until the job ends, then copy the files its sweep wrote (leaderboard.csv, "
         "throughput.csv, docs) into --dest: from the storage given at submit time (or --storage), else from "
-        "the job's log. Exit status 0 when the job succeeded, 1 otherwise (what came back is still written).",
+        "the job's log. Exit status 0 when the job succeeded, 1 otherwise (what came back is still written). "
+        "An empty or unknown job id, an unreachable job server or one that does not answer within "
+        "$HARNESS_JOB_SERVER_TIMEOUT seconds (default 60) is one line and exit 2.",
     )
     r.add_argument("--address", default=None, help="the job server: http://HEAD:8265")
     r.add_argument("--job", required=True, help="the job id that harness submit printed")
     r.add_argument("--storage", default=None, help="read the results from this storage (default: the submit's)")
     r.add_argument("--dest", default=None, help="where the files go (default: <results dir>/jobs/<job id>)")
-    r.add_argument("--timeout", type=float, default=None, help="give up waiting after this many seconds")
-    r.add_argument("--poll", type=float, default=5.0, help="seconds between status checks")
+    r.add_argument("--timeout", type=float, default=None,
+                   help="give up waiting for the job to end after this many seconds (> 0)")
+    r.add_argument("--poll", type=float, default=5.0, help="seconds between status checks (> 0)")
     r.set_defaults(func=results)
 
 
@@ -64,6 +69,7 @@ def _ray_prefix(token_sent: bool) -> str:
 def submit(args: argparse.Namespace) -> int:
     """Submit the sweep; print the follow-up commands and, last, the job id."""
     from harness import cluster
+    from harness.commands import checks
     from harness.errors import HarnessError
     from harness.provenance import git_sha
 
@@ -72,9 +78,18 @@ def submit(args: argparse.Namespace) -> int:
         sweep_args = sweep_args[1:]
     if not sweep_args:
         raise HarnessError("give the sweep's arguments after --, e.g. harness submit --address URL -- --matrix quick")
+    if args.job_id is not None:
+        cluster.check_job_id("--job-id", args.job_id)
     address = cluster.normalize_address(args.address)
-    job_id = args.job_id or cluster.new_job_id()
+    checks.folder("--working-dir", args.working_dir, must_exist=True)
     wd = Path(args.working_dir)
+    check_sweep_args(sweep_args, wd)
+    if args.runtime_env:
+        checks.input_file("--runtime-env", args.runtime_env, "runtime_env YAML file")
+    elif not (wd / cluster.RUNTIME_ENV_FILE).is_file():
+        raise HarnessError(f"--working-dir {args.working_dir} has no {cluster.RUNTIME_ENV_FILE}; "
+                           "give --runtime-env FILE")
+    job_id = args.job_id or cluster.new_job_id()
     env_file = Path(args.runtime_env) if args.runtime_env else wd / cluster.RUNTIME_ENV_FILE
     runtime_env = cluster.load_runtime_env(env_file, wd, args.forward_env)
     # The upload leaves .git out, so the job could not name its code version: pass it along.
@@ -123,11 +138,51 @@ def submit(args: argparse.Namespace) -> int:
     return 0
 
 
+class _SweepArgsParser(argparse.ArgumentParser):
+    """Parses the sweep's arguments as `harness sweep` would, raising its usage errors as one line."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        from harness.errors import HarnessError
+
+        raise HarnessError(f"the sweep's arguments after --: {message}")
+
+
+def check_sweep_args(sweep_args: list[str], working_dir: Path) -> None:
+    """Check the sweep's arguments here, before anything is uploaded: what `harness sweep` would refuse.
+
+    The job runs in the uploaded working directory, so a relative ``--matrix`` file is looked up in
+    ``working_dir``; an absolute one may exist only on the cluster and is not read. Paths and resources
+    are the cluster's and are not checked.
+
+    Raises:
+        HarnessError: a usage error, a bad option value, an unknown preset or a matrix that does not parse.
+    """
+    from harness.commands import sweep_cmd
+    from harness.sweep.matrix import load_matrix
+    from harness.sweep.settings import validate_settings
+
+    top = _SweepArgsParser(prog="harness submit --")
+    sweep_cmd.add_parser(top.add_subparsers(dest="command", parser_class=_SweepArgsParser))
+    a = top.parse_args(["sweep", *sweep_args])
+    # --resume reuses the matrix saved with the sweep; an absolute path may exist only on the cluster.
+    readable = not a.resume and not Path(a.matrix).is_absolute()
+    if readable and ("/" in a.matrix or a.matrix.endswith((".yaml", ".yml"))):
+        a.matrix = str(working_dir / a.matrix)
+    s = sweep_cmd.settings_from_args(a, check_matrix=readable)
+    if readable:
+        validate_settings(s, load_matrix(s.matrix), submitted=True)
+
+
 def results(args: argparse.Namespace) -> int:
     """Wait for the job, copy its result files back, print where they went (last line: the folder)."""
     from harness import cluster
+    from harness.commands import checks
     from harness.results_csv import read_rows, results_dir
 
+    cluster.check_job_id("--job", args.job)
+    checks.positive("--timeout", args.timeout)
+    checks.positive("--poll", args.poll)
+    checks.folder("--dest", args.dest)
     address = cluster.normalize_address(args.address)
     client = cluster.job_client(address)
     status = cluster.wait_for_job(client, args.job, timeout=args.timeout, poll=args.poll,
@@ -136,7 +191,7 @@ def results(args: argparse.Namespace) -> int:
     dest = Path(args.dest) if args.dest else results_dir() / "jobs" / args.job
     written = cluster.write_files(files, dest)
     if status != "SUCCEEDED":
-        tail = client.get_job_logs(args.job).rstrip().splitlines()
+        tail = cluster.ask(client, args.job, "get_job_logs").rstrip().splitlines()
         tail = [t for t in tail if not t.startswith("@@harness") and " " in t][-20:]
         print(f"job {args.job} {status}; the end of its log:", file=sys.stderr)
         for t in tail:

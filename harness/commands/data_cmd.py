@@ -16,8 +16,10 @@ def _add_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", default=None, help="data root (default: $HARNESS_DATA_DIR or ./data)")
     p.add_argument("--grayscale", action="store_true", help="convert to one channel")
     p.add_argument("--img-size", type=int, default=None, help="square image size (resize; Imagenette default 64)")
-    p.add_argument("--val-fraction", type=float, default=0.1, help="validation share of the training split")
-    p.add_argument("--subset", type=int, default=None, help="keep only the first N images per class")
+    p.add_argument("--val-fraction", type=float, default=0.1,
+                   help="validation share of the training split, in [0, 1) (0: no validation split)")
+    p.add_argument("--subset", type=int, default=None,
+                   help="keep only the first N images of each class (train and test); a class with fewer keeps all")
     p.add_argument("--seed", type=int, default=0, help="seed of the validation carve-out")
     p.add_argument("--download", action="store_true", help="download missing files (needs internet)")
 
@@ -41,9 +43,35 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     prep.set_defaults(func=_prepare)
 
 
+def _check(args: argparse.Namespace) -> None:
+    """Every option, before anything loads (and so before any cache is written)."""
+    from pathlib import Path
+
+    from harness.commands import checks
+    from harness.errors import HarnessError
+    from loaders import DATASETS
+
+    checks.names_in("--dataset", [args.dataset], DATASETS)
+    checks.at_least("--img-size", args.img_size, 1)
+    if not 0 <= args.val_fraction < 1:
+        raise HarnessError(f"--val-fraction must be in [0, 1), got {args.val_fraction:g}")
+    checks.at_least("--subset", args.subset, 1)
+    checks.at_least("--seed", args.seed, 0)
+    checks.folder("--data-dir", args.data_dir)
+    missing = args.data_dir and not Path(args.data_dir).expanduser().exists()
+    if missing and args.dataset != "synthetic" and not args.download:
+        raise HarnessError(f"--data-dir {args.data_dir} does not exist; give the folder that holds the {args.dataset} "
+                           "files, or add --download")
+    if getattr(args, "beton_dir", None):
+        if not args.ffcv:
+            raise HarnessError("--beton-dir is where --ffcv writes the betons; add --ffcv (or drop --beton-dir)")
+        checks.folder("--beton-dir", args.beton_dir)
+
+
 def _options(args: argparse.Namespace) -> object:
     from loaders import DataOptions
 
+    _check(args)
     return DataOptions(dataset=args.dataset, data_dir=args.data_dir, grayscale=args.grayscale,
                        img_size=args.img_size, val_fraction=args.val_fraction, subset=args.subset,
                        seed=args.seed, download=args.download)
@@ -54,9 +82,8 @@ def _fmt(values: tuple[float, ...]) -> str:
 
 
 def _info(args: argparse.Namespace) -> int:
-    from loaders import DATASETS, load_splits
+    from loaders import load_splits
 
-    DATASETS.get(args.dataset)
     s = load_splits(_options(args))  # type: ignore[arg-type]
     m = s.meta
     c, h, w = m.shape
@@ -75,10 +102,9 @@ def _info(args: argparse.Namespace) -> int:
 
 
 def _prepare(args: argparse.Namespace) -> int:
-    from loaders import DATASETS, load_splits
+    from loaders import load_splits
     from loaders.ffcv_loader import beton_path, write_beton
 
-    DATASETS.get(args.dataset)
     s = load_splits(_options(args))  # type: ignore[arg-type]
     print(f"{s.meta.name}: {len(s.train)} train / {len(s.val)} val / {len(s.test)} test; "
           f"decoded cache under {s.meta.cache_dir}")

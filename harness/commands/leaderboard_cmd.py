@@ -25,12 +25,20 @@ def run(args: argparse.Namespace) -> int:
     import os
     from pathlib import Path
 
+    from harness.commands import checks
+    from harness.errors import HarnessError
     from harness.files import LEADERBOARD_CSV, THROUGHPUT_CSV
     from harness.report.docs import render_docs
     from harness.report.leaderboard import write_results
     from harness.report.records import collect
     from harness.results_csv import results_dir
 
+    if args.no_docs and not args.sources:
+        raise HarnessError("--no-docs with no --from has nothing to do: give --from DIR to merge, or drop --no-docs")
+    if args.no_docs and args.docs_dir:
+        raise HarnessError("--no-docs and --docs-dir contradict each other: drop one")
+    checks.folder("--results-dir", args.results_dir)
+    checks.folder("--docs-dir", args.docs_dir)
     results = Path(args.results_dir) if args.results_dir else results_dir()
     if args.sources:
         sweeps = Path(os.environ.get("HARNESS_SWEEPS_DIR", "sweeps"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import importlib
 
 # kind -> (module, attribute holding the Registry); imported lazily so `harness --help` stays fast.
@@ -22,7 +23,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("list", help="list registered models, presets, datasets, loaders, ...",
                        description="List what is registered under one kind, by name.")
     p.add_argument("kind", choices=KINDS, help="what to list")
-    p.add_argument("pattern", nargs="?", default="*", help="glob filter on names (models only), e.g. 'resnet*'")
+    p.add_argument("pattern", nargs="?", default="*",
+                   help="glob filter on names, e.g. 'resnet*'; a pattern that matches nothing is an error "
+                   "naming the closest names")
     p.set_defaults(func=run)
 
 
@@ -34,13 +37,31 @@ def _print_table(header: list[str], rows: list[list[str]]) -> None:
         print("  ".join(str(x).ljust(w) for x, w in zip(r, widths)))
 
 
+def _matching(kind: str, names: list[str], pattern: str) -> list[str]:
+    """The names matching the glob ``pattern``.
+
+    Raises:
+        HarnessError: nothing matches; the message names the closest and the valid names.
+    """
+    found = [n for n in names if fnmatch.fnmatchcase(n, pattern)]
+    if not found:
+        from harness.errors import HarnessError
+        from harness.registry import suggest
+
+        close = suggest(pattern.strip("*?[]"), names)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        shown = ", ".join(names) if len(names) <= 40 else ", ".join(names[:40]) + ", ..."
+        raise HarnessError(f"no {kind} match '{pattern}'{hint} (valid: {shown})")
+    return found
+
+
 def run(args: argparse.Namespace) -> int:
-    """Print the table for ``args.kind``."""
+    """Print the table for ``args.kind`` (the names matching ``args.pattern``)."""
     if args.kind == "models":
         from architectures import list_models, model_info
 
         rows = []
-        for name in list_models(args.pattern):
+        for name in _matching("models", list_models(), args.pattern):
             info = model_info(name)
             rows.append([name, info.family, f"{info.params / 1e6:.3f}", f"{info.mflops:.1f}",
                          f"{info.default_img_size}", info.source])
@@ -49,10 +70,12 @@ def run(args: argparse.Namespace) -> int:
     if args.kind == "presets":
         from harness.sweep.matrix import list_presets
 
-        _print_table(["preset", "description"], [[n, d] for n, d in list_presets()])
+        presets = dict(list_presets())
+        names = _matching("presets", list(presets), args.pattern)
+        _print_table(["preset", "description"], [[n, presets[n]] for n in names])
         return 0
     mod, attr = REGISTRIES[args.kind]
     reg = getattr(importlib.import_module(mod), attr)
-    for name in reg.names():
+    for name in _matching(args.kind, reg.names(), args.pattern):
         print(name)
     return 0

@@ -22,7 +22,8 @@ SHORTCUTS: dict[str, str] = {
     "--grad-clip": "train.grad_clip", "--early-stop": "train.early_stop_patience", "--min-delta": "train.min_delta",
     "--budget": "train.budget", "--target-acc": "train.target_acc", "--precision": "train.precision",
     "--seed": "train.seed", "--workers": "dist.workers", "--cpus-per-worker": "dist.cpus_per_worker",
-    "--max-failures": "dist.max_failures", "--out": "out", "--name": "name",
+    "--max-failures": "dist.max_failures", "--checkpoint-every": "train.checkpoint_every", "--out": "out",
+    "--name": "name",
 }
 # boolean flags: set the key to true (--no-progress sets train.progress to false)
 FLAGS: dict[str, str] = {
@@ -81,10 +82,25 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def resolve_config(args: argparse.Namespace):
     """The RunConfig from defaults, --config, --set and shortcut flags, in that order."""
+    from harness.commands import checks
+    from harness.errors import ConfigError
     from harness.run.config import RunConfig, apply_overrides, load_config, parse_override
 
-    cfg = load_config(args.config) if args.config else RunConfig()
-    over: dict[str, object] = dict(parse_override(o) for o in args.set)
+    if args.config:
+        checks.input_file("--config", args.config, "YAML file")
+        try:
+            cfg = load_config(args.config)
+        except ConfigError as e:
+            raise ConfigError(f"--config {e}") from None
+    else:
+        cfg = RunConfig()
+    over: dict[str, object] = {}
+    for o in args.set:
+        try:
+            k, v = parse_override(o)
+        except ConfigError:
+            raise ConfigError(f"--set {o}: expected KEY=VALUE, e.g. --set optim.lr=0.05") from None
+        over[k] = v
     for name, value in vars(args).items():
         if name.startswith("sc_") and value is not None:
             over[name[3:].replace("__", ".")] = value
@@ -117,18 +133,18 @@ def run(args: argparse.Namespace) -> int:
     from harness.run.resolve import resolve
     from harness.run.trainer import fit, make_run_dir, resume_run
 
-    if args.resume and (args.config or args.set or any(v for k, v in vars(args).items()
-                                                       if k.startswith(("sc_", "fl_")) and v)):
+    if args.resume and _given(args):
         raise HarnessError("--resume RUN_DIR continues a run with the config it was started with; "
-                           "drop the other options")
+                           f"drop the other options ({', '.join(_given(args))})")
     if args.resume:
         run_dir, start = Path(args.resume).expanduser().resolve(), (lambda: resume_run(args.resume))
     else:
         cfg = resolve_config(args)
+        cfg = resolve(cfg, _cluster_gpus(cfg))
         if args.print_config:
-            print(yaml.safe_dump(config_to_dict(resolve(cfg)), sort_keys=False), end="")
+            print(yaml.safe_dump(config_to_dict(cfg), sort_keys=False), end="")
             return 0
-        cfg = resolve(cfg)
+        preflight(cfg)
         run_dir = make_run_dir(cfg)
         start = lambda: fit(cfg, run_dir=run_dir)  # noqa: E731
     old = signal.signal(signal.SIGTERM, _on_sigterm)
@@ -144,6 +160,64 @@ def run(args: argparse.Namespace) -> int:
     print(summary.cli_line())
     print(summary.run_dir)
     return 0
+
+
+def _cluster_gpus(cfg) -> float | None:
+    """With ``RAY_ADDRESS`` and DDP workers, the GPUs of the cluster they run on (the device is theirs, not
+    this machine's; see :func:`harness.run.resolve.target_device_type`); None otherwise."""
+    import os
+
+    if cfg.dist.workers > 0 and os.environ.get("RAY_ADDRESS"):
+        from harness.run.trainer import ray_cluster_gpus
+
+        return ray_cluster_gpus()
+    return None
+
+
+def _given(args: argparse.Namespace) -> list[str]:
+    """The options given besides ``--resume``, as typed (``--config``, ``--set``, ``--epochs``, ...)."""
+    flag_of = {"sc_" + k.replace(".", "__"): f for f, k in SHORTCUTS.items()}
+    flag_of.update({"fl_" + k.replace(".", "__"): f for f, k in FLAGS.items()})
+    given = [f for f, v in (("--config", args.config), ("--set", args.set), ("--print-config", args.print_config)) if v]
+    return given + [flag_of[k] for k, v in vars(args).items() if k in flag_of and v]
+
+
+def preflight(cfg) -> None:
+    """What can be known before the run directory is made: a bad name, a file where a folder goes,
+    missing dataset files, Ray Train workers this machine can never place (without ``RAY_ADDRESS``).
+
+    Raises:
+        HarnessError: one line naming the flag (or config key).
+    """
+    import os
+
+    from harness.commands import checks
+    from harness.errors import HarnessError
+
+    checks.safe_name("--name", cfg.name or None, "run name")
+    checks.folder("--out", cfg.out)
+    checks.folder("--data-dir", cfg.data.data_dir)
+    if os.environ.get("RAY_ADDRESS") and cfg.dist.workers > 0:
+        return  # the workers, and the data they read, are the cluster's
+    from harness.sweep.resources import check_run_fits_locally
+
+    check_run_fits_locally(cfg)
+    if not cfg.data.download:
+        data_dir = cfg.data.data_dir
+        if data_dir and cfg.data.dataset != "synthetic" and not Path(data_dir).expanduser().exists():
+            raise HarnessError(f"--data-dir {data_dir} does not exist; give the folder that holds the "
+                               f"{cfg.data.dataset} files, or add --download")
+        _check_data_files(cfg)
+
+
+def _check_data_files(cfg) -> None:
+    """Locate the files of the run's datasets (no decoding, nothing written): missing ones are one line now."""
+    from harness.run.data import data_options
+    from loaders import DATASETS, resolve_data_dir
+
+    for ds in dict.fromkeys([cfg.data.dataset, cfg.strategy.pretrain_dataset or cfg.data.dataset]):
+        opts = data_options(cfg, dataset=ds, seed=0)
+        DATASETS.get(ds).locate(opts, resolve_data_dir(opts.data_dir))
 
 
 def _shutdown_ray() -> None:

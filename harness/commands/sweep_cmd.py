@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from harness.sweep.settings import SweepSettings
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -12,7 +17,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description="Run every trial of a matrix (a preset from `harness list presets` or a YAML file) as one "
         "Ray Tune experiment. ASHA stops hopeless trials early on val_acc; every trial is logged to W&B; at the "
         "end results/leaderboard.csv, results/throughput.csv and docs/leaderboard.md are updated. "
-        "Ctrl-C (or kill -9) keeps finished trials: --resume with the same --name finishes the rest.")
+        "Ctrl-C (exit 130) or SIGTERM (exit 143) stops the sweep keeping its finished trials, in its folder and in "
+        "the leaderboard, and the last line says how to finish the rest: harness sweep --name NAME --resume "
+        "(which also finishes a sweep whose driver was killed with kill -9).")
     p.add_argument("--matrix", default="quick", help="preset name (quick, zoo, full) or a matrix YAML file")
     p.add_argument("--name", default=None, help="sweep name: its folder under --storage (default: <matrix>-<time>)")
     p.add_argument("--storage", default=None, help="where sweeps live (default: ./sweeps, or $HARNESS_SWEEPS_DIR)")
@@ -47,12 +54,30 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    """Build the settings and run (or resume) the sweep."""
-    from harness.sweep.driver import run_sweep
+def settings_from_args(args: argparse.Namespace, check_matrix: bool | None = None) -> SweepSettings:
+    """The :class:`SweepSettings` of parsed ``harness sweep`` arguments, with the checks that need no Ray.
+
+    Args:
+        args: the parsed arguments.
+        check_matrix: check that ``--matrix`` names a preset or a file (None: unless ``--resume``, which
+            reuses the matrix saved with the sweep).
+
+    Raises:
+        HarnessError: a bad ``--name`` or ``--matrix`` (one line naming the flag).
+    """
+    from harness.commands import checks
+    from harness.errors import ConfigError
+    from harness.sweep.matrix import matrix_path
     from harness.sweep.settings import SweepSettings
 
-    s = SweepSettings(
+    if args.name is not None:
+        checks.safe_name("--name", args.name, "sweep name")
+    if check_matrix if check_matrix is not None else not args.resume:
+        try:
+            matrix_path(args.matrix)
+        except ConfigError as e:
+            raise ConfigError(f"--matrix: {e}") from None
+    return SweepSettings(
         matrix=args.matrix, name=args.name or "", search=args.search, num_samples=args.num_samples,
         max_epochs=args.max_epochs, grace_period=args.grace_period, reduction_factor=args.reduction_factor,
         workers_per_trial=args.workers_per_trial, cpus_per_worker=args.cpus_per_worker,
@@ -60,4 +85,44 @@ def run(args: argparse.Namespace) -> int:
         folds=args.folds, target_acc=args.target_acc, wandb=args.wandb, storage=args.storage,
         data_dir=args.data_dir, overrides=list(args.overrides), results_dir=args.results_dir,
         docs_dir=args.docs_dir, num_cpus=args.num_cpus, verbose=args.verbose)
-    return run_sweep(s, resume=args.resume)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM before Tune runs: stops the sweep as Ctrl-C does (and exits 143, not 130)."""
+
+
+def run(args: argparse.Namespace) -> int:
+    """Build the settings and run (or resume) the sweep.
+
+    SIGTERM is Ctrl-C: while Tune runs it asks Tune to stop (Tune saves the experiment, the finished
+    trials are merged into the leaderboard and the last line says how to resume), exit 143 instead
+    of 130.
+    """
+    import signal
+
+    from harness.sweep.driver import run_sweep
+
+    s = settings_from_args(args)
+    terminated: list[int] = []
+
+    def on_sigterm(signum: int, frame: object) -> None:
+        terminated.append(signum)
+        handler = signal.getsignal(signal.SIGINT)  # Tune's own while it runs: stop and save
+        if callable(handler) and handler is not signal.default_int_handler:
+            handler(signal.SIGINT, frame)
+        else:
+            raise Terminated()
+
+    old = signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        rc = run_sweep(s, resume=args.resume)
+    except Terminated:
+        resume = f"; continue it with: harness sweep --name {s.name} --resume" if s.name else ""
+        print(f"sweep {s.name or args.matrix}: terminated; what finished is on disk{resume}", file=sys.stderr,
+              flush=True)
+        return 143
+    finally:
+        signal.signal(signal.SIGTERM, old)
+    if terminated and rc in (0, 130):
+        return 143
+    return rc

@@ -3,15 +3,23 @@
 A trial that cannot fit is an error, not a hang. In-process trials (``--workers-per-trial 1``)
 reserve ``cpus_per_worker`` CPUs (and GPUs); a ``TorchTrainer`` trial reserves no CPU itself, and
 its workers' share caps how many trials run at once.
+
+The same holds for ``harness run --workers N`` on a private local Ray (no ``RAY_ADDRESS``):
+:func:`check_run_fits_locally` refuses workers that this machine can never place, before Ray starts,
+instead of letting the ``TorchTrainer`` wait forever for its placement group.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from typing import TYPE_CHECKING
 
 from harness.errors import HarnessError
 from harness.raycluster import available_cpus
 from harness.sweep.settings import SweepSettings
+
+if TYPE_CHECKING:
+    from harness.run.config import RunConfig
 
 
 def trial_resources(s: SweepSettings, cluster: dict[str, float], local: bool) -> tuple[dict, int | None]:
@@ -73,3 +81,37 @@ def check_fits_locally(s: SweepSettings) -> None:
     import torch
 
     trial_resources(dataclasses.replace(s), {"CPU": local_cpus(s), "GPU": torch.cuda.device_count()}, True)
+
+
+def check_run_fits_locally(cfg: RunConfig) -> None:
+    """Before a ``harness run`` starts a private local Ray: fail if its Ray Train workers can never be placed.
+
+    The trainer asks for ``dist.workers`` workers of ``dist.cpus_per_worker`` CPUs each (unset: an
+    equal share of this machine's CPUs, at least 1) and, with ``dist.use_gpu``, one GPU each. A
+    request bigger than this machine would wait for its placement group forever; here it is one line.
+    ``dist.workers: 0`` (in process) needs nothing.
+
+    Raises:
+        HarnessError: more CPUs or GPUs than this machine has, or GPUs where it has none.
+    """
+    import torch
+
+    n = cfg.dist.workers
+    if n <= 0:
+        return
+    total_cpu, total_gpu = available_cpus(), torch.cuda.device_count()
+    cluster = "; or set RAY_ADDRESS to run on a Ray cluster that has them"
+    use_gpu = torch.cuda.is_available() if cfg.dist.use_gpu is None else cfg.dist.use_gpu
+    if use_gpu and not total_gpu:
+        raise HarnessError(f"dist.use_gpu=true: each of the --workers {n} needs a GPU but this machine has no "
+                           f"CUDA GPU; drop dist.use_gpu{cluster}")
+    cpus = cfg.dist.cpus_per_worker
+    if cpus is not None and n * cpus > total_cpu:
+        raise HarnessError(f"--workers {n} x --cpus-per-worker {cpus} = {n * cpus} CPUs but this machine offers "
+                           f"{total_cpu}; lower --workers or --cpus-per-worker{cluster}")
+    if cpus is None and n > total_cpu:
+        raise HarnessError(f"--workers {n} needs {n} CPUs (1 per worker) but this machine offers {total_cpu}; "
+                           f"lower --workers{cluster}")
+    if use_gpu and n > total_gpu:
+        raise HarnessError(f"--workers {n} with dist.use_gpu needs {n} GPUs (1 per worker) but this machine has "
+                           f"{total_gpu}; lower --workers{cluster}")

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from harness.errors import ConfigError, HarnessError
-from harness.run.config import parse_override
+from harness.run.config import field_info, parse_override
 from harness.sweep.matrix import SEARCHES, Matrix
 
 #: What ASHA optimises (``val_acc``, higher is better) and its clock (the ``epoch`` of each report).
@@ -52,8 +53,16 @@ class SweepSettings:
     created: str = ""
 
 
-def validate_settings(s: SweepSettings, m: Matrix) -> None:
-    """Check the options of a sweep over matrix ``m`` before anything is resolved or started.
+def validate_settings(s: SweepSettings, m: Matrix, submitted: bool = False) -> None:
+    """Check the options of a sweep over matrix ``m`` before anything is resolved, started or written.
+
+    Args:
+        s: the sweep's settings.
+        m: its matrix.
+        submitted: checked here but run in a Ray job on a cluster (``harness submit``): its paths and
+            resources are the cluster's, so only the options themselves are checked. Otherwise the
+            folder options must not be files, and without ``RAY_ADDRESS`` (a private local Ray) a trial
+            that needs more CPUs or GPUs than this machine has is refused, since it could never run.
 
     Raises:
         HarnessError: one line naming the bad option and what it takes.
@@ -80,9 +89,41 @@ def validate_settings(s: SweepSettings, m: Matrix) -> None:
         raise HarnessError(f"--gpus-per-worker must be >= 0, got {s.gpus_per_worker}")
     if s.target_acc is not None and not 0 < s.target_acc <= 1:
         raise HarnessError(f"--target-acc must be in (0, 1], got {s.target_acc}")
+    if s.num_cpus is not None and s.num_cpus < 1:
+        raise HarnessError(f"--num-cpus must be >= 1, got {s.num_cpus}")
     for o in s.overrides:  # here, not per trial: a bad --set is one error, not one per trial
-        parse_override(o)
+        try:
+            key, _ = parse_override(o)
+        except ConfigError:
+            raise ConfigError(f"--set {o}: expected KEY=VALUE, e.g. --set optim.lr=0.05") from None
+        if not key.startswith("model.kwargs."):
+            try:
+                field_info(key)
+            except ConfigError as e:
+                raise ConfigError(f"--set {o}: {e}") from None
     wandb_mode(s.wandb)
+    if submitted:
+        return
+    for flag, path in (("--storage", s.storage), ("--results-dir", s.results_dir), ("--docs-dir", s.docs_dir),
+                       ("--data-dir", s.data_dir)):
+        _folder(flag, path)
+    if not os.environ.get("RAY_ADDRESS"):  # a trial bigger than this machine would wait for its resources forever
+        from harness.sweep.resources import check_fits_locally
+
+        check_fits_locally(s)
+
+
+def _folder(flag: str, value: str | None) -> None:
+    """A folder option: no file may stand where it (or a parent of it) goes."""
+    if not value:
+        return
+    p = Path(value).expanduser()
+    for q in (p, *p.parents):
+        if q.exists():
+            if not q.is_dir():
+                where = "" if q == p else f": {q}"
+                raise HarnessError(f"{flag} {value}{where} is a file, not a folder")
+            return
 
 
 def wandb_mode(choice: str) -> str | None:
