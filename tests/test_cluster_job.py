@@ -81,8 +81,9 @@ def stop_head(marker: str, grace: float = 8.0) -> None:
 class Head:
     """A loopback Ray head: its address, the env that reaches it, and where it keeps its files."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, num_gpus: int = 0):
         self.root = root
+        self.num_gpus = num_gpus  # GPUs the head declares, whether it has them or not (a fake-GPU node)
         self.marker = uuid.uuid4().hex
         self.temp = root / "ray"
         self.token_file = root / "auth_token"
@@ -113,7 +114,7 @@ class Head:
                f"--dashboard-agent-grpc-port={self.agent_grpc}", f"--runtime-env-agent-port={self.renv}",
                f"--metrics-export-port={self.metrics}", f"--node-manager-port={self.node_mgr}",
                f"--object-manager-port={self.obj_mgr}", f"--temp-dir={self.temp}",
-               "--object-store-memory=100000000", "--disable-usage-stats"]
+               "--object-store-memory=100000000", "--disable-usage-stats", f"--num-gpus={self.num_gpus}"]
         env = {**self.env, "HARNESS_TEST_HEAD": self.marker}
         proc = subprocess.run(cmd, env=env, cwd=self.root, capture_output=True, text=True, timeout=180)
         assert proc.returncode == 0, f"ray start failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"

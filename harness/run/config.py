@@ -249,7 +249,8 @@ def registry_names(kind: str) -> list[str]:
         from loaders import AUGMENTATIONS, BACKENDS, DATASETS
 
         reg = {"dataset": DATASETS, "loader": BACKENDS, "augment": AUGMENTATIONS}[kind]
-        return (["auto"] if kind == "loader" else []) + reg.names()
+        names = reg.names()
+        return (["auto"] if kind == "loader" and "auto" not in names else []) + names
     if kind in ("optimizer", "scheduler"):
         from harness.run.optim import OPTIMIZERS, SCHEDULERS
 
@@ -375,7 +376,7 @@ def _from_dict(cls: type, data: dict, where: str = "") -> Any:
 
         k = unknown[0]
         close = suggest(k, names)
-        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        hint = f"; did you mean {', '.join(where + c for c in close)}?" if close else ""
         raise ConfigError(f"unknown config key '{where + k}'{hint} (valid in {where or 'top level'}: {', '.join(names)})")
     kwargs = {k: _coerce(v, hints[k], where + k) for k, v in data.items()}
     return cls(**kwargs)

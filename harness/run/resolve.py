@@ -14,6 +14,7 @@ the summary's ``config_hash`` all describe what really ran:
 from __future__ import annotations
 
 import copy
+import os
 
 from harness.errors import ConfigError
 from harness.run.config import RunConfig, check_name, fields, flat_config
@@ -69,8 +70,10 @@ def check(cfg: RunConfig, cluster_gpus: float | None = None) -> None:
     cuda = target_device_type(cfg, cluster_gpus) == "cuda"
     if cfg.train.precision == "fp16" and not cuda:
         raise ConfigError("train.precision=fp16 needs a CUDA GPU (GradScaler); use bf16 on CPU")
-    if cfg.dist.use_gpu and cfg.dist.workers == 0 and not torch.cuda.is_available():
-        raise ConfigError("dist.use_gpu=true but no CUDA GPU is visible")
+    # In process, the GPU must be here; a sweep checks against its cluster's GPUs (cluster_gpus) instead.
+    if cfg.dist.use_gpu and cfg.dist.workers == 0 and cluster_gpus is None and not torch.cuda.is_available():
+        raise ConfigError(f"dist.use_gpu=true but CUDA not available on this machine ({os.uname().nodename}); "
+                          "drop dist.use_gpu, or run where there is a GPU")
     if cfg.sched.warmup_epochs and not takes_warmup(cfg.sched.name):
         raise ConfigError(warmup_error(cfg.sched.name))
 

@@ -112,6 +112,21 @@ def check_fits_cluster(workers: int, cpus: int, gpus: float, cluster: dict[str, 
                            f"{have_gpu:g}; lower --workers (one GPU per worker)")
 
 
+def check_cluster_fits(cfg: RunConfig) -> None:
+    """For ``dist.workers > 0``: refuse, before anything is written, a worker group the Ray cluster
+    (``$RAY_ADDRESS``, or a local one) can never place (see :func:`check_fits_cluster`)."""
+    import ray
+
+    from harness.raycluster import init_ray
+
+    if cfg.dist.workers <= 0:
+        return
+    init_ray()
+    cluster = ray.cluster_resources()
+    cpus = cfg.dist.cpus_per_worker or 1
+    check_fits_cluster(cfg.dist.workers, cpus, 1.0 if cfg.dist.use_gpu else 0.0, cluster)
+
+
 def resume_run(run_dir: str | Path, report: Callable[[dict], None] | None = None) -> RunSummary:
     """Continue an interrupted ``harness run`` from its last checkpoint, with the config it was started with.
 

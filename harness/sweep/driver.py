@@ -39,7 +39,7 @@ from harness.files import LEADERBOARD_CSV, OUTCOME_FILE, SWEEP_FILE, THROUGHPUT_
 from harness.raycluster import init_ray
 from harness.run.config import RunConfig
 from harness.sweep.matrix import Matrix, load_matrix
-from harness.sweep.resources import check_fits_locally, local_cpus, trial_resources
+from harness.sweep.resources import local_cpus, trial_resources
 from harness.sweep.settings import METRIC, MODE, TIME_ATTR, SweepSettings, validate_settings, wandb_mode
 from harness.sweep.trials import matrix_of, one_line, run_trial, trial_cells, trial_config, trial_label
 
@@ -67,15 +67,17 @@ def run_sweep(s: SweepSettings, resume: bool = False) -> int:
     validate_settings(s, m)
     _make_paths_absolute(s)
     cells = trial_cells(m, s) if (s.search or m.search) != "optuna" else None
-    configs = _check_trials(m, s, cells)
-    if not os.environ.get("RAY_ADDRESS"):  # a local cluster: check that trials fit before starting anything
-        check_fits_locally(s)
     mode = wandb_mode(s.wandb)
     from harness.sweep.wandb_logging import setup_wandb_env
 
     setup_wandb_env(mode)
     if s.data_dir:
         os.environ["HARNESS_DATA_DIR"] = s.data_dir
+    # Per-worker CPUs and GPUs are settled from the cluster first, so trials are checked as they will
+    # run: a GPU trial (fp16, say) from a CPU-only head is checked against the cluster's GPUs.
+    cluster = _cluster_resources(s)
+    trial_resources(s, cluster, local=not os.environ.get("RAY_ADDRESS"))
+    configs = _check_trials(m, s, cells, float(cluster.get("GPU", 0)))
     if not resume:
         _prepare_data(configs)
     n_trials = len(cells) if cells is not None else (s.num_samples or m.num_samples)
@@ -264,8 +266,23 @@ def _prepare_data(configs: list[RunConfig]) -> None:
             print(f"data: {ds} ready ({time.monotonic() - t:.1f} s)", flush=True)
 
 
-def _check_trials(m: Matrix, s: SweepSettings, cells: list[dict] | None) -> list[RunConfig]:
-    """Resolve every trial and check it as `harness run` would, before Ray starts."""
+def _cluster_resources(s: SweepSettings) -> dict[str, float]:
+    """The resources trials are sized to: this machine's (a private local Ray, not started yet), or the
+    cluster's in ``$RAY_ADDRESS`` (connecting to it)."""
+    if not os.environ.get("RAY_ADDRESS"):
+        import torch
+
+        return {"CPU": float(local_cpus(s)), "GPU": float(torch.cuda.device_count())}
+    import ray
+
+    _init_ray(s)
+    return dict(ray.cluster_resources())
+
+
+def _check_trials(m: Matrix, s: SweepSettings, cells: list[dict] | None,
+                  cluster_gpus: float) -> list[RunConfig]:
+    """Resolve every trial and check it as `harness run` would, against the cluster's GPUs (not this
+    process's CUDA: the driver may be a CPU-only head)."""
     from harness.run.resolve import check
 
     configs = []
@@ -283,7 +300,7 @@ def _check_trials(m: Matrix, s: SweepSettings, cells: list[dict] | None) -> list
             if r is None:
                 continue
             cfg, info = r
-            check(cfg)
+            check(cfg, cluster_gpus)
         except HarnessError as e:
             axes = item["cell"]["axes"] if "cell" in item else item
             label = ", ".join(f"{k}={v}" for k, v in axes.items())

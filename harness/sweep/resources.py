@@ -47,6 +47,12 @@ def trial_resources(s: SweepSettings, cluster: dict[str, float], local: bool) ->
         else:
             s.cpus_per_worker = 1  # small CNNs on CPU: more trials in parallel beats more threads per trial
     n, c, g = s.workers_per_trial, s.cpus_per_worker, s.gpus_per_worker
+    if n > 1 and g not in (0, 1):
+        # Ray Train gives each GPU worker one whole GPU (ScalingConfig(use_gpu=True)), and NCCL refuses two
+        # ranks on one device ("Duplicate GPU detected"): a fraction would be counted here but not reserved.
+        raise HarnessError(f"--gpus-per-worker {g:g} with --workers-per-trial {n}: DDP trials need one whole GPU "
+                           "per worker (1), or 0; fractions share a GPU only between single-worker trials "
+                           "(--workers-per-trial 1)")
     need_cpu, need_gpu = n * c, n * g
     if local and need_cpu > total_cpu:
         raise HarnessError(f"a trial needs {n} worker(s) x {c} CPU(s) = {need_cpu} CPUs but this machine offers "

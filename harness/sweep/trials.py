@@ -162,7 +162,8 @@ def run_trial(config: dict, settings: dict) -> None:
     cfg, info = resolved
     try:
         cfg = resolve(cfg)  # trial.json and config_id hold what runs, as a `harness run` directory does
-    except HarnessError as e:
+    except HarnessError as e:  # e.g. a GPU trial on a node without CUDA: a failed row, not a lost trial
+        _write_trial_file(trial_dir, s, cfg, config_id(cfg), info)
         _report_failure(trial_dir, e)
         return
     cid = config_id(cfg)

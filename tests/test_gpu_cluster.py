@@ -1,0 +1,78 @@
+"""A GPU sweep from a CPU-only driver, on a Ray node that declares a GPU it lacks (the layout of
+cluster/README.md: a CPU head, GPU workers). Validation must pass (fp16 included), trials must be placed
+with a GPU each, and on this CPU the trial ends with one line, "CUDA not available", the expected end."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from harness.errors import HarnessError
+from harness.results_csv import read_rows
+from harness.sweep.resources import trial_resources
+from harness.sweep.settings import SweepSettings
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from test_cluster_job import Head, _harness, _head_processes, stop_head  # noqa: E402
+
+MATRIX = """description: one tiny trial that asks for a GPU
+search: grid
+base:
+  data.dataset: synthetic
+  data.synthetic_size: 128
+  data.augment: none
+  train.epochs: 1
+  train.batch_size: 32
+  train.measure_inference: false
+  train.precision: fp16
+axes:
+  arch: [tiny_cnn]
+"""
+
+
+@pytest.fixture(scope="module")
+def gpu_head():
+    root = Path(tempfile.mkdtemp(prefix="hg", dir="/tmp"))  # AF_UNIX paths: <= 107 bytes
+    h = Head(root, num_gpus=1)
+    try:
+        h.start()
+        yield h
+    finally:
+        stop_head(h.marker)
+        leftovers = _head_processes(h.marker)
+        shutil.rmtree(root, ignore_errors=True)
+        assert not leftovers, f"head processes survived the stop: {leftovers}"
+
+
+@pytest.mark.slow
+def test_gpu_sweep_from_a_cpu_driver_is_placed_on_the_gpu_node(gpu_head, tmp_path):
+    m = tmp_path / "gpu.yaml"
+    m.write_text(MATRIX)
+    env = gpu_head.client_env(RAY_ADDRESS=f"127.0.0.1:{gpu_head.gcs}", WANDB_MODE="disabled")
+    r = _harness(["sweep", "--matrix", str(m), "--name", "g", "--gpus-per-worker", "1", "--wandb", "off",
+                  "--storage", str(tmp_path / "sweeps"), "--results-dir", str(tmp_path / "results"),
+                  "--docs-dir", ""], env, timeout=300)
+    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+    assert "1 worker(s) x" in r.stdout and "x 1 GPU per trial" in r.stdout, r.stdout[-2000:]
+    (trial,) = [p.parent for p in (tmp_path / "sweeps" / "g").glob("*/trial.json")]
+    meta = json.loads((trial / "trial.json").read_text())
+    assert meta["config"]["dist"]["use_gpu"] is True and meta["config"]["train"]["precision"] == "fp16"
+    assert meta["provenance"]["device"] == "cuda"
+    (row,) = read_rows(tmp_path / "results" / "leaderboard.csv")
+    assert row["stop_reason"] == "error" and "CUDA not available" in row["error"], row
+    assert "\n" not in row["error"]
+
+
+def test_fractional_gpus_only_for_single_worker_trials():
+    cluster = {"CPU": 16, "GPU": 2}
+    res, _ = trial_resources(SweepSettings(workers_per_trial=1, gpus_per_worker=0.5), cluster, local=False)
+    assert res == {"cpu": 4, "gpu": 0.5}, "4 half-GPU trials share 2 GPUs and 16 CPUs"
+    res, cap = trial_resources(SweepSettings(workers_per_trial=2, gpus_per_worker=1), cluster, local=False)
+    assert res["cpu"] == 0 and cap == 1, "two 2-GPU trials cannot run at once on 2 GPUs"
+    with pytest.raises(HarnessError, match="DDP trials need one whole GPU per worker"):
+        trial_resources(SweepSettings(workers_per_trial=2, gpus_per_worker=0.5), cluster, local=False)
