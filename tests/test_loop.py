@@ -198,3 +198,36 @@ def test_worker_groups_that_can_never_be_placed_fail_fast():
         check_fits_cluster(3, 1, 0, {"CPU": 2})
     with pytest.raises(HarnessError, match="--workers 2 x 1 GPU = 2 GPUs, but the Ray cluster has 1"):
         check_fits_cluster(2, 1, 1, {"CPU": 16, "GPU": 1})
+
+
+def test_airbench_layout_trains_and_is_refused_where_it_cannot_work(tmp_path):
+    s = fit(_cfg(tmp_path, **{"data.layout": "airbench", "data.loader": "tensor", "data.augment": "base",
+                              "train.max_steps_per_epoch": 2}))
+    assert s.stop_reason == "completed" and s.test_acc is not None
+    with pytest.raises(HarnessError, match="layout of the tensor loader"):
+        resolve(_cfg(tmp_path, **{"data.layout": "airbench", "data.loader": "torchvision"}))
+    with pytest.raises(HarnessError, match="bf16, fp16 or auto"):
+        resolve(_cfg(tmp_path, **{"data.layout": "airbench", "train.precision": "fp32", "dist.workers": 1}),
+                cluster_gpus=1)
+
+
+def test_inference_speed_is_a_median_after_warmup_and_deterministic_flags_apply():
+    calls = []
+
+    class Count(nn.Module):
+        def forward(self, x):
+            calls.append(x.shape[0])
+            return x.flatten(1)[:, :3]
+
+    from harness.run.measure import apply_backend_flags, inference_img_per_s
+
+    assert inference_img_per_s(Count(), (3, 8, 8), "fp32", False, torch.device("cpu"), iters=5, warmup=2) > 0
+    assert calls == [256] * 7, "2 untimed warm-up passes, then the timed ones"
+    import os
+
+    before = torch.are_deterministic_algorithms_enabled()
+    try:
+        apply_backend_flags(backend_flags("fp32", True, "cpu"))
+        assert torch.are_deterministic_algorithms_enabled() and os.environ["CUBLAS_WORKSPACE_CONFIG"]
+    finally:
+        torch.use_deterministic_algorithms(before)

@@ -70,6 +70,10 @@ class DataConfig:
     loader: str = knob("auto", "loader backend (auto: ffcv on CUDA when its files exist, else tensor)",
                        registry="loader")
     augment: str = knob("base", "augmentation preset", registry="augment")
+    layout: str = knob("uint8", "tensor loader: uint8 (the split as uint8, normalised per batch) or airbench (the "
+                       "split normalised once on the device in bf16/fp16 channels_last, crop as a shift in the "
+                       "padding; presets none and base; on CUDA with bf16/fp16 precision)",
+                       choices=("uint8", "airbench"))
     num_workers: int | None = knob(None, "torchvision backend: DataLoader workers", identity=NONE)
     folds: int = knob(0, "k-fold CV: K folds of the training split (0: off)", sweep=True)
     fold: int = knob(0, "k-fold CV: the validation fold", identity=REPLICATE, sweep=True)

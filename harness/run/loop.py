@@ -311,7 +311,7 @@ def _loaders(cfg: RunConfig, ctx: WorkerContext, splits: Any, meta: Any) -> tupl
     from loaders import build_loader
 
     common = dict(device=ctx.device, rank=ctx.rank, world_size=ctx.world_size, seed=cfg.train.seed,
-                  channels_last=cfg.train.channels_last)
+                  channels_last=cfg.train.channels_last, **_layout(cfg))
     # A compiled model recompiles for the short last batch; drop it (at most batch_size - 1 images an epoch).
     train = build_loader(splits.train, meta, backend=cfg.data.loader, train=True, batch_size=cfg.train.batch_size,
                          augment=cfg.data.augment, num_workers=cfg.data.num_workers,
@@ -327,7 +327,12 @@ def eval_loader(cfg: RunConfig, ctx: WorkerContext, split: Any, meta: Any) -> An
     # auto decides per split (it prefers the tensor backend whenever the split fits in device memory).
     return build_loader(split, meta, backend=cfg.data.loader, train=False, batch_size=cfg.train.eval_batch_size,
                         augment="none", device=ctx.device, rank=ctx.rank, world_size=ctx.world_size,
-                        seed=cfg.train.seed, channels_last=cfg.train.channels_last)
+                        seed=cfg.train.seed, channels_last=cfg.train.channels_last, **_layout(cfg))
+
+
+def _layout(cfg: RunConfig) -> dict[str, str]:
+    """The loaders' ``layout`` keyword where the config asks for a non-default one (tensor backend only)."""
+    return {"layout": cfg.data.layout} if cfg.data.layout != "uint8" else {}
 
 
 def _model(cfg: RunConfig, ctx: WorkerContext, meta: Any) -> tuple[nn.Module, str | None]:

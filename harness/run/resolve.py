@@ -74,6 +74,12 @@ def check(cfg: RunConfig, cluster_gpus: float | None = None) -> None:
     if cfg.dist.use_gpu and cfg.dist.workers == 0 and cluster_gpus is None and not torch.cuda.is_available():
         raise ConfigError(f"dist.use_gpu=true but CUDA not available on this machine ({os.uname().nodename}); "
                           "drop dist.use_gpu, or run where there is a GPU")
+    if cfg.data.layout == "airbench":
+        if cfg.data.loader not in ("tensor", "auto"):
+            raise ConfigError(f"data.layout=airbench is a layout of the tensor loader, not of {cfg.data.loader}")
+        if cuda and cfg.train.precision == "fp32":
+            raise ConfigError("data.layout=airbench stores the split in bf16/fp16 on CUDA: use train.precision "
+                              "bf16, fp16 or auto")
     if cfg.sched.warmup_epochs and not takes_warmup(cfg.sched.name):
         raise ConfigError(warmup_error(cfg.sched.name))
 
