@@ -14,6 +14,7 @@ always runs, pass or fail.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
 import secrets
@@ -25,6 +26,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
@@ -120,11 +122,12 @@ class Head:
         assert proc.returncode == 0, f"ray start failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
 
 
-@pytest.fixture(scope="module")
-def head():
+@contextlib.contextmanager
+def running_head(prefix: str = "hc", num_gpus: int = 0) -> Iterator[Head]:
+    """A started loopback head, stopped (only its own processes) and removed afterwards, pass or fail."""
     # AF_UNIX socket paths are capped at 107 bytes: a short root under /tmp.
-    root = Path(tempfile.mkdtemp(prefix="hc", dir="/tmp"))
-    h = Head(root)
+    root = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    h = Head(root, num_gpus=num_gpus)
     try:
         h.start()
         yield h
@@ -133,6 +136,12 @@ def head():
         leftovers = _head_processes(h.marker)
         shutil.rmtree(root, ignore_errors=True)
         assert not leftovers, f"head processes survived the stop: {leftovers}"
+
+
+@pytest.fixture(scope="module")
+def head():
+    with running_head() as h:
+        yield h
 
 
 def _harness(args: list[str], env: dict, timeout: float = 120) -> subprocess.CompletedProcess:

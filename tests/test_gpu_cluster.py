@@ -5,9 +5,7 @@ with a GPU each, and on this CPU the trial ends with one line, "CUDA not availab
 from __future__ import annotations
 
 import json
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -18,7 +16,7 @@ from harness.sweep.resources import trial_resources
 from harness.sweep.settings import SweepSettings
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_cluster_job import Head, _harness, _head_processes, stop_head  # noqa: E402
+from test_cluster_job import _harness, running_head  # noqa: E402
 
 MATRIX = """description: one tiny trial that asks for a GPU
 search: grid
@@ -37,16 +35,8 @@ axes:
 
 @pytest.fixture(scope="module")
 def gpu_head():
-    root = Path(tempfile.mkdtemp(prefix="hg", dir="/tmp"))  # AF_UNIX paths: <= 107 bytes
-    h = Head(root, num_gpus=1)
-    try:
-        h.start()
+    with running_head("hg", num_gpus=1) as h:  # a node that declares a GPU it does not have
         yield h
-    finally:
-        stop_head(h.marker)
-        leftovers = _head_processes(h.marker)
-        shutil.rmtree(root, ignore_errors=True)
-        assert not leftovers, f"head processes survived the stop: {leftovers}"
 
 
 @pytest.mark.slow
