@@ -50,7 +50,8 @@ def _resume_and_check(run_dir: Path, interrupted_at: int) -> None:
     assert interrupted_at < EPOCHS
 
 
-@pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+@pytest.mark.parametrize("sig,code", [pytest.param(signal.SIGINT, 130, id="SIGINT"),
+                                      pytest.param(signal.SIGTERM, 143, id="SIGTERM")])
 def test_interrupt_then_resume(tmp_path, sig, code):
     p, run_dir = _start(tmp_path)
     p.send_signal(sig)
