@@ -69,7 +69,10 @@ def test_sweep_interrupt_keeps_finished_trials(tmp_path, env, sig, code):
     cmd = [sys.executable, "-m", "harness", "sweep", "--matrix", str(tmp_path / "m.yaml"), "--name", "s",
            "--wandb", "off", "--max-concurrent", "2", "--grace-period", "2", *where]
     out, err = open(tmp_path / "out.log", "w"), open(tmp_path / "err.log", "w")
-    p = subprocess.Popen(cmd, env=env, stdout=out, stderr=err, start_new_session=True)
+    # A shell's background job (`cmd &`, as CI may run the suite) inherits SIGINT ignored, and Python then
+    # never raises KeyboardInterrupt: give the child the default, as a terminal would.
+    p = subprocess.Popen(cmd, env=env, stdout=out, stderr=err, start_new_session=True,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 150
         while time.monotonic() < deadline and "completed" not in _outcomes(exp).values():

@@ -24,8 +24,11 @@ def _metrics(run_dir: Path) -> list[dict]:
 
 def _start(tmp_path: Path) -> tuple[subprocess.Popen, Path]:
     out = tmp_path / "runs"
+    # A shell's background job (`cmd &`, as CI may run the suite) inherits SIGINT ignored, and Python then
+    # never raises KeyboardInterrupt: give the child the default, as a terminal would.
     p = subprocess.Popen([sys.executable, "-m", "harness", *ARGS, "--out", str(out)], stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True)
+                         stderr=subprocess.PIPE, text=True,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline:
         dirs = list(out.glob("*")) if out.is_dir() else []
