@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -64,6 +63,3 @@ class TrainState:
             self.best_acc, self.best_epoch = val_acc, self.epoch + 1
             return True
         return False
-
-    def replace(self, **changes: Any) -> TrainState:
-        return dataclasses.replace(self, **changes)
