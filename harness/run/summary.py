@@ -123,11 +123,6 @@ class RunSummary:
         path = Path(run_dir) / SUMMARY_FILE
         return cls.from_dict(json.loads(path.read_text())) if path.is_file() else None
 
-    @staticmethod
-    def exists(run_dir: Path) -> bool:
-        """Whether ``run_dir`` holds a summary."""
-        return (Path(run_dir) / SUMMARY_FILE).is_file()
-
     # -- derived views ---------------------------------------------------------------------------
 
     @property
