@@ -100,10 +100,17 @@ def simple_cnn_bn(*, num_classes: int, in_chans: int = 3, img_size: int = 32, dr
 
 @register_model(family="plain-cnn", source="report: tiny 2-conv CNN (20k-26k params)", head="head",
                 min_img_size=4)
-def tiny_cnn(*, num_classes: int, in_chans: int = 3, img_size: int = 32) -> PlainCNN:
-    """conv3x3 16, pool, conv3x3 32, pool, flattened straight into the linear head (25,578 params)."""
+def tiny_cnn(*, num_classes: int, in_chans: int = 3, img_size: int = 32, activation: str = "relu") -> PlainCNN:
+    """conv3x3 16, pool, conv3x3 32, pool, flattened straight into the linear head (25,578 params).
+
+    ``activation`` is ``relu``, ``leaky_relu`` or ``elu`` (the kfold report's activation study, K2).
+    """
+    try:
+        make_activation(activation)
+    except HarnessError as e:
+        raise HarnessError(f"tiny_cnn: {e}") from None
     side = img_size // 4
-    convs = {"layer1": conv_block(in_chans, 16, 3), "layer2": conv_block(16, 32, 3)}
+    convs = {"layer1": conv_block(in_chans, 16, 3, act=activation), "layer2": conv_block(16, 32, 3, act=activation)}
     return PlainCNN(convs, {}, nn.Linear(32 * side * side, num_classes), global_pool=False)
 
 

@@ -83,10 +83,12 @@ class AugmentSpec:
 
 NONE = AugmentSpec("none")
 BASE = AugmentSpec("base", crop_pad=4, flip=True)
+# crop + flip + rotation by up to 10 degrees: the kfold report's K3 and the attention report's recipe.
+ROTATE = AugmentSpec("rotate", crop_pad=4, flip=True, rotate=10.0)
 STRONG = AugmentSpec("strong", crop_pad=4, flip=True, rotate=10.0, jitter=(0.2, 0.2, 0.2))
 STRONGER = AugmentSpec("stronger", crop_pad=4, flip=True, rotate=10.0, jitter=(0.2, 0.2, 0.2),
                        translate=0.1, scale=(0.9, 1.1), shear=10.0, erase_p=0.5, erase_scale=(0.02, 0.25))
-for _spec in (NONE, BASE, STRONG, STRONGER):
+for _spec in (NONE, BASE, ROTATE, STRONG, STRONGER):
     AUGMENTATIONS.register(_spec.name, _spec)
 
 

@@ -46,6 +46,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data-dir", default=None, help="data root (default: $HARNESS_DATA_DIR or ./data)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="config override on top of every trial, e.g. --set train.max_steps_per_epoch=5")
+    p.add_argument("--only", action="append", default=[], metavar="AXIS=GLOB",
+                   help="run only the trials whose AXIS label (or report row) matches a GLOB of the comma list, e.g. --only row='S3.*,S4.*' "
+                        "(repeat to narrow further)")
     p.add_argument("--results-dir", default=None, help="leaderboard CSVs (default: $HARNESS_RESULTS_DIR or ./results)")
     p.add_argument("--docs-dir", default=None,
                    help="where leaderboard.md and img/ go (default: $HARNESS_DOCS_DIR or ./docs; '' skips them)")
@@ -83,7 +86,7 @@ def settings_from_args(args: argparse.Namespace, check_matrix: bool | None = Non
         workers_per_trial=args.workers_per_trial, cpus_per_worker=args.cpus_per_worker,
         gpus_per_worker=args.gpus_per_worker, max_concurrent=args.max_concurrent, seeds=args.seeds,
         folds=args.folds, target_acc=args.target_acc, wandb=args.wandb, storage=args.storage,
-        data_dir=args.data_dir, overrides=list(args.overrides), results_dir=args.results_dir,
+        data_dir=args.data_dir, overrides=list(args.overrides), only=list(args.only), results_dir=args.results_dir,
         docs_dir=args.docs_dir, num_cpus=args.num_cpus, verbose=args.verbose)
 
 

@@ -91,7 +91,8 @@ _SHORT = {v: k for k, v in AXIS_ALIASES.items()}
 
 GRID_KINDS = ("grid", "choice")
 DIST_KINDS = ("uniform", "loguniform", "randint")
-TOP_KEYS = ("description", "search", "num_samples", "asha", "base", "axes", "exclude", "constraints")
+TOP_KEYS = ("description", "search", "num_samples", "asha", "base", "axes", "exclude", "constraints", "report")
+REPORT_KEYS = ("title", "source", "protocol", "chosen")
 SEARCHES = ("grid", "random", "optuna")
 
 # Keys a matrix must not set: the sweep owns them (seeds, folds, where things go, resources).
@@ -155,6 +156,7 @@ class Axis:
     kind: str  # grid | choice | uniform | loguniform | randint
     values: list[dict[str, Any]] = field(default_factory=list)  # grid/choice: dotted overrides per value
     labels: list[Any] = field(default_factory=list)  # grid/choice: what tables and Optuna call each value
+    references: list[list[dict[str, Any]]] = field(default_factory=list)  # grid/choice: report rows per value
     low: float = 0.0
     high: float = 0.0
     line: str = ""  # file:line, for errors found later
@@ -213,6 +215,7 @@ class Matrix:
     axes: list[Axis] = field(default_factory=list)
     exclude: list[dict[str, Any]] = field(default_factory=list)
     constraints: list[Constraint] = field(default_factory=list)
+    report: dict[str, Any] = field(default_factory=dict)  # a report matrix: title, source, protocol, chosen
 
     # -- trials ---------------------------------------------------------------------------------
 
@@ -261,7 +264,8 @@ class Matrix:
             raise ConfigError(f"configurations() takes search grid or random, not '{search}'")
         if not out:
             raise ConfigError(f"{self.path}: every trial of the matrix is excluded")
-        return out
+        # Repeated draws of sampled axes are samples, not duplicates; only a pure grid is deduplicated.
+        return _dedupe(out) if search == "grid" and not any(a.sampled for a in self.axes) else out
 
     def _trial(self, point: dict[str, tuple[Any, dict[str, Any]]]) -> dict[str, Any] | None:
         overrides = dict(self.base)
@@ -270,7 +274,22 @@ class Matrix:
         overrides = self._apply_constraints(overrides)
         if overrides is None:
             return None
-        return {"axes": {name: lab for name, (lab, _v) in point.items()}, "overrides": overrides}
+        axes = {name: lab for name, (lab, _v) in point.items()}
+        return {"axes": axes, "overrides": overrides, "references": self.references(axes)}
+
+    def references(self, axes: dict[str, Any]) -> list[dict[str, Any]]:
+        """The report rows a trial reproduces (its bundles' ``reference`` entries), given its axis labels."""
+        out: list[dict[str, Any]] = []
+        for a in self.axes:
+            if a.kind in GRID_KINDS and a.name in axes:
+                for lab, refs in zip(a.labels, a.references):
+                    if lab == axes[a.name]:
+                        out += [dict(r) for r in refs]
+        return out
+
+    def all_references(self) -> list[dict[str, Any]]:
+        """Every report row the matrix names, in file order (rows of every axis)."""
+        return [dict(r) for a in self.axes if a.kind in GRID_KINDS for refs in a.references for r in refs]
 
     def _apply_constraints(self, overrides: dict[str, Any]) -> dict[str, Any] | None:
         for c in self.constraints:
@@ -329,6 +348,52 @@ class Matrix:
             names.insert(0, RunConfig().data.dataset)
         names += [d["strategy.pretrain_dataset"] for d in sources if d.get("strategy.pretrain_dataset")]
         return list(dict.fromkeys(names))
+
+
+def _dedupe(trials: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Grid cells that set the same overrides run once; their report references are merged.
+
+    Reports repeat rows across tables (S4.1 is S3.1 again): one run answers both.
+    """
+    seen: dict[str, dict[str, Any]] = {}
+    out = []
+    for t in trials:
+        key = repr(sorted(t["overrides"].items(), key=lambda kv: kv[0]))
+        if key in seen:
+            seen[key]["references"] += t["references"]
+            continue
+        seen[key] = t
+        out.append(t)
+    return out
+
+
+def select(trials: list[dict[str, Any]], only: list[str], m: Matrix) -> list[dict[str, Any]]:
+    """The trials whose axis labels match every ``AXIS=GLOB[,GLOB...]`` of ``only`` (``--only row='S3.*,S4.*'``).
+
+    A trial matches a glob with its label or with the row id of any report reference it carries.
+
+    Raises:
+        ConfigError: an entry that is not ``AXIS=GLOB``, an axis the matrix lacks, or nothing left.
+    """
+    names = [a.name for a in m.axes]
+    out = trials
+    for o in only:
+        axis, sep, pat = o.partition("=")
+        if not sep or not axis or not pat:
+            raise ConfigError(f"--only {o}: expected AXIS=GLOB, e.g. --only arch='resnet*'")
+        if axis not in names:
+            raise ConfigError(f"--only {o}: {unknown_name_message('axis', axis, names)}")
+        globs = pat.split(",")
+
+        def hit(t: dict[str, Any], axis: str = axis, globs: list[str] = globs) -> bool:
+            # A trial answers for its own label and for the report rows merged into it (S2.1 is S1.1).
+            names = [str(t["axes"].get(axis)), *(r["row"] for r in t.get("references", []))]
+            return any(fnmatch.fnmatchcase(n, g) for n in names for g in globs)
+
+        out = [t for t in out if hit(t)]
+    if not out:
+        raise ConfigError(f"--only {' '.join(only)}: no trial of {m.name} matches")
+    return out
 
 
 def _matches(overrides: dict[str, Any], pattern: dict[str, Any]) -> bool:
@@ -464,6 +529,7 @@ def parse_matrix(text: str, path: str = "<matrix>", name: str = "matrix") -> Mat
         else:
             raise src.error(f"unknown key 'asha.{k}' (valid: grace_period, reduction_factor)", "asha", k)
 
+    m.report = _parse_report(data.get("report"), src)
     base = data.get("base") or {}
     if not isinstance(base, dict):
         raise src.error("base must be a mapping of config keys to values", "base")
@@ -563,9 +629,11 @@ def _parse_axis(name: str, spec: Any, src: _Source) -> Axis:
         if not isinstance(body, list) or not body:
             raise src.error(f"axis '{name}' is empty: give at least one value", *at)
         for i, v in enumerate(body):
+            refs = _references(v, src, (*at, i))
             label, overrides = _axis_value(name, key, v, src, (*at, i))
             axis.values.append(overrides)
             axis.labels.append(label)
+            axis.references.append(refs)
         dup = [lab for lab in axis.labels if axis.labels.count(lab) > 1]
         if dup:
             raise src.error(f"axis '{name}' lists '{dup[0]}' twice (give bundles distinct labels)", *at)
@@ -594,9 +662,10 @@ def _axis_value(name: str, key: str, v: Any, src: _Source, at: tuple) -> tuple[A
     if isinstance(v, dict):
         v = dict(v)
         label = v.pop("label", None)
+        v.pop("reference", None)  # read by _references
         overrides = _flat_overrides(v, src, at)
-        if not overrides:
-            raise src.error(f"axis '{name}': an empty bundle", *at)
+        if not overrides and label is None:  # a labelled empty bundle is the base configuration itself
+            raise src.error(f"axis '{name}': an empty bundle (give it a label if it is the base itself)", *at)
         if label is None:
             label = overrides.get(key) if key in overrides and len(overrides) == 1 else "+".join(
                 str(x) for x in overrides.values())
@@ -608,13 +677,63 @@ def _axis_value(name: str, key: str, v: Any, src: _Source, at: tuple) -> tuple[A
     return v, {key: v}
 
 
+def _parse_report(raw: Any, src: _Source) -> dict[str, Any]:
+    """The ``report`` section of a report's matrix: its title, source, how its protocol differs, and
+    the settings the report left out that the matrix chose (``chosen``: one line each)."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise src.error(f"report is a mapping with {', '.join(REPORT_KEYS)}", "report")
+    for k in raw:
+        if k not in REPORT_KEYS:
+            raise src.error(f"unknown key 'report.{k}' (valid: {', '.join(REPORT_KEYS)})", "report", k)
+    chosen = raw.get("chosen") or []
+    if not isinstance(chosen, list) or not all(isinstance(c, str) for c in chosen):
+        raise src.error("report.chosen is a list of lines, one per setting the matrix chose", "report", "chosen")
+    return {"title": str(raw.get("title", "")), "source": str(raw.get("source", "")),
+            "protocol": " ".join(str(raw.get("protocol", "")).split()), "chosen": [" ".join(c.split()) for c in chosen]}
+
+
+REFERENCE_KEYS = ("row", "figure", "metric", "table", "setting", "note")
+METRICS = ("test", "val")
+
+
+def _references(v: Any, src: _Source, at: tuple) -> list[dict[str, Any]]:
+    """A bundle's ``reference``: what a report got for this configuration (one mapping or a list).
+
+    Each is ``{row: S1.1, figure: 0.57, metric: test|val, table: "Tab. 1", note: ...}``; ``figure`` is a
+    fraction in [0, 1], or null where the report gives no number (then ``note`` says what it gives).
+    """
+    if not isinstance(v, dict) or "reference" not in v:
+        return []
+    raw = v["reference"]
+    items = raw if isinstance(raw, list) else [raw]
+    out = []
+    for ref in items:
+        where = (*at, "reference")
+        if not isinstance(ref, dict) or "row" not in ref or "metric" not in ref:
+            raise src.error("a reference is {row: ID, figure: 0.57, metric: test|val, table: ...}", *where)
+        for k in ref:
+            if k not in REFERENCE_KEYS:
+                raise src.error(f"unknown reference key '{k}' (valid: {', '.join(REFERENCE_KEYS)})", *where)
+        if ref["metric"] not in METRICS:
+            raise src.error(f"reference metric must be test or val, got {ref['metric']!r}", *where)
+        fig = ref.get("figure")
+        if fig is not None and (isinstance(fig, bool) or not isinstance(fig, (int, float)) or not 0 <= fig <= 1):
+            raise src.error(f"reference figure is a fraction in [0, 1] (or null), got {fig!r}", *where)
+        out.append({"row": str(ref["row"]), "figure": fig, "metric": ref["metric"],
+                    "table": str(ref.get("table", "")), "setting": str(ref.get("setting", "")),
+                    "note": str(ref.get("note", ""))})
+    return out
+
+
 def _expand_arch_globs(m: Matrix, src: _Source) -> None:
     """``arch: ["*"]`` or ``["resnet*"]`` -> every registered model matching the glob."""
     for a in m.axes:
         if a.kind not in GRID_KINDS:
             continue
-        values, labels = [], []
-        for lab, val in zip(a.labels, a.values):
+        values, labels, refs = [], [], []
+        for lab, val, ref in zip(a.labels, a.values, a.references):
             pat = val.get("model.arch")
             if isinstance(pat, str) and any(ch in pat for ch in "*?[") and len(val) == 1:
                 from architectures import list_models
@@ -624,10 +743,12 @@ def _expand_arch_globs(m: Matrix, src: _Source) -> None:
                     raise ConfigError(f"{a.line}: arch glob '{pat}' matches no registered model")
                 values += [{"model.arch": n} for n in names]
                 labels += names
+                refs += [list(ref) for _ in names]
             else:
                 values.append(val)
                 labels.append(lab)
-        a.values, a.labels = values, labels
+                refs.append(ref)
+        a.values, a.labels, a.references = values, labels, refs
 
 
 def _registry_names(key: str) -> tuple[str, list[str]] | None:

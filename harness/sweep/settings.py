@@ -43,6 +43,7 @@ class SweepSettings:
     storage: str | None = None  # None: ./sweeps
     data_dir: str | None = None
     overrides: list[str] = field(default_factory=list)  # --set key=value, on top of every trial
+    only: list[str] = field(default_factory=list)  # --only AXIS=GLOB: run the matching trials only
     results_dir: str | None = None  # None: $HARNESS_RESULTS_DIR or ./results
     docs_dir: str | None = None  # None: $HARNESS_DOCS_DIR or ./docs; "" skips the docs page
     num_cpus: int | None = None  # CPUs of a local Ray cluster (None: this machine's)

@@ -27,7 +27,7 @@ from harness.errors import HarnessError
 from harness.files import TRACEBACK_FILE, TRIAL_FILE, TRIAL_RUN_DIR
 from harness.run.config import RunConfig, apply_overrides, config_id, config_to_dict, parse_override
 from harness.run.summary import RunSummary
-from harness.sweep.matrix import Matrix, parse_matrix
+from harness.sweep.matrix import Matrix, parse_matrix, select
 from harness.sweep.settings import METRIC, SweepSettings
 
 # An Optuna suggestion the matrix excludes is reported as this, and is not a run.
@@ -37,12 +37,14 @@ _EXCLUDED = {"status": "excluded", METRIC: None}
 def trial_cells(m: Matrix, s: SweepSettings) -> list[dict[str, Any]]:
     """The trials of a grid or random sweep: each configuration x seeds x folds."""
     configs = m.configurations(s.search or m.search, s.num_samples)
+    if s.only:
+        configs = select(configs, s.only, m)
     cells = []
     for ci, c in enumerate(configs):
         for seed in range(s.seeds):
             for fold in range(max(1, s.folds)):
                 cells.append({"index": len(cells), "config_index": ci, "axes": c["axes"], "overrides": c["overrides"],
-                              "seed": seed, "fold": fold if s.folds else None})
+                              "references": c["references"], "seed": seed, "fold": fold if s.folds else None})
     return cells
 
 
@@ -68,13 +70,14 @@ def trial_overrides(config: dict, s: SweepSettings) -> tuple[dict[str, Any], dic
     if "cell" in config:
         cell = config["cell"]
         overrides, seed, fold, axes = dict(cell["overrides"]), cell["seed"], cell["fold"], cell["axes"]
+        refs = cell.get("references", [])
     else:  # Optuna suggests axis values; the matrix turns them into overrides
         m = matrix_of(s)
         axes = {a.name: config[a.name] for a in m.axes}
         resolved = m.resolve(axes)
         if resolved is None:
             return None
-        overrides, seed, fold = resolved, 0, None
+        overrides, seed, fold, refs = resolved, 0, None, m.references(axes)
     d = dict(overrides)
     for o in s.overrides:
         k, v = parse_override(o)
@@ -95,7 +98,8 @@ def trial_overrides(config: dict, s: SweepSettings) -> tuple[dict[str, Any], dic
     d["dist.use_gpu"] = bool(s.gpus_per_worker)
     d["train.progress"] = False
     d["name"] = s.name
-    return d, {"axes": axes, "seed": seed, "fold": fold}
+    report = Path(s.matrix_path).stem if refs else ""
+    return d, {"axes": axes, "seed": seed, "fold": fold, "references": [{"report": report, **r} for r in refs]}
 
 
 def trial_config(config: dict, s: SweepSettings) -> tuple[RunConfig, dict[str, Any]] | None:
