@@ -88,14 +88,25 @@ def vanilla_cnn(*, num_classes: int, in_chans: int = 3, img_size: int = 32) -> P
 
 @register_model(family="plain-cnn", source="report: vanilla_cnn + BatchNorm, dropout around FC 256",
                 head="head", min_img_size=4)
-def simple_cnn_bn(*, num_classes: int, in_chans: int = 3, img_size: int = 32, dropout: float = 0.5) -> PlainCNN:
-    """vanilla_cnn with BatchNorm after each conv and ``dropout`` before and after a 256-unit FC layer."""
+def simple_cnn_bn(*, num_classes: int, in_chans: int = 3, img_size: int = 32, dropout: float = 0.5,
+                  filters1: int = 32, filters2: int = 64, kernel_size: int = 3, dense: int = 256) -> PlainCNN:
+    """vanilla_cnn with BatchNorm after each conv and ``dropout`` before and after a ``dense``-unit FC layer.
+
+    ``filters1``/``filters2``, ``kernel_size`` (odd, same padding) and ``dense`` are what the optuna
+    report's search (O2) tunes; the defaults are its O1 model.
+    """
     dropout = check_prob("simple_cnn_bn", "dropout", dropout)
+    f1 = check_int("simple_cnn_bn", "filters1", filters1, 1)
+    f2 = check_int("simple_cnn_bn", "filters2", filters2, 1)
+    k = check_int("simple_cnn_bn", "kernel_size", kernel_size, 1)
+    dense = check_int("simple_cnn_bn", "dense", dense, 1)
+    if k % 2 == 0:
+        raise HarnessError(f"simple_cnn_bn: kernel_size must be odd (same padding), got {k}")
     side = img_size // 4
-    convs = {"layer1": conv_block(in_chans, 32, 3, batch_norm=True),
-             "layer2": conv_block(32, 64, 3, batch_norm=True)}
-    fc = nn.Sequential(nn.Dropout(dropout), nn.Linear(64 * side * side, 256), nn.ReLU(), nn.Dropout(dropout))
-    return PlainCNN(convs, {"fc": fc}, nn.Linear(256, num_classes), global_pool=False)
+    convs = {"layer1": conv_block(in_chans, f1, k, batch_norm=True),
+             "layer2": conv_block(f1, f2, k, batch_norm=True)}
+    fc = nn.Sequential(nn.Dropout(dropout), nn.Linear(f2 * side * side, dense), nn.ReLU(), nn.Dropout(dropout))
+    return PlainCNN(convs, {"fc": fc}, nn.Linear(dense, num_classes), global_pool=False)
 
 
 @register_model(family="plain-cnn", source="report: tiny 2-conv CNN (20k-26k params)", head="head",

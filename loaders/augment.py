@@ -5,8 +5,9 @@ thing everywhere. The stages, in torchvision's order:
 
 1. geometric uint8 stage: random crop of the original size after zero-padding ``crop_pad``
    pixels (``RandomCrop(size, padding=pad)``), then horizontal flip with p = 0.5;
-2. float stage on [0, 1] pixels: rotation and random affine (nearest, zero fill), then colour
-   jitter (brightness, contrast, saturation);
+2. float stage on [0, 1] pixels: random resized crop (``RandomResizedCrop(size, scale)``, bilinear),
+   rotation and random affine (nearest, zero fill), then colour jitter (brightness, contrast,
+   saturation, then hue);
 3. normalisation ``(x - mean) / std``;
 4. cutout (``RandomErasing``, value 0 = the mean colour) on the normalised batch.
 
@@ -51,6 +52,9 @@ class AugmentSpec:
         erase_p: probability of cutout (one erased rectangle per image).
         erase_scale: cutout area as a fraction of the image.
         erase_ratio: cutout aspect-ratio range (drawn log-uniformly).
+        resized_crop: random resized crop's area range as a fraction of the image (aspect ratio drawn
+            log-uniformly from [3/4, 4/3], as torchvision's default), resized back bilinearly; None = off.
+        hue: hue shift drawn from [-hue, hue] (a fraction of the colour wheel, at most 0.5).
     """
 
     name: str
@@ -64,6 +68,8 @@ class AugmentSpec:
     erase_p: float = 0.0
     erase_scale: tuple[float, float] = (0.02, 0.2)
     erase_ratio: tuple[float, float] = (0.3, 3.3)
+    resized_crop: tuple[float, float] | None = None
+    hue: float = 0.0
 
     @property
     def affine(self) -> bool:
@@ -78,7 +84,12 @@ class AugmentSpec:
     @property
     def float_stage(self) -> bool:
         """Whether stage 2 (warp or jitter) has work to do."""
-        return self.warp or any(self.jitter)
+        return self.warp or any(self.jitter) or self.resized_crop is not None or bool(self.hue)
+
+    @property
+    def fused(self) -> bool:
+        """Whether the CPU's fused numba kernel does every stage (it has no resized crop or hue)."""
+        return self.resized_crop is None and not self.hue
 
 
 NONE = AugmentSpec("none")
@@ -88,7 +99,11 @@ ROTATE = AugmentSpec("rotate", crop_pad=4, flip=True, rotate=10.0)
 STRONG = AugmentSpec("strong", crop_pad=4, flip=True, rotate=10.0, jitter=(0.2, 0.2, 0.2))
 STRONGER = AugmentSpec("stronger", crop_pad=4, flip=True, rotate=10.0, jitter=(0.2, 0.2, 0.2),
                        translate=0.1, scale=(0.9, 1.1), shear=10.0, erase_p=0.5, erase_scale=(0.02, 0.25))
-for _spec in (NONE, BASE, ROTATE, STRONG, STRONGER):
+# The allcnn report's A3 (rotation, resized crop of 80-100 % of the area, flip) and the optuna report's
+# O4 (flip, padded crop, colour jitter with hue, rotation).
+RESIZED = AugmentSpec("resized", flip=True, rotate=10.0, resized_crop=(0.8, 1.0))
+COLOR = AugmentSpec("color", crop_pad=4, flip=True, rotate=10.0, jitter=(0.2, 0.2, 0.2), hue=0.1)
+for _spec in (NONE, BASE, ROTATE, RESIZED, COLOR, STRONG, STRONGER):
     AUGMENTATIONS.register(_spec.name, _spec)
 
 
@@ -105,6 +120,8 @@ def torchvision_uint8_transform(spec: AugmentSpec, size: tuple[int, int]) -> tor
     from torchvision.transforms import v2
 
     ops: list[torch.nn.Module] = []
+    if spec.resized_crop is not None:
+        ops.append(v2.RandomResizedCrop(size, scale=spec.resized_crop, antialias=True))
     if spec.crop_pad:
         ops.append(v2.RandomCrop(size, padding=spec.crop_pad, fill=0))
     if spec.flip:
@@ -114,9 +131,10 @@ def torchvision_uint8_transform(spec: AugmentSpec, size: tuple[int, int]) -> tor
     if spec.affine:
         ops.append(v2.RandomAffine(0, translate=(spec.translate, spec.translate), scale=spec.scale,
                                    shear=spec.shear or None))
-    if any(spec.jitter):
+    if any(spec.jitter) or spec.hue:
         b, c, s = spec.jitter
-        ops.append(v2.ColorJitter(brightness=b or None, contrast=c or None, saturation=s or None))
+        ops.append(v2.ColorJitter(brightness=b or None, contrast=c or None, saturation=s or None,
+                                  hue=spec.hue or None))
     return v2.Compose(ops) if ops else v2.Identity()
 
 
@@ -172,6 +190,8 @@ class BatchParams:
     theta: Array | None  # float32 (B, 2, 3): output -> input map for affine_grid
     jitter: Array | None  # float32 (3, B): brightness, contrast, saturation factors
     erase: Array | None  # int64 (4, B): top, left, height, width; height 0 = no erasing
+    crop: Array | None = None  # float32 (B, 2, 3): random resized crop, output -> input for affine_grid
+    hue: Array | None = None  # float32 (B,): hue shift, a fraction of the colour wheel
 
     def slice(self, sl: slice) -> BatchParams:
         """The parameters of samples ``sl`` (views: no copy, on the host or on the device)."""
@@ -181,7 +201,7 @@ class BatchParams:
             return a[sl] if axis == 0 else a[:, sl]
 
         return BatchParams(cut(self.dy, 0), cut(self.dx, 0), cut(self.flip, 0), cut(self.theta, 0),
-                           cut(self.jitter, 1), cut(self.erase, 1))
+                           cut(self.jitter, 1), cut(self.erase, 1), cut(self.crop, 0), cut(self.hue, 0))
 
     def to(self, device: torch.device, spec: AugmentSpec) -> BatchParams:
         """These parameters on ``device``: one :func:`upload` per array that ``spec`` uses.
@@ -195,7 +215,7 @@ class BatchParams:
             return upload(a, device) if used and isinstance(a, np.ndarray) else a
 
         return BatchParams(up(self.dy, geo), up(self.dx, geo), up(self.flip, geo), up(self.theta, True),
-                           up(self.jitter, True), up(self.erase, True))
+                           up(self.jitter, True), up(self.erase, True), up(self.crop, True), up(self.hue, True))
 
 
 def upload(a: np.ndarray, device: torch.device) -> torch.Tensor:
@@ -237,7 +257,39 @@ def sample_params(spec: AugmentSpec, b: int, h: int, w: int, gen: np.random.Gene
         lo = np.maximum(1 - m, 0)
         jitter = (lo + gen.random((3, b)) * (1 + m - lo)).astype(np.float32)
     erase = _sample_erase(spec, b, h, w, gen) if spec.erase_p else None
-    return BatchParams(dy, dx, flip, theta, jitter, erase)
+    # Drawn after the older stages' arrays, so adding these left every existing preset's draws unchanged.
+    crop = _sample_resized_crop(spec.resized_crop, b, h, w, gen) if spec.resized_crop is not None else None
+    hue = ((gen.random(b) * 2 - 1) * spec.hue).astype(np.float32) if spec.hue else None
+    return BatchParams(dy, dx, flip, theta, jitter, erase, crop, hue)
+
+
+def _sample_resized_crop(scale: tuple[float, float], b: int, h: int, w: int, gen: np.random.Generator) -> np.ndarray:
+    """Crop boxes as torchvision's RandomResizedCrop draws them, as ``affine_grid`` maps (B, 2, 3).
+
+    Up to 10 tries of (area fraction in ``scale``, log-uniform ratio in [3/4, 4/3]) for a box that
+    fits; none fits -> the whole image (torchvision's fallback at these ratios).
+    """
+    tries = 10
+    area = h * w * (scale[0] + gen.random((b, tries)) * (scale[1] - scale[0]))
+    lr = np.log(np.array([3 / 4, 4 / 3]))
+    ratio = np.exp(lr[0] + gen.random((b, tries)) * (lr[1] - lr[0]))
+    cw = np.round(np.sqrt(area * ratio)).astype(np.int64)
+    ch = np.round(np.sqrt(area / ratio)).astype(np.int64)
+    fits = (cw > 0) & (cw <= w) & (ch > 0) & (ch <= h)
+    first = np.argmax(fits, axis=1)
+    rows = np.arange(b)
+    ok = fits.any(1)
+    cw = np.where(ok, cw[rows, first], w)
+    ch = np.where(ok, ch[rows, first], h)
+    top = (gen.random(b) * (h - ch + 1)).astype(np.int64)
+    left = (gen.random(b) * (w - cw + 1)).astype(np.int64)
+    theta = np.zeros((b, 2, 3), dtype=np.float32)
+    # Normalised output x in [-1, 1] samples input pixel columns left .. left + cw (align_corners=False).
+    theta[:, 0, 0] = cw / w
+    theta[:, 0, 2] = (2 * left + cw) / w - 1
+    theta[:, 1, 1] = ch / h
+    theta[:, 1, 2] = (2 * top + ch) / h - 1
+    return theta
 
 
 def _sample_theta(spec: AugmentSpec, b: int, h: int, w: int, gen: np.random.Generator) -> np.ndarray:
@@ -329,6 +381,9 @@ def float_stage(x: torch.Tensor, spec: AugmentSpec, p: BatchParams) -> torch.Ten
     """Stage 2 on a float batch in [0, 1]: warp (nearest, zero fill), then colour jitter."""
     b = x.shape[0]
     dev = x.device
+    if p.crop is not None:
+        grid = F.affine_grid(_dev(p.crop, dev), list(x.shape), align_corners=False)
+        x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
     if p.theta is not None:
         grid = F.affine_grid(_dev(p.theta, dev), list(x.shape), align_corners=False)
         x = F.grid_sample(x, grid, mode="nearest", padding_mode="zeros", align_corners=False)
@@ -341,7 +396,33 @@ def float_stage(x: torch.Tensor, spec: AugmentSpec, p: BatchParams) -> torch.Ten
             x = (fc * x + (1 - fc) * m).clamp_(0, 1)
         if spec.jitter[2] and x.shape[1] == 3:
             x = (fs * x + (1 - fs) * _gray(x)).clamp_(0, 1)
+    if p.hue is not None and x.shape[1] == 3:
+        x = adjust_hue(x, _dev(p.hue, dev))
     return x
+
+
+def adjust_hue(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """Rotate the hue of each RGB image in [0, 1] by ``shift[i]`` of the colour wheel (via HSV, as
+    torchvision's ``adjust_hue``), batched: torchvision's takes one factor per call."""
+    r, g, b = x.unbind(1)
+    maxc, _ = x.max(1)
+    minc, _ = x.min(1)
+    delta = maxc - minc
+    s = torch.where(maxc > 0, delta / maxc.clamp_min(1e-12), torch.zeros_like(maxc))
+    dc = delta.clamp_min(1e-12)
+    rc, gc, bc = (maxc - r) / dc, (maxc - g) / dc, (maxc - b) / dc
+    h = torch.where(maxc == r, bc - gc, torch.where(maxc == g, 2.0 + rc - bc, 4.0 + gc - rc))
+    h = torch.where(delta > 0, (h / 6.0) % 1.0, torch.zeros_like(h))
+    h = (h + shift.view(-1, 1, 1)) % 1.0
+    v = maxc
+    i = torch.floor(h * 6.0)
+    f = h * 6.0 - i
+    i = i.to(torch.int64) % 6
+    p_, q, t = v * (1 - s), v * (1 - s * f), v * (1 - s * (1 - f))
+    table = torch.stack([torch.stack(c, 1) for c in ((v, q, p_, p_, t, v), (t, v, v, q, p_, p_),
+                                                     (p_, p_, t, v, v, q))], 1)  # (B, 3, 6, H, W)
+    idx = i.unsqueeze(1).unsqueeze(2).expand(-1, 3, 1, -1, -1)
+    return table.gather(2, idx).squeeze(2)
 
 
 def normalize_(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:

@@ -134,7 +134,8 @@ class TensorLoader(LoaderBase):
         else:
             self.images = split.images.to(self.device).contiguous()
         #: fused numba kernel on the CPU; tests switch it off to compare with the torch-op path
-        self.use_kernel = self.device.type == "cpu" and layout == "uint8"
+        # (presets with a resized crop or hue take the torch ops: the kernel has neither)
+        self.use_kernel = self.device.type == "cpu" and layout == "uint8" and self.spec.fused
         self._mean_np = np.asarray(meta.mean, dtype=np.float32)
         self._std_np = np.asarray(meta.std, dtype=np.float32)
 

@@ -337,6 +337,16 @@ LEADERBOARD = [
     P(["--results-dir", "{dir}"], "{dir}", "leaderboard.csv", "--from", id="nothing-to-render"),
 ]
 
+REPRODUCE = [
+    P(["strategie"], "strategie", "did you mean strategies", "kfold", id="unknown-report"),
+    P(["quick"], "quick", "report", id="not-a-report-matrix"),
+    P(["kfold", "--only", "row=K1"], "--only", "--run", id="only-without-run"),
+    P(["kfold", "--run", "--seeds", "0"], "--seeds", ">= 1", id="no-seeds"),
+    P(["kfold", "--results-dir", "{file}"], "--results-dir", "{file}", "not a folder", id="results-dir-is-a-file"),
+    P(["kfold", "--docs-dir", "{file}"], "--docs-dir", "{file}", "not a folder", id="docs-dir-is-a-file"),
+    P(["kfold", "--run", "--only", "row=Z9"], "--only", "no trial", id="only-matches-nothing"),
+]
+
 SUBMIT = [
     P([], "after --", id="no-sweep-args"),
     P(["--address", "ftp://x:1", "--", "--matrix", "quick"], "--address", "ftp://x:1", "http", id="address-scheme"),
@@ -438,6 +448,11 @@ def test_leaderboard(sandbox, guards, capsys, argv, needles):
     check_one_line(sandbox, capsys, ["leaderboard", *argv], needles)
 
 
+@pytest.mark.parametrize("argv,needles", REPRODUCE)
+def test_reproduce(sandbox, guards, capsys, argv, needles):
+    check_one_line(sandbox, capsys, ["reproduce", *argv], needles)
+
+
 @pytest.mark.parametrize("argv,needles", SUBMIT)
 def test_submit(sandbox, guards, capsys, argv, needles):
     check_one_line(sandbox, capsys, ["submit", "--working-dir", "{repo}", *argv], needles)
@@ -454,7 +469,7 @@ def test_every_subcommand_has_cases():
 
     parser = build_parser()
     sub = next(a for a in parser._actions if a.dest == "command")
-    covered = {"list", "data", "run", "bench", "sweep", "leaderboard", "submit", "results"}
+    covered = {"list", "data", "run", "bench", "sweep", "leaderboard", "reproduce", "submit", "results"}
     assert set(sub.choices) == covered
 
 

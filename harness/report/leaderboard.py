@@ -41,7 +41,8 @@ DOCUMENTED_COLUMNS: list[str] = [
     "git_sha", "sweep", "date", "error",
 ]
 #: Appended after the documented columns: what else tells configurations apart, and the row key.
-EXTRA_COLUMNS: list[str] = ["weight_decay", "seeds", "folds", "hardware", "options", "config_id"]
+EXTRA_COLUMNS: list[str] = ["weight_decay", "seeds", "folds", "hardware", "options", "val_acc_std", "reference",
+                             "config_id"]
 LEADERBOARD_COLUMNS: list[str] = DOCUMENTED_COLUMNS + EXTRA_COLUMNS
 
 # Keys already shown in their own column (or not results-relevant), left out of ``options``.
@@ -156,7 +157,7 @@ def _result_columns(recs: Sequence[RunRecord], summaries: Sequence[RunSummary]) 
     return {
         "epochs_run": max(_epochs_run(r) for r in recs), "n_seeds": len(recs),
         "test_acc_mean": _mean(tests), "test_acc_std": _std(tests),
-        "val_acc_mean": _mean([_best_val(r) for r in recs]),
+        "val_acc_mean": _mean([_best_val(r) for r in recs]), "val_acc_std": _std([_best_val(r) for r in recs]),
         "test_loss": _mean([s.test_loss for s in summaries]),
         "time_to_target_s": _mean([s.time_to_target_s for s in summaries]),
         "train_s": _mean([_train_s(r) for r in recs]),
@@ -178,13 +179,23 @@ def _provenance_columns(recs: Sequence[RunRecord], s0: RunSummary | None, cfg: R
     }
 
 
+def reference_label(recs: Sequence[RunRecord]) -> str:
+    """The report rows a configuration reproduces, as ``report row: metric figure`` joined by ``; ``."""
+    seen: dict[str, None] = {}
+    for r in recs:
+        for ref in r.references:
+            fig = "n/a" if ref.get("figure") is None else f"{float(ref['figure']):.4g}"
+            seen[f"{ref.get('report', '')} {ref['row']}: {ref['metric']} {fig}".strip()] = None
+    return "; ".join(seen)
+
+
 def _row(cid: str, recs: Sequence[RunRecord]) -> dict[str, Any]:
     """The leaderboard row of one configuration's runs, in column order."""
     cfg = recs[0].config
     summaries = [r.summary for r in recs if r.summary is not None]
     s0 = summaries[0] if summaries else None
     row = {**_config_columns(cfg), **_model_columns(cfg, s0), **_result_columns(recs, summaries),
-           **_provenance_columns(recs, s0, cfg), "config_id": cid}
+           **_provenance_columns(recs, s0, cfg), "reference": reference_label(recs), "config_id": cid}
     return {c: row[c] for c in LEADERBOARD_COLUMNS}
 
 

@@ -56,6 +56,7 @@ class RunRecord:
     provenance: dict = field(default_factory=dict)
     date: str = ""
     source: str = ""
+    references: list[dict] = field(default_factory=list)  # report rows this run reproduces (a report matrix's)
 
     @property
     def stop_reason(self) -> str:
@@ -171,7 +172,7 @@ def read_trial(trial_dir: Path) -> RunRecord | None:
         config=config_from_dict(meta["config"]), sweep=meta.get("sweep", ""), reports=epochs,
         summary=summary if summary is not None and not summary.failed else None,
         error=error, outcome=outcome, provenance=meta.get("provenance", {}),
-        date=date or str(meta.get("started", "")), source=str(trial_dir),
+        date=date or str(meta.get("started", "")), source=str(trial_dir), references=meta.get("references", []),
     )
 
 

@@ -116,6 +116,7 @@ class SchedConfig:
     cycle_epochs: float = knob(2.0, "cyclic: epochs per half cycle")
     base_lr_factor: float = knob(0.1, "cyclic: base_lr = lr x factor")
     patience: int = knob(2, "plateau: epochs without val-loss improvement")
+    poly_epochs: float = knob(10.0, "poly_cyclic: epochs of polynomial decay before the cyclic phase")
 
 
 @dataclass
@@ -152,8 +153,9 @@ class StrategyConfig:
     """How the weights start and which of them train."""
 
     name: str = knob("scratch", "training strategy", registry="strategy")
-    weights: str | None = knob(None, "pretrained weights of models that have them (harness list models), "
-                               "e.g. IMAGENET1K_V1")
+    weights: str | None = knob(None, "pretrained weights of models that have them (harness list models): a "
+                               "name such as IMAGENET1K_V1, or a local torchvision state-dict file (FILE.pth), "
+                               "which works offline")
     init_from: str | None = knob(None, "run directory of an earlier harness run to start from")
     head_layers: int = knob(1, "linear layers in the new classifier head (1-4)")
     trainable: str | None = knob(None, "comma list of stages that train, e.g. head,layer4,layer3")

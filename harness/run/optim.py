@@ -193,6 +193,15 @@ def _cyclic(opt, c: SchedConfig, epochs: int, spe: int) -> Schedule:
                                  cycle_momentum=cycle_momentum), "step")
 
 
+@scheduler("poly_cyclic", warmup=False)
+def _poly_cyclic(opt, c: SchedConfig, epochs: int, spe: int) -> Schedule:
+    """``SequentialLR``: polynomial decay for ``poly_epochs``, then cyclic (the attention report's chain)."""
+    n_poly = _per_step(min(c.poly_epochs, epochs), spe)
+    poly = sch.PolynomialLR(opt, total_iters=n_poly, power=c.power)
+    cyc = _cyclic(opt, c, epochs, spe).scheduler
+    return Schedule(sch.SequentialLR(opt, [poly, cyc], milestones=[n_poly]), "step")
+
+
 @scheduler("plateau", warmup=False)
 def _plateau(opt, c: SchedConfig, epochs: int, spe: int) -> Schedule:
     return Schedule(sch.ReduceLROnPlateau(opt, mode="min", factor=c.gamma, patience=c.patience), "epoch")

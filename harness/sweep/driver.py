@@ -60,7 +60,7 @@ def run_sweep(s: SweepSettings, resume: bool = False) -> int:
         HarnessError: a bad matrix or option, a sweep name that exists (without ``--resume``) or does
             not (with it), or trials that cannot fit this machine.
     """
-    storage = Path(s.storage).expanduser().resolve() if s.storage else _default_storage()
+    storage = Path(s.storage).expanduser().resolve() if s.storage else default_storage()
     if s.name and not _NAME.fullmatch(s.name):
         raise HarnessError(f"--name '{s.name}': use letters, digits and _ . = + - only")
     s, m = _resumed_settings(s, storage) if resume else _new_settings(s, storage)
@@ -319,7 +319,8 @@ def _new_name(m: Matrix, storage: Path) -> str:
     return name
 
 
-def _default_storage() -> Path:
+def default_storage() -> Path:
+    """Where sweeps live by default: ``$HARNESS_SWEEPS_DIR`` or ``./sweeps``."""
     return Path(os.environ.get("HARNESS_SWEEPS_DIR", "sweeps")).expanduser().resolve()
 
 

@@ -694,15 +694,17 @@ def _parse_report(raw: Any, src: _Source) -> dict[str, Any]:
             "protocol": " ".join(str(raw.get("protocol", "")).split()), "chosen": [" ".join(c.split()) for c in chosen]}
 
 
-REFERENCE_KEYS = ("row", "figure", "metric", "table", "setting", "note")
+REFERENCE_KEYS = ("row", "figure", "metric", "table", "setting", "note", "report", "via")
 METRICS = ("test", "val")
 
 
 def _references(v: Any, src: _Source, at: tuple) -> list[dict[str, Any]]:
     """A bundle's ``reference``: what a report got for this configuration (one mapping or a list).
 
-    Each is ``{row: S1.1, figure: 0.57, metric: test|val, table: "Tab. 1", note: ...}``; ``figure`` is a
-    fraction in [0, 1], or null where the report gives no number (then ``note`` says what it gives).
+    Each is ``{row: S1.1, figure: 0.57, metric: test|val, table: "Tab. 1", setting: ..., note: ...}``;
+    ``figure`` is a fraction in [0, 1], or null where the report gives no number (then ``note`` says what
+    it gives). ``report`` names the report matrix when another matrix (a search) answers its row, and
+    ``via`` names that search on the report's own row.
     """
     if not isinstance(v, dict) or "reference" not in v:
         return []
@@ -721,7 +723,10 @@ def _references(v: Any, src: _Source, at: tuple) -> list[dict[str, Any]]:
         fig = ref.get("figure")
         if fig is not None and (isinstance(fig, bool) or not isinstance(fig, (int, float)) or not 0 <= fig <= 1):
             raise src.error(f"reference figure is a fraction in [0, 1] (or null), got {fig!r}", *where)
-        out.append({"row": str(ref["row"]), "figure": fig, "metric": ref["metric"],
+        # report: a search matrix answering a report's row names the report; via: a report's row that a
+        # search answers names the search (the row's own configuration is then not run as that row).
+        extra = {k: str(ref[k]) for k in ("report", "via") if k in ref}
+        out.append({**extra, "row": str(ref["row"]), "figure": fig, "metric": ref["metric"],
                     "table": str(ref.get("table", "")), "setting": str(ref.get("setting", "")),
                     "note": str(ref.get("note", ""))})
     return out

@@ -37,6 +37,8 @@ _EXCLUDED = {"status": "excluded", METRIC: None}
 def trial_cells(m: Matrix, s: SweepSettings) -> list[dict[str, Any]]:
     """The trials of a grid or random sweep: each configuration x seeds x folds."""
     configs = m.configurations(s.search or m.search, s.num_samples)
+    # A report row answered by a search (reference `via`) is run by that search, not as a fixed config.
+    configs = [c for c in configs if not c["references"] or not all(r.get("via") for r in c["references"])] or configs
     if s.only:
         configs = select(configs, s.only, m)
     cells = []

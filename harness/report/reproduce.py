@@ -1,0 +1,335 @@
+"""Report reproductions: a report's matrix and the leaderboard rows that ran it -> ``docs/reports/NAME.md``.
+
+A report matrix (``harness/sweep/matrices/NAME.yaml`` with a ``report`` section) lists every table row
+of a report as a configuration with a ``reference``: what the report got, on which metric. The trials
+of a sweep over it carry those references into ``trial.json``, and the leaderboard row of their
+configuration names them in its ``reference`` column. This module joins the two: for each reference,
+our mean ± std over seeds beside the report's figure, the difference and a verdict.
+
+The verdict allows for noise: a row *holds* when ours is within ``max(3 pp, 2 x std)`` of the reported
+figure, is *better* above that and *worse* below. A row with no run is *not run*, with an estimated
+cost and never a number; a reference without a figure (the report only describes the result) gets
+ours and the report's words.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from harness.files import LEADERBOARD_CSV
+from harness.results_csv import read_rows
+from harness.sweep.matrix import Matrix
+
+#: The smallest tolerance of a *holds* verdict (3 percentage points), widened to 2 x std where larger.
+MIN_TOLERANCE = 0.03
+#: An assumed effective training rate of one current data-centre GPU, for cost estimates only (stated
+#: on every page): about a third of an A100's dense bf16 peak, which small CIFAR models rarely beat.
+GPU_FLOPS = 100e12
+#: Training images per epoch of each dataset at the default validation fraction (0.1).
+TRAIN_IMAGES = {"cifar10": 45_000, "mnist": 54_000, "imagenette": 8_522, "synthetic": 1_000}
+
+
+@dataclass
+class Row:
+    """One report row beside ours."""
+
+    ref: dict[str, Any]  # the matrix's reference: row, figure, metric, table, setting, note
+    overrides: dict[str, Any]  # the configuration the matrix gives it
+    ours: float | None = None
+    std: float | None = None
+    n: int = 0
+    train_s: float | None = None
+    test: float | None = None  # our test accuracy where the report gives val (shown beside it)
+    source: dict[str, Any] | None = None  # the leaderboard row
+
+    @property
+    def diff(self) -> float | None:
+        fig = self.ref.get("figure")
+        return None if self.ours is None or fig is None else self.ours - float(fig)
+
+    @property
+    def tolerance(self) -> float:
+        return max(MIN_TOLERANCE, 2 * self.std) if self.std is not None else MIN_TOLERANCE
+
+    @property
+    def verdict(self) -> str:
+        if self.ours is None:
+            return "not run"
+        if self.diff is None:
+            return "no figure"
+        if abs(self.diff) <= self.tolerance:
+            return "holds"
+        return "better" if self.diff > 0 else "worse"
+
+
+def _num(v: Any) -> float | None:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(f) else f
+
+
+def leaderboard_rows(results: Path) -> list[dict[str, Any]]:
+    """The rows of ``results/leaderboard.csv`` (none when it does not exist yet)."""
+    path = Path(results) / LEADERBOARD_CSV
+    return read_rows(path) if path.is_file() else []
+
+
+def join(m: Matrix, rows: list[dict[str, Any]]) -> list[Row]:
+    """Every reference of ``m`` beside the leaderboard row that reproduces it (the best by validation)."""
+    out = []
+    for trial in m.configurations():
+        for ref in trial["references"]:
+            tag = f"{m.name} {ref['row']}:"
+            mine = [r for r in rows if any(part.strip().startswith(tag) for part in str(r.get("reference", "")).split(";"))]
+            row = Row(ref=ref, overrides=trial["overrides"])
+            done = [r for r in mine if _num(r.get(f"{ref['metric']}_acc_mean")) is not None]
+            if done:
+                # Several configurations answer a search's row (O2: every Optuna trial): the one with the
+                # best validation accuracy is the search's choice. Selection never looks at test accuracy.
+                best = max(done, key=lambda r: (_num(r.get("val_acc_mean")) or 0.0, int(_num(r.get("n_seeds")) or 0)))
+                row.source, row.n = best, int(_num(best.get("n_seeds")) or 0)
+                row.ours = _num(best.get(f"{ref['metric']}_acc_mean"))
+                row.std = _num(best.get(f"{ref['metric']}_acc_std"))
+                row.train_s = _num(best.get("train_s"))
+                row.test = _num(best.get("test_acc_mean")) if ref["metric"] == "val" else None
+            out.append(row)
+    order = {r["row"]: i for i, r in enumerate(m.all_references())}
+    return sorted(out, key=lambda r: order.get(r.ref["row"], 0))
+
+
+def cpu_rate(rows: list[Row]) -> float | None:
+    """Training FLOP/s this CPU achieved on the rows already run (median), for the cost of the others."""
+    rates = []
+    for r in rows:
+        if r.source is None or not r.train_s:
+            continue
+        work = training_flops(r.source.get("arch", ""), r.overrides, r.source)
+        if work:
+            rates.append(work / r.train_s)
+    return statistics.median(rates) if rates else None
+
+
+def training_flops(arch: str, overrides: dict[str, Any], lb_row: dict[str, Any] | None = None) -> float | None:
+    """About 3 x forward FLOPs per image x images x epochs (backward costs about twice the forward)."""
+    mflops = _num(lb_row.get("mflops")) if lb_row else None
+    if mflops is None:
+        mflops = model_mflops(arch, overrides)
+    if mflops is None:
+        return None
+    epochs = float(overrides.get("train.epochs", 10))
+    images = TRAIN_IMAGES.get(str(overrides.get("data.dataset", "cifar10")), 45_000)
+    return 3 * mflops * 1e6 * images * epochs
+
+
+def model_mflops(arch: str, overrides: dict[str, Any]) -> float | None:
+    """Forward MFLOPs per image of ``arch`` at the row's input size (the registry's figure at the default)."""
+    try:
+        from architectures import model_info
+
+        info = model_info(arch)
+    except Exception:  # noqa: BLE001 - an unbuildable arch has no estimate
+        return None
+    size = overrides.get("data.img_size")
+    base = info.mflops
+    if size and base:
+        base *= (float(size) / float(info.default_img_size)) ** 2  # conv FLOPs grow with the pixel count
+    return base
+
+
+# ---------------------------------------------------------------------------------------------
+# The page
+
+
+def _pct(x: float | None) -> str:
+    return "" if x is None else f"{100 * x:.1f} %"
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 1:
+        return "< 1 s"
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def _cost(r: Row, rate: float | None) -> str:
+    """A row not run: its estimated training compute and time here and on one GPU."""
+    arch = str(r.overrides.get("model.arch", ""))
+    work = training_flops(arch, r.overrides)
+    if work is None:
+        return "not run"
+    parts = [f"not run: ~{work / 1e15:.2g} PFLOP ({r.overrides.get('train.epochs', 10)} epochs x "
+             f"{model_mflops(arch, r.overrides) or 0:.4g} MFLOPs/img)"]
+    if rate:
+        parts.append(f"~{_duration(work / rate)} on this CPU")
+    parts.append(f"at least {_duration(work / GPU_FLOPS)} on one GPU")
+    return ", ".join(parts)
+
+
+def _ours(r: Row, rate: float | None) -> str:
+    if r.ours is None and r.ref.get("via"):
+        return f"not run: answered by `harness sweep --matrix {r.ref['via']}` (its best trial by validation)"
+    if r.ours is None:
+        return _cost(r, rate)
+    std = f" ± {100 * r.std:.1f}" if r.std is not None else ""
+    text = f"{100 * r.ours:.1f}{std} % (n={r.n})"
+    if r.test is not None:
+        text += f"; test {_pct(r.test)}"
+    return text
+
+
+def _reported(r: Row) -> str:
+    fig = r.ref.get("figure")
+    words = r.ref.get("note") or ""
+    if fig is None:
+        return f"{r.ref['metric']}: {words}" if words else "(no figure)"
+    return f"{r.ref['metric']} {_pct(float(fig))}" + (f" ({words})" if words else "")
+
+
+def table_lines(rows: list[Row], rate: float | None) -> list[str]:
+    """The markdown table of one report table's rows."""
+    lines = ["| row | setting | reported | ours (mean ± std, n) | difference | verdict |",
+             "|---|---|---|---|---|---|"]
+    for r in rows:
+        diff = "" if r.diff is None else f"{100 * r.diff:+.1f} pp"
+        lines.append(f"| {r.ref['row']} | {r.ref.get('setting', '')} | {_reported(r)} | {_ours(r, rate)} | {diff} | "
+                     f"{r.verdict} |")
+    return lines
+
+
+def summary_counts(rows: list[Row]) -> dict[str, int]:
+    """How many rows got each verdict."""
+    out: dict[str, int] = {}
+    for r in rows:
+        out[r.verdict] = out.get(r.verdict, 0) + 1
+    return out
+
+
+def page_text(m: Matrix, rows: list[Row], plot_name: str) -> str:
+    """The markdown of ``docs/reports/NAME.md``."""
+    rep = m.report
+    rate = cpu_rate(rows)
+    counts = summary_counts(rows)
+    hardware = sorted({str(r.source.get("hardware", "")) for r in rows if r.source and r.source.get("hardware")})
+    out = [f"# Reproduction: {rep.get('title') or m.name}", "",
+           f"Generated by `harness reproduce {m.name}` from `results/{LEADERBOARD_CSV}` and the matrix "
+           f"`harness/sweep/matrices/{m.name}.yaml`. Source: {rep.get('source', '')}.", "",
+           "**Verdicts:** " + ", ".join(f"{v} {n}" for v, n in sorted(counts.items())) + f" of {len(rows)} rows. "
+           f"A row *holds* when ours is within max({100 * MIN_TOLERANCE:.0f} pp, 2 x std) of the reported figure.", ""]
+    if hardware:
+        out += [f"Runs on: {', '.join(hardware)}.", ""]
+    out += ["## How the protocols differ", "", rep.get("protocol", ""), "",
+            "The harness selects on validation only: each run keeps the weights of its best validation epoch and "
+            "measures test accuracy once, at the end, and each row is n seeds (mean and sample standard "
+            "deviation). The report made single runs, some of them chosen by looking at test accuracy, so its "
+            "figures carry that selection; ours can be lower and still be the more honest estimate.", ""]
+    if rep.get("chosen"):
+        out += ["## Settings the report leaves out (chosen here)", ""] + [f"- {c}" for c in rep["chosen"]] + [""]
+    out += ["## Results", "", f"![ours against reported](img/{plot_name})", ""]
+    tables: dict[str, list[Row]] = {}
+    for r in rows:
+        tables.setdefault(r.ref.get("table") or "rows", []).append(r)
+    for name, sub in tables.items():
+        out += [f"### {name}", "", *table_lines(sub, rate), ""]
+    notes = [f"- Rows not run are estimated at ~{rate / 1e9:.1f} GFLOP/s of training on this CPU (the median of "
+             f"the rows run here) and {GPU_FLOPS / 1e12:.0f} TFLOP/s on one GPU (an assumption). Estimates are costs, "
+             "never results." if rate else
+             f"- Rows not run are estimated at {GPU_FLOPS / 1e12:.0f} TFLOP/s on one GPU (an assumption); no row has "
+             "run here yet to measure this CPU. Estimates are costs, never results."]
+    notes.append(f"- Run the missing rows with `harness reproduce {m.name} --run --only row='GLOB'`.")
+    return "\n".join(out + ["## Notes", "", *notes, ""])
+
+
+def plot_rows(rows: list[Row], path: Path, title: str) -> None:
+    """Ours against reported, one point per row run, with 2-std error bars and the y = x line."""
+    import os
+
+    import matplotlib
+
+    matplotlib.use("Agg")  # headless: no display on CI machines
+    import matplotlib.pyplot as plt
+
+    pts = [r for r in rows if r.ours is not None and r.ref.get("figure") is not None]
+    colours = {"holds": "tab:blue", "better": "tab:green", "worse": "tab:red"}
+    fig, ax = plt.subplots(figsize=(6, 5.4), dpi=110)
+    for verdict, colour in colours.items():
+        sub = [r for r in pts if r.verdict == verdict]
+        if sub:
+            ax.errorbar([100 * float(r.ref["figure"]) for r in sub], [100 * r.ours for r in sub],
+                        yerr=[200 * (r.std or 0) for r in sub], fmt="o", color=colour, label=verdict, capsize=2)
+            for r in sub:
+                ax.annotate(r.ref["row"], (100 * float(r.ref["figure"]), 100 * r.ours), fontsize=6,
+                            xytext=(3, 2), textcoords="offset points")
+    lo = min([100 * min(float(r.ref["figure"]), r.ours) for r in pts], default=0) - 5
+    hi = max([100 * max(float(r.ref["figure"]), r.ours) for r in pts], default=100) + 5
+    ax.plot([lo, hi], [lo, hi], "k--", lw=0.8, label="ours = reported")
+    ax.fill_between([lo, hi], [lo - 3, hi - 3], [lo + 3, hi + 3], color="grey", alpha=0.15, label="±3 pp")
+    ax.set_xlabel("reported accuracy (%)")
+    ax.set_ylabel("ours (%), mean ± 2 std")
+    ax.set_title(title, fontsize=9)
+    ax.grid(True, alpha=0.3)
+    if not pts:
+        ax.text(0.5, 0.5, "no row run yet", ha="center", va="center", transform=ax.transAxes)
+    ax.legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.png")
+    fig.savefig(tmp)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def write_page(m: Matrix, results: Path, reports_dir: Path) -> tuple[Path, list[Row]]:
+    """Write ``reports_dir/NAME.md`` and its plot from the leaderboard, and refresh the index."""
+    rows = join(m, leaderboard_rows(results))
+    plot = f"{m.name}.png"
+    plot_rows(rows, reports_dir / "img" / plot, m.report.get("title") or m.name)
+    page = reports_dir / f"{m.name}.md"
+    reports_dir.mkdir(parents=True, exist_ok=True)
+    _write_atomic(page, page_text(m, rows, plot))
+    write_index(reports_dir, results)
+    return page, rows
+
+
+def write_index(reports_dir: Path, results: Path) -> Path:
+    """``docs/reports/README.md``: every report matrix, its page and its verdict counts."""
+    from harness.sweep.matrix import list_presets, load_matrix
+
+    lines = ["# Report reproductions", "",
+             "Each report this product replaces is a matrix (`harness list presets`); `harness reproduce NAME` "
+             "runs it or reads the runs already done, and writes its page. Verdicts compare our mean over "
+             "seeds with the report's single run.", "", "| report | page | rows | verdicts |", "|---|---|---|---|"]
+    lb = leaderboard_rows(results)
+    for name, _desc in list_presets():
+        m = load_matrix(name)
+        if not m.report:
+            continue
+        rows = join(m, lb)
+        counts = ", ".join(f"{v} {n}" for v, n in sorted(summary_counts(rows).items()))
+        lines.append(f"| {m.report.get('title') or name} | [{name}.md]({name}.md) | {len(rows)} | {counts} |")
+    path = reports_dir / "README.md"
+    _write_atomic(path, "\n".join(lines) + "\n")
+    return path
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    import os
+
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def report_names() -> list[str]:
+    """The presets that are report matrices (they have a ``report`` section)."""
+    from harness.sweep.matrix import list_presets, load_matrix
+
+    return [n for n, _ in list_presets() if load_matrix(n).report]
