@@ -28,7 +28,12 @@ to leave out (``exclude``) or to complete (``constraints``). Presets ship in
         require: {strategy: [finetune, scratch]}  # ... or keep only trials that also match these
 
 A grid or choice value may be a mapping: a bundle of keys set together (its ``label`` names it in
-tables). An ``arch`` value with ``*`` or ``?`` expands to every registered model matching the glob.
+tables). A report's matrix makes each table row a labelled bundle with a ``reference`` (what the
+report got: ``{row: S1.1, figure: 0.57, metric: test, table: "Tab. 1", setting: ...}``) and adds a
+top-level ``report: {title, source, protocol, chosen: [settings the report left out]}`` section;
+``harness reproduce`` puts the two side by side. A pure grid runs identical cells once and merges their
+references (reports repeat rows across tables), and ``harness sweep --only AXIS=GLOB[,GLOB]`` runs
+the cells whose label (or merged report row) matches. An ``arch`` value with ``*`` or ``?`` expands to every registered model matching the glob.
 
 How the axes become trials (:meth:`Matrix.configurations`): ``grid`` crosses the grid axes and draws
 ``num_samples`` values of each sampled axis for every cell; ``random`` draws ``num_samples`` trials,
