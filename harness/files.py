@@ -20,6 +20,8 @@ PRETRAIN_DIR = "pretrain"  # transfer's stage one, inside the stage-two run dire
 SWEEP_FILE = "sweep.json"
 TRIAL_FILE = "trial.json"
 OUTCOME_FILE = "outcome.json"
+PHASES_FILE = "phases.json"  # a two-phase sweep's state: search finished, phase two's picks and cells
+RERUN_DIR = "rerun"  # phase two's Tune experiment, inside the sweep's folder
 TRIAL_RUN_DIR = "run"  # a trial's run directory, inside its trial directory
 TUNE_RESULT_FILE = "result.json"  # Tune's per-trial JSON lines
 TUNE_ERROR_FILE = "error.txt"  # Tune's per-trial error
@@ -28,3 +30,4 @@ TRACEBACK_FILE = "traceback.txt"  # a failed trial's full traceback, next to Tun
 # Results
 LEADERBOARD_CSV = "leaderboard.csv"
 THROUGHPUT_CSV = "throughput.csv"
+PRUNED_CSV = "pruned.csv"  # trials the scheduler stopped, with the rung they reached: never ranked

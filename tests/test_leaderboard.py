@@ -10,7 +10,15 @@ import pytest
 
 from harness.cli import main
 from harness.report.docs import render_docs
-from harness.report.leaderboard import DOCUMENTED_COLUMNS, LEADERBOARD_COLUMNS, aggregate, write_results
+from harness.report.leaderboard import (
+    DOCUMENTED_COLUMNS,
+    LEADERBOARD_COLUMNS,
+    PRUNED_COLUMNS,
+    aggregate,
+    pruned_rows,
+    ranked,
+    write_results,
+)
 from harness.report.plots import pareto_front
 from harness.report.records import STOPPED, RunRecord, collect, read_trial
 from harness.results_csv import read_rows
@@ -28,14 +36,14 @@ def _cfg(arch: str = "tiny_cnn", lr: float = 0.05, seed: int = 0, **kw) -> RunCo
                                          "data.dataset": "synthetic", **kw})
 
 
-def _done(cfg: RunConfig, test: float, val: float, sweep: str = "s") -> RunRecord:
+def _done(cfg: RunConfig, test: float, val: float, sweep: str = "s", phase: str = "single") -> RunRecord:
     summary = RunSummary(arch=cfg.model.arch, test_acc=test, val_acc=val, test_loss=1.0 - test, train_s=10.0,
                          epochs_run=4, stop_reason="completed", status="ok", params=26_000,
                          mflops_per_img=3.3, device="cpu", world_size=1, torch="2.x", ray="2.y",
                          git_sha="abc", hardware="2x CPU", train_img_per_s=1000.0, infer_img_per_s=5000.0,
                          peak_mem_mb=500.0, loader="tensor", precision="fp32", batch_size=64)
     return RunRecord(config=cfg, sweep=sweep, reports=[{"epoch": 1, "val_acc": val}], summary=summary,
-                     outcome="completed", date="2026-01-01T00:00:00+00:00")
+                     outcome="completed", date="2026-01-01T00:00:00+00:00", phase=phase)
 
 
 def test_columns_are_the_documented_order():
@@ -43,21 +51,21 @@ def test_columns_are_the_documented_order():
     assert LEADERBOARD_COLUMNS[: len(ISSUE_COLUMNS)] == ISSUE_COLUMNS and LEADERBOARD_COLUMNS[-1] == "config_id"
 
 
-def test_seeds_aggregate_to_mean_and_std_and_stopped_runs_keep_val_acc():
+def test_seeds_aggregate_to_mean_and_std_and_stopped_runs_are_pruned_rows_with_their_rung():
     a0, a1, a2 = (_cfg(seed=s) for s in range(3))
     stopped = RunRecord(config=_cfg("lenet_cnn"), sweep="s", reports=[{"epoch": 1, "val_acc": 0.2, "epoch_s": 3.0}],
                         outcome=STOPPED)
     failed = RunRecord(config=_cfg("lenet_cnn", lr=9.0), sweep="s", error="RuntimeError: boom", outcome="error")
     rows = {r["config_id"]: r for r in aggregate([_done(a0, 0.5, 0.6), _done(a1, 0.7, 0.8), _done(a2, 0.6, 0.7),
                                                    stopped, failed])}
-    assert len(rows) == 3
+    assert len(rows) == 2, "a trial the scheduler stopped is never a leaderboard row"
     r = rows[config_id(a0)]
     assert r["n_seeds"] == 3 and r["seeds"] == "0 1 2"
     assert r["test_acc_mean"] == pytest.approx(0.6) and r["test_acc_std"] == pytest.approx(0.1)
     assert r["val_acc_mean"] == pytest.approx(0.7) and r["stop_reason"] == "completed"
-    s = rows[config_id(stopped.config)]
-    assert s["stop_reason"] == STOPPED and s["test_acc_mean"] is None and s["val_acc_mean"] == 0.2
-    assert s["params_m"] is not None, "params come from the registry when the run has no summary"
+    (p,) = pruned_rows([_done(a0, 0.5, 0.6), stopped, failed])
+    assert list(p) == PRUNED_COLUMNS and p["config_id"] == config_id(stopped.config)
+    assert p["rung"] == 1 and p["val_acc_at_rung"] == 0.2 and p["train_s"] == 3.0 and p["arch"] == "lenet_cnn"
     f = rows[config_id(failed.config)]
     assert f["stop_reason"] == "error" and f["error"] == "RuntimeError: boom"
 
@@ -124,7 +132,11 @@ def test_docs_page_has_tables_best_per_arch_and_two_plots(tmp_path):
     assert "## synthetic" in md and "## synthetic[10/class]" in md, "one table per dataset"
     best = md.split("## Best configuration per architecture")[1].split("\n## ")[0]
     assert "| synthetic | tiny_cnn | scratch | sgd | 0.05 |" in best, "best is chosen on validation accuracy"
-    assert "stopped_by_scheduler" in md
+    ranked_part = md.split("## Pruned trials")[0]
+    assert "| mlp |" not in ranked_part, "a pruned trial is never ranked beside finished runs"
+    pruned = md.split("## Pruned trials (not ranked)")[1].split("\n## ")[0]
+    assert "| synthetic | mlp | scratch | sgd | 0.05 | 128 | 1/10 | 10.00 |" in pruned, "with the rung it reached"
+    assert len(read_rows(tmp_path / "results" / "pruned.csv")) == 1
     for png in ("acc_vs_time.png", "acc_vs_params.png"):
         p = tmp_path / "docs" / "img" / png
         assert p.is_file() and p.read_bytes()[:4] == b"\x89PNG" and f"img/{png}" in md
@@ -154,3 +166,26 @@ def test_leaderboard_cli_errors_are_one_line(tmp_path, capsys):
     assert main(["leaderboard", "--from", str(tmp_path / "empty"), "--results-dir", str(tmp_path / "r")]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "no sweep trials" in err
+
+
+def test_phases_are_separate_rows_and_only_full_budget_reruns_are_ranked(tmp_path):
+    """A two-phase sweep: its search rows are kept (marked) but not ranked; its reruns are."""
+    a, b = _cfg("tiny_cnn"), _cfg("lenet_cnn")
+    recs = [_done(a, 0.9, 0.9, phase="search"), _done(b, 0.3, 0.3, phase="search"),
+            _done(_cfg("tiny_cnn", seed=1), 0.5, 0.6, phase="rerun"), _done(_cfg("tiny_cnn", seed=2), 0.7, 0.8,
+                                                                              phase="rerun")]
+    rows = aggregate(recs)
+    by = {(r["arch"], r["phase"]): r for r in rows}
+    assert set(by) == {("tiny_cnn", "search"), ("lenet_cnn", "search"), ("tiny_cnn", "rerun")}
+    assert by[("tiny_cnn", "rerun")]["n_seeds"] == 2 and by[("tiny_cnn", "rerun")]["seeds"] == "1 2"
+    assert [r["arch"] for r in rows if ranked(r)] == ["tiny_cnn"] and all(
+        r["phase"] == "rerun" for r in rows if ranked(r))
+    write_results(recs, tmp_path / "results")
+    csv_rows = read_rows(tmp_path / "results" / "leaderboard.csv")
+    assert len(csv_rows) == 3 and {r["phase"] for r in csv_rows} == {"search", "rerun"}
+    md = render_docs(tmp_path / "results", tmp_path / "docs").read_text()
+    table = md.split("## synthetic")[1].split("\n## ")[0]
+    assert "| 1 | tiny_cnn |" in table and "lenet_cnn" not in table and "90.00" not in table, table
+    assert "60.00 ± 14.14" in table, "the reruns' mean ± std"
+    search = md.split("## Search phase (not ranked)")[1].split("\n## ")[0]
+    assert "lenet_cnn" in search and "90.00" in search

@@ -19,7 +19,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "end results/leaderboard.csv, results/throughput.csv and docs/leaderboard.md are updated. "
         "Ctrl-C (exit 130) or SIGTERM (exit 143) stops the sweep keeping its finished trials, in its folder and in "
         "the leaderboard, and the last line says how to finish the rest: harness sweep --name NAME --resume "
-        "(which also finishes a sweep whose driver was killed with kill -9).")
+        "(which also finishes a sweep whose driver was killed with kill -9). With --rerun-top K the sweep has two "
+        "phases: the ASHA search (one seed per configuration), then the best K configurations of each "
+        "architecture again at full budget, without early stopping, with --seeds S seeds; only those reruns are "
+        "ranked. Trials ASHA stopped are listed apart (results/pruned.csv).")
     p.add_argument("--matrix", default="quick", help="preset name (quick, zoo, full) or a matrix YAML file")
     p.add_argument("--name", default=None, help="sweep name: its folder under --storage (default: <matrix>-<time>)")
     p.add_argument("--storage", default=None, help="where sweeps live (default: ./sweeps, or $HARNESS_SWEEPS_DIR)")
@@ -30,15 +33,23 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--num-samples", type=int, default=None,
                    help="grid: samples of the sampled axes per cell; random/optuna: trials (default: the matrix's)")
     p.add_argument("--max-epochs", type=int, default=None, help="epochs per trial (caps an epochs axis); ASHA's max_t")
-    p.add_argument("--grace-period", type=int, default=None, help="ASHA: epochs before a trial may be stopped")
-    p.add_argument("--reduction-factor", type=float, default=None, help="ASHA: keep 1/R of the trials at each rung")
+    p.add_argument("--grace-period", type=int, default=None,
+                   help="ASHA: epochs before a trial may be stopped (default: the matrix's, else a third of the "
+                   "epochs and at least the warm-up)")
+    p.add_argument("--reduction-factor", type=float, default=None,
+                   help="ASHA: keep 1/R of the trials at each rung (default: the matrix's, else 3)")
+    p.add_argument("--rerun-top", type=int, default=None, metavar="K",
+                   help="two phases: after the ASHA search, rerun the best K configurations of each architecture "
+                   "at full budget with --seeds seeds; the leaderboard ranks only those reruns")
     p.add_argument("--workers-per-trial", type=int, default=1,
                    help="1: train in the trial's process; N > 1: a Ray Train TorchTrainer with N DDP workers")
     p.add_argument("--cpus-per-worker", type=int, default=None,
                    help="CPUs per worker (default: 1 on CPU-only machines, the CPUs per GPU otherwise)")
     p.add_argument("--gpus-per-worker", type=float, default=None, help="GPUs per worker (default: 1 if any)")
     p.add_argument("--max-concurrent", type=int, default=None, help="at most this many trials at once")
-    p.add_argument("--seeds", type=int, default=1, help="run each configuration with this many seeds")
+    p.add_argument("--seeds", type=int, default=1,
+                   help="run each configuration with this many seeds (with --rerun-top: each rerun; the search "
+                   "runs one)")
     p.add_argument("--folds", type=int, default=0, help="K-fold cross-validation on the training split (K >= 2)")
     p.add_argument("--target-acc", type=float, default=None, help="record time_to_target_s at this val accuracy")
     p.add_argument("--wandb", choices=["auto", "online", "offline", "off"], default="auto",
@@ -83,6 +94,7 @@ def settings_from_args(args: argparse.Namespace, check_matrix: bool | None = Non
     return SweepSettings(
         matrix=args.matrix, name=args.name or "", search=args.search, num_samples=args.num_samples,
         max_epochs=args.max_epochs, grace_period=args.grace_period, reduction_factor=args.reduction_factor,
+        rerun_top=args.rerun_top,
         workers_per_trial=args.workers_per_trial, cpus_per_worker=args.cpus_per_worker,
         gpus_per_worker=args.gpus_per_worker, max_concurrent=args.max_concurrent, seeds=args.seeds,
         folds=args.folds, target_acc=args.target_acc, wandb=args.wandb, storage=args.storage,

@@ -10,9 +10,16 @@ concurrent sweeps lose nothing.
 
 Model selection is on validation accuracy only: the best configuration per architecture is the one
 with the highest ``val_acc_mean``. Test accuracy is measured once, at the end of a run, on the
-weights of its best validation epoch; runs that ASHA stopped early have none
-(``stop_reason=stopped_by_scheduler``) and keep their validation accuracy. ``train_s`` is read from
-the summary as it is: a transfer run's summary already counts its pretraining stage.
+weights of its best validation epoch. ``train_s`` is read from the summary as it is: a transfer
+run's summary already counts its pretraining stage.
+
+Only full-budget runs are ranked. Trials the scheduler stopped (``stopped_by_scheduler``) have no
+test accuracy and never share a table with finished runs: each is a row of ``results/pruned.csv``
+(:func:`pruned_rows`) with the rung (epoch) it reached. Every row carries its ``phase``: ``search``
+(phase one of a two-phase sweep: it chose what to rerun, and is never ranked), ``rerun`` (phase two:
+the full-budget reruns with seeds), ``single`` (a one-phase sweep) or ``run`` (a ``harness run``
+directory); :func:`ranked` says which rows a table ranks. Leaderboard rows are keyed by
+``(config_id, phase)``, so a configuration's search trial and its reruns are separate rows.
 
 The records come from :mod:`harness.report.records`, the docs page from :mod:`harness.report.docs`.
 """
@@ -27,7 +34,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from harness.files import LEADERBOARD_CSV, THROUGHPUT_CSV
+from harness.files import LEADERBOARD_CSV, PRUNED_CSV, THROUGHPUT_CSV
 from harness.report.records import RunRecord
 from harness.results_csv import THROUGHPUT_COLUMNS, merge_rows, results_dir
 from harness.run.config import NOT_IDENTITY, RunConfig, config_id, flat_config
@@ -42,8 +49,16 @@ DOCUMENTED_COLUMNS: list[str] = [
 ]
 #: Appended after the documented columns: what else tells configurations apart, and the row key.
 EXTRA_COLUMNS: list[str] = ["weight_decay", "seeds", "folds", "hardware", "options", "val_acc_std", "reference",
-                             "config_id"]
+                             "phase", "config_id"]
 LEADERBOARD_COLUMNS: list[str] = DOCUMENTED_COLUMNS + EXTRA_COLUMNS
+#: ``results/pruned.csv``: one row per trial the scheduler stopped, with the rung (epoch) it reached.
+PRUNED_COLUMNS: list[str] = [
+    "dataset", "arch", "strategy", "optimizer", "scheduler", "augment", "batch_size", "lr", "weight_decay",
+    "epochs_planned", "rung", "val_acc_at_rung", "best_val_acc", "train_s", "seed", "fold", "phase", "sweep",
+    "date", "options", "config_id",
+]
+#: The phases whose rows a leaderboard ranks; ``search`` rows (phase one of a two-phase sweep) only chose.
+RANKED_PHASES = ("rerun", "single", "run", "")  # "": a row written before phases existed
 
 # Keys already shown in their own column (or not results-relevant), left out of ``options``.
 _IN_COLUMNS = {"model.arch", "data.dataset", "data.subset", "data.img_size", "data.grayscale", "strategy.name",
@@ -164,6 +179,7 @@ def _result_columns(recs: Sequence[RunRecord], summaries: Sequence[RunSummary]) 
         "stop_reason": "+".join(sorted({r.stop_reason for r in recs})),
         "error": next((r.error for r in recs if r.error), ""),
         "seeds": " ".join(map(str, sorted({r.config.train.seed for r in recs}))),
+        "phase": recs[0].phase,
     }
 
 
@@ -200,15 +216,42 @@ def _row(cid: str, recs: Sequence[RunRecord]) -> dict[str, Any]:
 
 
 def aggregate(records: Sequence[RunRecord]) -> list[dict[str, Any]]:
-    """One leaderboard row per configuration (seeds and folds aggregated).
+    """One leaderboard row per configuration and phase (seeds and folds aggregated).
 
-    Interrupted runs and combinations the matrix excludes are left out.
+    Interrupted runs, combinations the matrix excludes and trials the scheduler stopped (those are
+    :func:`pruned_rows`) are left out.
     """
-    groups: dict[str, list[RunRecord]] = {}
+    groups: dict[tuple[str, str], list[RunRecord]] = {}
     for r in records:
-        if r.finished and r.stop_reason != "excluded":
-            groups.setdefault(config_id(r.config), []).append(r)
-    return [_row(cid, recs) for cid, recs in groups.items()]
+        if r.finished and r.stop_reason != "excluded" and not r.pruned:
+            groups.setdefault((config_id(r.config), r.phase), []).append(r)
+    return [_row(cid, recs) for (cid, _phase), recs in groups.items()]
+
+
+def ranked(row: dict[str, Any]) -> bool:
+    """Whether a leaderboard row is ranked: a full-budget run outside a two-phase sweep's search phase.
+
+    Rows written before pruned trials had their own table may still say ``stopped_by_scheduler``.
+    """
+    return str(row.get("phase") or "") in RANKED_PHASES and "stopped_by_scheduler" not in str(
+        row.get("stop_reason") or "")
+
+
+def pruned_rows(records: Sequence[RunRecord]) -> list[dict[str, Any]]:
+    """One row per trial the scheduler stopped: what it was, the rung (epoch) it reached and its val accuracy."""
+    out = []
+    for r in records:
+        if not r.pruned:
+            continue
+        cfg = r.config
+        vals = [x["val_acc"] for x in r.reports if x.get("val_acc") is not None]
+        at_rung = next((x["val_acc"] for x in r.reports if x.get("epoch") == r.epochs_reached), None)
+        row = {**_config_columns(cfg), "rung": r.epochs_reached, "val_acc_at_rung": at_rung,
+               "best_val_acc": max(vals) if vals else None, "train_s": _train_s(r), "seed": cfg.train.seed,
+               "fold": cfg.data.fold if cfg.data.folds else "", "phase": r.phase, "sweep": r.sweep, "date": r.date,
+               "config_id": config_id(cfg)}
+        out.append({c: row.get(c) for c in PRUNED_COLUMNS})
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -262,11 +305,15 @@ def throughput_key(row: dict[str, Any]) -> tuple:
 
 
 def _lb_key(row: dict[str, Any]) -> tuple:
-    return (str(row.get("config_id", "")),)
+    return (str(row.get("config_id", "")), str(row.get("phase") or ""))
+
+
+def _pruned_key(row: dict[str, Any]) -> tuple:
+    return tuple("" if row.get(k) is None else str(row.get(k)) for k in ("config_id", "phase", "seed", "fold"))
 
 
 def write_results(records: Sequence[RunRecord], out_dir: Path | None = None) -> tuple[int, int]:
-    """Merge the records into ``leaderboard.csv`` and ``throughput.csv`` under ``out_dir``.
+    """Merge the records into ``leaderboard.csv``, ``pruned.csv`` and ``throughput.csv`` under ``out_dir``.
 
     Args:
         records: the runs to merge (:func:`harness.report.records.collect`).
@@ -279,6 +326,9 @@ def write_results(records: Sequence[RunRecord], out_dir: Path | None = None) -> 
     rows = aggregate(records)
     if rows:
         merge_rows(out_dir / LEADERBOARD_CSV, rows, LEADERBOARD_COLUMNS, _lb_key)
+    pruned = pruned_rows(records)
+    if pruned:
+        merge_rows(out_dir / PRUNED_CSV, pruned, PRUNED_COLUMNS, _pruned_key)
     tp = throughput_rows(records)
     if tp:
         # Rows other benchmarks append (kind loader, overhead, ...) are never merged, even if two are equal.

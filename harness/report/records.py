@@ -56,7 +56,12 @@ class RunRecord:
     provenance: dict = field(default_factory=dict)
     date: str = ""
     source: str = ""
-    references: list[dict] = field(default_factory=list)  # report rows this run reproduces (a report matrix's)
+    # What the sweep asked of it (trial.json): its phase (search | rerun | single; "run" for a `harness
+    # run` directory), axis labels, the report rows it reproduces, and the matrix cell a rerun repeats.
+    phase: str = ""
+    axes: dict = field(default_factory=dict)
+    references: list = field(default_factory=list)
+    cell: dict = field(default_factory=dict)
 
     @property
     def stop_reason(self) -> str:
@@ -68,6 +73,17 @@ class RunRecord:
         if self.summary is not None:
             return self.summary.stop_reason or "completed"
         return STOPPED if self.outcome == STOPPED else (self.outcome or "incomplete")
+
+    @property
+    def pruned(self) -> bool:
+        """Whether the scheduler (ASHA) stopped the run before its budget: it has no test accuracy."""
+        return self.stop_reason == STOPPED
+
+    @property
+    def epochs_reached(self) -> int:
+        """The last epoch the run reported (its rung, for a pruned run)."""
+        eps = [int(r["epoch"]) for r in self.reports if r.get("epoch") is not None]
+        return max(eps, default=int(self.summary.epochs_run or 0) if self.summary is not None else 0)
 
     @property
     def finished(self) -> bool:
@@ -172,7 +188,10 @@ def read_trial(trial_dir: Path) -> RunRecord | None:
         config=config_from_dict(meta["config"]), sweep=meta.get("sweep", ""), reports=epochs,
         summary=summary if summary is not None and not summary.failed else None,
         error=error, outcome=outcome, provenance=meta.get("provenance", {}),
-        date=date or str(meta.get("started", "")), source=str(trial_dir), references=meta.get("references", []),
+        date=date or str(meta.get("started", "")), source=str(trial_dir),
+        # A trial written before phases existed was a one-phase sweep's.
+        phase=str(meta.get("phase") or "single"), axes=dict(meta.get("axes") or {}),
+        references=list(meta.get("references") or []), cell=dict(meta.get("cell") or {}),
     )
 
 
@@ -202,7 +221,7 @@ def read_run_dir(run_dir: Path) -> RunRecord | None:
     rows = [{k: _num(v) for k, v in r.items()} for r in read_rows(mp)] if mp.is_file() else []
     error = summary.error or (_DIVERGED if summary.diverged else "")
     return RunRecord(config=cfg, sweep="", reports=rows, summary=summary, error=error, outcome="completed",
-                     provenance=summary.provenance(), date=summary.run_date, source=str(run_dir))
+                     provenance=summary.provenance(), date=summary.run_date, source=str(run_dir), phase="run")
 
 
 def _inside_trial(run_dir: Path) -> bool:

@@ -17,7 +17,14 @@ What makes it safe to leave running:
   kept, unfinished ones run again (a trial whose summary had already been written replays it
   instead of training again).
 - At the end (and after an interruption) the leaderboard CSVs and ``docs/leaderboard.md`` are
-  merged from whatever finished (:mod:`harness.report`).
+  merged from whatever finished (:mod:`harness.report`), and a closing table ranks this sweep's
+  full-budget runs (:mod:`harness.report.closing`).
+
+With ``--rerun-top K`` the sweep has two phases (:mod:`harness.sweep.phases`): the ASHA search above,
+then, once every search trial has ended, a second Tune experiment (``<sweep>/rerun``, no early
+stopping) that reruns the best K configurations of each architecture with ``--seeds`` seeds. Ray
+starts once for both. ``--resume`` finishes whichever phase was cut short: a sweep whose search had
+finished goes straight to phase two and runs only its missing trials.
 
 Ray is imported only once the checks have passed, so that a bad option fails at once.
 """
@@ -35,12 +42,21 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import HarnessError
-from harness.files import LEADERBOARD_CSV, OUTCOME_FILE, SWEEP_FILE, THROUGHPUT_CSV
+from harness.files import LEADERBOARD_CSV, OUTCOME_FILE, PRUNED_CSV, RERUN_DIR, SWEEP_FILE, THROUGHPUT_CSV
 from harness.raycluster import init_ray
 from harness.run.config import RunConfig
+from harness.sweep.asha import asha_params, asha_warning
 from harness.sweep.matrix import Matrix, load_matrix
 from harness.sweep.resources import local_cpus, trial_resources
-from harness.sweep.settings import METRIC, MODE, TIME_ATTR, SweepSettings, validate_settings, wandb_mode
+from harness.sweep.settings import (
+    METRIC,
+    MODE,
+    SEARCH,
+    TIME_ATTR,
+    SweepSettings,
+    validate_settings,
+    wandb_mode,
+)
 from harness.sweep.trials import matrix_of, one_line, run_trial, trial_cells, trial_config, trial_label
 
 _NAME = re.compile(r"[A-Za-z0-9_.=+-]+")
@@ -78,12 +94,16 @@ def run_sweep(s: SweepSettings, resume: bool = False) -> int:
     cluster = _cluster_resources(s)
     trial_resources(s, cluster, local=not os.environ.get("RAY_ADDRESS"))
     configs = _check_trials(m, s, cells, float(cluster.get("GPU", 0)))
+    asha = _asha(s, m, configs)
     if not resume:
+        warning = asha_warning(*asha, max((c.sched.warmup_epochs for c in configs), default=0.0))
+        if warning:
+            print(warning, file=sys.stderr, flush=True)
         _prepare_data(configs)
     n_trials = len(cells) if cells is not None else (s.num_samples or m.num_samples)
     exp_dir = storage / s.name
-    elapsed = _run_tune(s, m, cells, n_trials, storage, mode, resume)
-    return _finish(s, exp_dir, elapsed, mode, n_trials)
+    elapsed, n_rerun = _run_tune(s, m, cells, n_trials, storage, mode, resume, asha)
+    return _finish(s, exp_dir, elapsed, mode, n_trials + n_rerun)
 
 
 def _resumed_settings(s: SweepSettings, storage: Path) -> tuple[SweepSettings, Matrix]:
@@ -126,8 +146,13 @@ def _make_paths_absolute(s: SweepSettings) -> None:
 
 
 def _run_tune(s: SweepSettings, m: Matrix, cells: list[dict] | None, n_trials: int, storage: Path,
-              mode: str | None, resume: bool) -> float:
-    """Start Ray, run (or restore and finish) the Tune experiment, stop Ray; the seconds Tune ran."""
+              mode: str | None, resume: bool, asha: tuple[int, int, float]) -> tuple[float, int]:
+    """Start Ray, run (or restore and finish) the search and, with ``--rerun-top``, the rerun; stop Ray.
+
+    Returns:
+        The seconds Tune ran, and the number of phase two's trials (0 when there is none, or when the
+        search did not finish).
+    """
     import ray
     from ray import tune
 
@@ -141,21 +166,78 @@ def _run_tune(s: SweepSettings, m: Matrix, cells: list[dict] | None, n_trials: i
             exp_dir.mkdir(parents=True, exist_ok=True)
             (exp_dir / SWEEP_FILE).write_text(json.dumps(dataclasses.asdict(s), indent=2))
         trainable = tune.with_resources(tune.with_parameters(run_trial, settings=dataclasses.asdict(s)), res)
-        _print_start(s, m, n_trials, cap, mode, exp_dir)
-        if resume:
-            # Tune restores the run config it saved, our callbacks included.
-            tuner = tune.Tuner.restore(str(exp_dir), trainable=trainable, resume_unfinished=True,
-                                       resume_errored=False, restart_errored=True)
-        else:
-            tuner = _new_tuner(s, m, cells, n_trials, storage, trainable, cap, mode)
-        t0 = time.monotonic()
-        try:
-            tuner.fit()
-        except Exception as e:  # noqa: BLE001 - e.g. the local Ray node was killed; keep what finished
-            print(f"sweep {s.name}: Tune stopped: {one_line(e)}", file=sys.stderr, flush=True)
-        return time.monotonic() - t0
+        elapsed = 0.0
+        from harness.sweep.phases import read_state
+
+        if not (resume and read_state(exp_dir).search_done):
+            _print_start(s, m, n_trials, cap, mode, exp_dir, asha)
+            if resume:
+                # Tune restores the run config it saved, our callbacks included.
+                tuner = tune.Tuner.restore(str(exp_dir), trainable=trainable, resume_unfinished=True,
+                                           resume_errored=False, restart_errored=True)
+            else:
+                tuner = _new_tuner(s, m, cells, n_trials, storage, trainable, cap, mode, asha)
+            elapsed += _fit(s, tuner)
+        if not s.rerun_top:
+            return elapsed, 0
+        rerun = _plan_rerun(s, exp_dir, n_trials)
+        if not rerun:  # the search was cut short (--resume finishes it), or no trial can be rerun
+            return elapsed, 0
+        elapsed += _fit(s, _rerun_tuner(s, exp_dir, rerun, trainable, cap, mode))
+        return elapsed, len(rerun)
     finally:
         ray.shutdown()
+
+
+def _fit(s: SweepSettings, tuner: Any) -> float:
+    """Run one Tune experiment to its end (or to Ctrl-C); the seconds it ran."""
+    t0 = time.monotonic()
+    try:
+        tuner.fit()
+    except Exception as e:  # noqa: BLE001 - e.g. the local Ray node was killed; keep what finished
+        print(f"sweep {s.name}: Tune stopped: {one_line(e)}", file=sys.stderr, flush=True)
+    return time.monotonic() - t0
+
+
+def _search_ended(exp_dir: Path) -> int:
+    """How many search trials have ended (the driver writes each one's ``outcome.json`` as it ends)."""
+    return sum(1 for _ in exp_dir.glob(f"*/{OUTCOME_FILE}"))
+
+
+def _plan_rerun(s: SweepSettings, exp_dir: Path, n_trials: int) -> list[dict] | None:
+    """Phase two's cells once every search trial has ended (saved in ``phases.json``); None before that."""
+    from harness.report.records import collect
+    from harness.sweep.phases import plan_rerun, selection_lines
+
+    if _search_ended(exp_dir) < n_trials:  # interrupted: --resume finishes the search first
+        return None
+    records = [r for r in collect([exp_dir]) if r.phase == SEARCH]
+    picks, cells = plan_rerun(exp_dir, records, s.rerun_top or 1, s.seeds)
+    print(f"sweep {s.name}: search done; phase two reruns {len(picks)} configuration(s) at full budget with "
+          f"{s.seeds} seed(s) each ({len(cells)} trials), the best {s.rerun_top} per architecture by val_acc at "
+          "the deepest rung the compared trials reached:", flush=True)
+    print("\n".join(selection_lines(picks, s.seeds)), flush=True)
+    return cells
+
+
+def _rerun_tuner(s: SweepSettings, exp_dir: Path, cells: list[dict], trainable: Any, cap: int | None,
+                 mode: str | None) -> Any:
+    """Phase two's Tune experiment (``<sweep>/rerun``): restored where it was started, else new, never pruned."""
+    from ray import tune
+    from ray.tune.schedulers import FIFOScheduler
+
+    rerun_dir = exp_dir / RERUN_DIR
+    if _has_experiment(rerun_dir):
+        return tune.Tuner.restore(str(rerun_dir), trainable=trainable, resume_unfinished=True,
+                                  resume_errored=False, restart_errored=True)
+    tune_config = tune.TuneConfig(metric=METRIC, mode=MODE, scheduler=FIFOScheduler(), num_samples=1,
+                                  max_concurrent_trials=cap, reuse_actors=False, trial_name_creator=_trial_name,
+                                  trial_dirname_creator=_trial_name)
+    run_config = tune.RunConfig(name=RERUN_DIR, storage_path=str(exp_dir), verbose=0,
+                                callbacks=_make_callbacks(s, len(cells), mode, f"{s.name}/{RERUN_DIR}"),
+                                log_to_file=True, failure_config=tune.FailureConfig(max_failures=0))
+    return tune.Tuner(trainable, param_space={"cell": tune.grid_search(cells)}, tune_config=tune_config,
+                      run_config=run_config)
 
 
 def _init_ray(s: SweepSettings) -> None:
@@ -166,27 +248,33 @@ def _init_ray(s: SweepSettings) -> None:
     init_ray(num_cpus=local_cpus(s), dashboard=s.workers_per_trial > 1, verbose=s.verbose, env_vars=env_vars)
 
 
-def _asha(s: SweepSettings, m: Matrix) -> tuple[int, int, float]:
-    """ASHA's ``max_t``, grace period and reduction factor: the options', else the matrix's."""
-    return s.max_epochs or m.max_epochs(), s.grace_period or m.grace_period, s.reduction_factor or m.reduction_factor
+def _asha(s: SweepSettings, m: Matrix, configs: list[RunConfig]) -> tuple[int, int, float]:
+    """ASHA's ``max_t``, grace period and reduction factor: the options', else the matrix's, else the
+    defaults of :mod:`harness.sweep.asha` (the trials' longest warm-up counts)."""
+    warmup = max((c.sched.warmup_epochs for c in configs), default=0.0)
+    grace = s.grace_period if s.grace_period is not None else m.grace_period
+    rf = s.reduction_factor if s.reduction_factor is not None else m.reduction_factor
+    return asha_params(s.max_epochs or m.max_epochs(), grace, rf, warmup)
 
 
 def _print_start(s: SweepSettings, m: Matrix, n_trials: int, cap: int | None, mode: str | None,
-                 exp_dir: Path) -> None:
-    max_t, grace, rf = _asha(s, m)
+                 exp_dir: Path, asha: tuple[int, int, float]) -> None:
+    max_t, grace, rf = asha
+    phases = (f"; then the best {s.rerun_top} per architecture again at full budget with {s.seeds} seed(s)"
+              if s.rerun_top else "")
     gpus = f" x {s.gpus_per_worker:g} GPU" if s.gpus_per_worker else ""
     print(f"sweep {s.name}: {n_trials} trials of matrix {m.name} ({s.search or m.search}), ASHA on {METRIC} "
           f"(grace {grace}, reduction {rf:g}, {max_t} epochs), {s.workers_per_trial} worker(s) x "
           f"{s.cpus_per_worker} CPU{gpus} per trial{f', at most {cap} at once' if cap else ''}; "
-          f"W&B {mode or 'off'}; {exp_dir}", flush=True)
+          f"W&B {mode or 'off'}; {exp_dir}{phases}", flush=True)
 
 
 def _new_tuner(s: SweepSettings, m: Matrix, cells: list[dict] | None, n_trials: int, storage: Path,
-               trainable: Any, cap: int | None, mode: str | None) -> Any:
+               trainable: Any, cap: int | None, mode: str | None, asha: tuple[int, int, float]) -> Any:
     from ray import tune
 
     tune_config = tune.TuneConfig(
-        metric=METRIC, mode=MODE, scheduler=_scheduler(*_asha(s, m)), search_alg=_searcher(s.search or m.search),
+        metric=METRIC, mode=MODE, scheduler=_scheduler(*asha), search_alg=_searcher(s.search or m.search),
         num_samples=1 if cells is not None else n_trials, max_concurrent_trials=cap,
         # A reused actor reports the previous trial's directory, which the replay-on-resume logic
         # reads: one actor per trial.
@@ -197,10 +285,10 @@ def _new_tuner(s: SweepSettings, m: Matrix, cells: list[dict] | None, n_trials: 
     return tune.Tuner(trainable, param_space=_param_space(m, cells), tune_config=tune_config, run_config=run_config)
 
 
-def _make_callbacks(s: SweepSettings, total: int, mode: str | None) -> list:
+def _make_callbacks(s: SweepSettings, total: int, mode: str | None, title: str | None = None) -> list:
     from harness.sweep.progress import Progress
 
-    callbacks: list = [Progress(s.name, total)]
+    callbacks: list = [Progress(title or s.name, total)]
     if mode is not None:
         from harness.sweep.wandb_logging import wandb_callback
 
@@ -329,11 +417,13 @@ def _has_experiment(exp_dir: Path) -> bool:
 
 
 def _finish(s: SweepSettings, exp_dir: Path, elapsed: float, mode: str | None, n_trials: int) -> int:
-    """Merge the leaderboards, regenerate the docs page and print what happened."""
+    """Merge the leaderboards, regenerate the docs page, print what happened and the closing table."""
+    from harness.report.closing import closing_table
     from harness.report.docs import render_docs
     from harness.report.leaderboard import write_results
     from harness.report.records import collect
     from harness.results_csv import results_dir
+    from harness.sweep.settings import RERUN, SINGLE
 
     try:
         records = collect([exp_dir])
@@ -348,18 +438,23 @@ def _finish(s: SweepSettings, exp_dir: Path, elapsed: float, mode: str | None, n
     excluded = sum(1 for p in exp_dir.glob(f"*/{OUTCOME_FILE}") if '"excluded"' in p.read_text())
     incomplete = n_trials - sum(reasons.values()) - excluded  # started but unfinished, or never started
     rdir = results or results_dir()
+    pruned = sum(1 for r in records if r.pruned)
     print(f"sweep {s.name}: {sum(reasons.values())} trials ended in {elapsed / 60:.1f} min ("
           + ", ".join(f"{v} {k}" for k, v in sorted(reasons.items())) + f"); {n_rows} configurations merged "
-          f"into {rdir / LEADERBOARD_CSV}, {n_tp} rows into {rdir / THROUGHPUT_CSV}", flush=True)
+          f"into {rdir / LEADERBOARD_CSV}, {pruned} pruned trials into {rdir / PRUNED_CSV}, {n_tp} rows into "
+          f"{rdir / THROUGHPUT_CSV}", flush=True)
+    out = None
     if s.docs_dir != "" and n_rows:
         docs = Path(s.docs_dir) if s.docs_dir else None
         out = render_docs(rdir, docs)
         print(f"docs: {out} and its plots in {out.parent / 'img'}", flush=True)
     if mode == "offline":
-        print(f"W&B runs are offline; upload them with: wandb sync {exp_dir}/*/wandb/offline-run-*", flush=True)
+        print(f"W&B runs are offline; upload them with: wandb sync {exp_dir}/*/wandb/offline-run-*"
+              + (f" {exp_dir}/{RERUN_DIR}/*/wandb/offline-run-*" if s.rerun_top else ""), flush=True)
     if incomplete > 0:
         print(f"sweep {s.name} was interrupted with {incomplete} trial(s) unfinished; finish it with: "
               f"harness sweep --name {s.name} --resume" + (f" --storage {s.storage}" if s.storage else ""),
               file=sys.stderr, flush=True)
         return 130
+    print(closing_table(records, RERUN if s.rerun_top else SINGLE, out), flush=True)
     return 0

@@ -9,7 +9,7 @@ to leave out (``exclude``) or to complete (``constraints``). Presets ship in
     description: one line for `harness list presets`
     search: grid                 # default of `harness sweep --search`: grid | random | optuna
     num_samples: 1               # default of --num-samples
-    asha: {grace_period: 1, reduction_factor: 2}
+    asha: {grace_period: 2, reduction_factor: 3}   # optional; default: a third of the epochs, 3
     base:                        # dotted RunConfig keys (or the axis aliases below), every trial
       data.dataset: cifar10
       train.epochs: 4
@@ -214,8 +214,8 @@ class Matrix:
     description: str = ""
     search: str = "grid"
     num_samples: int = 1
-    grace_period: int = 1
-    reduction_factor: float = 2
+    grace_period: int | None = None  # None: harness.sweep.asha's default (a third of the epochs, >= warm-up)
+    reduction_factor: float | None = None  # None: 3
     base: dict[str, Any] = field(default_factory=dict)
     axes: list[Axis] = field(default_factory=list)
     exclude: list[dict[str, Any]] = field(default_factory=list)

@@ -4,6 +4,11 @@ The settings are saved as ``sweep.json`` in the sweep's directory, so that ``--r
 the sweep's name. Seeds and folds are replicate trials of one configuration (``--seeds S`` x
 ``--folds K``); the leaderboard aggregates them into one row with mean and standard deviation, and
 with folds the mean validation accuracy over the folds is the row's selection metric.
+
+With ``--rerun-top K`` a sweep has two phases (:mod:`harness.sweep.phases`): phase one, the *search*,
+runs every configuration once (seed 0) under ASHA; phase two, the *rerun*, runs the best K
+configurations of each architecture again at full budget (no early stopping) with ``--seeds S``
+seeds (1..S). Without it a sweep is one phase (``single``) and ``--seeds`` applies to every trial.
 """
 
 from __future__ import annotations
@@ -36,7 +41,8 @@ class SweepSettings:
     cpus_per_worker: int | None = None  # None: 1 on CPU-only machines, an equal share per GPU otherwise
     gpus_per_worker: float | None = None  # None: 1 where there are GPUs, else 0
     max_concurrent: int | None = None
-    seeds: int = 1
+    seeds: int = 1  # with rerun_top: the seeds of phase two only (phase one runs seed 0)
+    rerun_top: int | None = None  # K: rerun the best K configurations of each architecture (phase two)
     folds: int = 0
     target_acc: float | None = None
     wandb: str = "auto"  # auto | online | offline | off
@@ -75,7 +81,12 @@ def validate_settings(s: SweepSettings, m: Matrix, submitted: bool = False) -> N
         raise HarnessError(f"--seeds must be >= 1, got {s.seeds}")
     if s.folds == 1 or s.folds < 0:
         raise HarnessError(f"--folds must be 0 (no cross-validation) or >= 2, got {s.folds}")
-    if search == "optuna" and (s.seeds > 1 or s.folds):
+    if s.rerun_top is not None and s.rerun_top < 1:
+        raise HarnessError(f"--rerun-top must be >= 1, got {s.rerun_top}")
+    if s.rerun_top and s.folds:
+        raise HarnessError("--rerun-top reruns the best configurations with --seeds; it does not take --folds "
+                           "(drop one of them)")
+    if search == "optuna" and not s.rerun_top and (s.seeds > 1 or s.folds):
         raise HarnessError("--search optuna tunes one run per suggestion; --seeds/--folds need --search grid or "
                            "random (each configuration then runs every seed and fold)")
     for k in ("num_samples", "max_epochs", "grace_period", "max_concurrent", "workers_per_trial"):
@@ -141,3 +152,17 @@ def wandb_mode(choice: str) -> str | None:
     if choice == "auto":
         return "online" if os.environ.get("WANDB_API_KEY") else "offline"
     return choice
+
+
+#: The phase a trial belongs to (the ``phase`` of ``trial.json`` and of leaderboard rows).
+SEARCH, RERUN, SINGLE = "search", "rerun", "single"
+
+
+def search_phase(s: SweepSettings) -> str:
+    """The label of a sweep's first (ASHA) phase: ``search`` when a rerun phase follows, else ``single``."""
+    return SEARCH if s.rerun_top else SINGLE
+
+
+def search_seeds(s: SweepSettings) -> int:
+    """Seeds per configuration in the first phase: one when the rerun phase brings the seeds."""
+    return 1 if s.rerun_top else s.seeds

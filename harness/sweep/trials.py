@@ -28,25 +28,31 @@ from harness.files import TRACEBACK_FILE, TRIAL_FILE, TRIAL_RUN_DIR
 from harness.run.config import RunConfig, apply_overrides, config_id, config_to_dict, parse_override
 from harness.run.summary import RunSummary
 from harness.sweep.matrix import Matrix, parse_matrix, select
-from harness.sweep.settings import METRIC, SweepSettings
+from harness.sweep.settings import METRIC, RERUN, SweepSettings, search_phase, search_seeds
 
 # An Optuna suggestion the matrix excludes is reported as this, and is not a run.
 _EXCLUDED = {"status": "excluded", METRIC: None}
 
 
 def trial_cells(m: Matrix, s: SweepSettings) -> list[dict[str, Any]]:
-    """The trials of a grid or random sweep: each configuration x seeds x folds."""
+    """The trials of a grid or random sweep's first phase: each configuration x seeds x folds.
+
+    With ``--rerun-top`` the first phase is a search and runs one seed; the seeds are phase two's
+    (:func:`harness.sweep.phases.rerun_cells`).
+    """
     configs = m.configurations(s.search or m.search, s.num_samples)
     # A report row answered by a search (reference `via`) is run by that search, not as a fixed config.
     configs = [c for c in configs if not c["references"] or not all(r.get("via") for r in c["references"])] or configs
     if s.only:
         configs = select(configs, s.only, m)
     cells = []
+    phase = search_phase(s)
     for ci, c in enumerate(configs):
-        for seed in range(s.seeds):
+        for seed in range(search_seeds(s)):
             for fold in range(max(1, s.folds)):
                 cells.append({"index": len(cells), "config_index": ci, "axes": c["axes"], "overrides": c["overrides"],
-                              "references": c["references"], "seed": seed, "fold": fold if s.folds else None})
+                              "references": c["references"], "seed": seed, "fold": fold if s.folds else None,
+                              "phase": phase})
     return cells
 
 
@@ -64,7 +70,8 @@ def matrix_of(s: SweepSettings) -> Matrix:
 def trial_overrides(config: dict, s: SweepSettings) -> tuple[dict[str, Any], dict[str, Any]] | None:
     """``(dotted overrides, info)`` for one trial's Tune config; None when the matrix excludes it (Optuna).
 
-    ``info`` holds the trial's ``axes`` (axis name -> label), ``seed`` and ``fold``.
+    ``info`` holds the trial's ``axes`` (axis name -> label), ``seed``, ``fold``, ``phase`` (search,
+    rerun or single) and ``cell`` (the matrix's axes, overrides and references: what a rerun repeats).
 
     Raises:
         HarnessError: an axis value or a ``--set`` override that does not resolve.
@@ -73,6 +80,7 @@ def trial_overrides(config: dict, s: SweepSettings) -> tuple[dict[str, Any], dic
         cell = config["cell"]
         overrides, seed, fold, axes = dict(cell["overrides"]), cell["seed"], cell["fold"], cell["axes"]
         refs = cell.get("references", [])
+        phase = cell.get("phase") or search_phase(s)
     else:  # Optuna suggests axis values; the matrix turns them into overrides
         m = matrix_of(s)
         axes = {a.name: config[a.name] for a in m.axes}
@@ -80,6 +88,8 @@ def trial_overrides(config: dict, s: SweepSettings) -> tuple[dict[str, Any], dic
         if resolved is None:
             return None
         overrides, seed, fold, refs = resolved, 0, None, m.references(axes)
+        phase = search_phase(s)
+    matrix_cell = {"axes": axes, "overrides": dict(overrides), "references": refs}
     d = dict(overrides)
     for o in s.overrides:
         k, v = parse_override(o)
@@ -101,7 +111,8 @@ def trial_overrides(config: dict, s: SweepSettings) -> tuple[dict[str, Any], dic
     d["train.progress"] = False
     d["name"] = s.name
     report = Path(s.matrix_path).stem if refs else ""
-    return d, {"axes": axes, "seed": seed, "fold": fold, "references": [{"report": report, **r} for r in refs]}
+    return d, {"axes": axes, "seed": seed, "fold": fold, "phase": phase, "cell": matrix_cell,
+               "references": [{"report": report, **r} for r in refs]}
 
 
 def trial_config(config: dict, s: SweepSettings) -> tuple[RunConfig, dict[str, Any]] | None:
@@ -118,6 +129,8 @@ def trial_label(config: dict) -> str:
     axes = config.get("cell", {}).get("axes") if "cell" in config else config
     parts = [f"{v:.4g}" if isinstance(v, float) else str(v) for v in (axes or {}).values()]
     cell = config.get("cell") or {}
+    if cell.get("phase") == RERUN:
+        parts.append("rerun")
     if cell.get("seed"):
         parts.append(f"seed {cell['seed']}")
     if cell.get("fold") is not None:
