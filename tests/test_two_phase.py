@@ -22,7 +22,7 @@ from harness.run.config import RunConfig, apply_overrides
 from harness.run.summary import RunSummary
 from harness.sweep.asha import asha_params, asha_warning, default_grace
 from harness.sweep.phases import rerun_cells, select_top
-from tests.test_sweep import _matrix, _sweep, env  # noqa: F401 - env is a fixture
+from test_sweep import _matrix, _sweep, env  # noqa: F401 - env is a fixture
 
 K, S = 1, 2
 AXES = """  arch: [tiny_cnn, lenet_cnn]
