@@ -21,6 +21,7 @@ from torch import nn
 
 from architectures.layers import check_positive
 from architectures.registry import register_model
+from harness.errors import HarnessError
 
 _SOURCE = "Jordan 2024, arXiv 2404.00498 (airbench94), fig. 2"
 
@@ -101,8 +102,12 @@ def whitening_weights(images: torch.Tensor, k: int = 2, eps: float = 5e-4) -> to
 
 @register_model(family="airbench", source=_SOURCE, head="head", min_img_size=9)
 def airbench94(*, num_classes: int, in_chans: int = 3, img_size: int = 32, logit_scale: float = 1 / 9,
-               bn_momentum: float = 0.6) -> Airbench94:
+               bn_momentum: float = 0.6, widths: tuple[int, int, int] = (64, 256, 256)) -> Airbench94:
     """airbench94 (1.97M params); ``logit_scale`` multiplies the logits (1/9), ``bn_momentum`` is the
-    paper's BatchNorm momentum (the running statistics' decay, 0.6)."""
+    paper's BatchNorm momentum (the running statistics' decay, 0.6), ``widths`` the three groups' channels."""
     check_positive("airbench94", "logit_scale", logit_scale)
-    return Airbench94(num_classes, in_chans, logit_scale=logit_scale, bn_momentum=bn_momentum)
+    if not 0 < bn_momentum < 1:
+        raise HarnessError(f"airbench94: bn_momentum must be in (0, 1), got {bn_momentum!r}")
+    if len(widths) != 3 or not all(isinstance(w, int) and w >= 1 for w in widths):
+        raise HarnessError(f"airbench94: widths must be three positive ints, got {widths!r}")
+    return Airbench94(num_classes, in_chans, tuple(widths), logit_scale=logit_scale, bn_momentum=bn_momentum)

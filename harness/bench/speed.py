@@ -132,14 +132,16 @@ def rows(results: list[RecipeResult], args: argparse.Namespace) -> list[dict]:
         t_txt = f"{tm:.2f} ± {tsd:.2f} s" if tm is not None else "-"
         print(f"{r.name:<22} {acc_txt:>16} {t_txt:>18} {r.reached:>8.0%} {ratio or 0:>6.3f}")
         compile_s = [s.compile_s for s in r.summaries if s.compile_s is not None]
-        note = (f"target val {args.target:g}; n={len(r.summaries)}; test_acc {acc_txt}; time {t_txt}; "
-                f"reached {r.reached:.0%}; tta {s0.tta}; ema {s0.ema}"
+        note = (f"target val {args.target:g}; timed: whitening + training + the reaching (TTA) validation; "
+                f"ema {s0.ema}"
                 + (f"; compile {statistics.fmean(compile_s):.1f} s (not timed)" if compile_s else "")
                 + (f"; {r.note}" if r.note else ""))
         out.append({"kind": "speed", "arch": s0.arch or r.name, "backend": s0.loader, "preset": r.name,
                     "dataset": s0.dataset, "batch_size": s0.batch_size, "device": s0.device or "cpu",
                     "precision": s0.precision, "world_size": s0.world_size, "workers": 0,
-                    "img_per_s": s0.train_img_per_s, "ratio": ratio, "note": note, **prov})
+                    "img_per_s": s0.train_img_per_s, "ratio": ratio, "acc": am, "acc_std": asd, "time_s": tm,
+                    "time_s_std": tsd, "reached": r.reached, "runs": len(r.summaries), "tta": s0.tta,
+                    "note": note, **prov})
     return out
 
 

@@ -561,7 +561,7 @@ def validate(cfg: RunConfig) -> None:
             v = flat[key]
             need(v in f.choices, f"{key} must be {', '.join(f.choices[:-1])} or {f.choices[-1]}, got '{v}'")
     t, o, d, s = cfg.train, cfg.optim, cfg.data, cfg.sched
-    need(t.epochs > 0, f"train.epochs must be > 0, got {t.epochs}")
+    need(t.epochs >= 1, f"train.epochs must be >= 1 (fractions such as 9.9 cut the last epoch), got {t.epochs}")
     need(t.batch_size >= 1, f"train.batch_size must be >= 1, got {t.batch_size}")
     need(t.checkpoint_every >= 0, f"train.checkpoint_every must be >= 0 (0: never), got {t.checkpoint_every}")
     need(t.eval_batch_size >= 1, f"train.eval_batch_size must be >= 1, got {t.eval_batch_size}")
