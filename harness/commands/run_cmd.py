@@ -38,7 +38,20 @@ def recipe_help() -> str:
     """The shipped recipes and where each comes from, for ``--help``."""
     from harness.run.recipes import RECIPES, recipe_note
 
-    return "; ".join(f"{n} ({recipe_note(n).split('.')[0]})" for n in RECIPES.names())
+    return "; ".join(f"{n} ({recipe_note(n).split(': ', 1)[-1].split(' (')[0]})" for n in RECIPES.names())
+
+
+#: keys without a shortcut flag that ``--help`` lists (``--set KEY=VALUE``): the speed track's knobs
+SET_ONLY_HELP = ("model.whiten_bias_epochs", "optim.bn_bias_lr_mult", "optim.muon_lr", "optim.muon_momentum",
+                 "sched.peak_at", "sched.floor_factor", "sched.warmup_start_factor", "train.ema_decay",
+                 "train.ema_every", "train.ema_ramp", "train.stop_at_target", "train.max_steps_per_epoch")
+
+
+def set_only_help() -> str:
+    """The epilog of ``harness run --help``: config keys that take ``--set`` (no shortcut flag)."""
+    from harness.run.config import field_info
+
+    return "more keys (--set KEY=VALUE): " + "; ".join(f"{k}: {field_info(k).help}" for k in SET_ONLY_HELP)
 
 
 def _help(key: str) -> str:
@@ -67,7 +80,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description="Train one configuration. Values come from the defaults, then --recipe or --config YAML, "
         "then --set overrides, then the shortcut flags. The resolved config is saved in the run directory, "
         "whose path is the last line printed.",
-        formatter_class=_ConfigHelp,
+        formatter_class=_ConfigHelp, epilog=set_only_help(),
     )
     p.add_argument("--config", help="YAML recipe (any subset of the config tree)")
     p.add_argument("--recipe", metavar="NAME", help="a shipped recipe by name (harness list recipes): "

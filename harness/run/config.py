@@ -55,8 +55,8 @@ class ModelConfig:
     init: str = knob("default", "scratch init of conv and linear layers (dirac: the builder's init, then the first "
                      "in_channels filters of every stride-1 3x3 conv are identity maps, as airbench does)",
                      choices=("default", "xavier", "kaiming", "dirac"))
-    whiten: bool = knob(False, "whitening init of the model's patch-whitening conv (airbench94's 2x2 conv, "
-                        "model.whiten_layer) from the covariance of training-split patches, computed at setup "
+    whiten: bool = knob(False, "whitening init of the model's patch-whitening conv (airbench94's 2x2 conv, its top-level "
+                        "`whiten`) from the covariance of training-split patches, computed at setup "
                         "and timed; its weights stay frozen")
     whiten_bias_epochs: int = knob(0, "model.whiten: epochs the whitening conv's bias trains before it is frozen "
                                    "(0: frozen from the start)")
