@@ -18,9 +18,23 @@ from harness.cli import main
 from harness.errors import ConfigError, HarnessError
 from harness.results_csv import read_rows
 from harness.run.averaging import WeightAverager
-from harness.run.config import OptimConfig, RunConfig, SchedConfig, apply_overrides, epoch_count, steps_in_epoch
+from harness.run.config import (
+    OptimConfig,
+    RunConfig,
+    SchedConfig,
+    apply_overrides,
+    epoch_count,
+    steps_in_epoch,
+)
 from harness.run.muon import ConvMuon
-from harness.run.optim import build_optimizer, build_schedule, decouple, kilostep_scale, param_groups, piecewise_factor
+from harness.run.optim import (
+    build_optimizer,
+    build_schedule,
+    decouple,
+    kilostep_scale,
+    param_groups,
+    piecewise_factor,
+)
 from harness.run.recipes import RECIPES, recipe_path
 from harness.run.strategies import dirac_init
 from harness.run.tta import TTA_VIEWS, tta_logits
