@@ -7,12 +7,13 @@ Importing this package registers every model (timm style)::
     list_models("resnet*")            # glob filter
     model_info("basic_cnn").params    # metadata: family, source, sizes, params, MFLOPs, head, stages
 
-Model files: :mod:`.basic` and :mod:`.mlp` (the reports' plain nets and LeNet), :mod:`.all_cnn`,
+Model files: :mod:`.airbench` (the CIFAR-10 speed record's network), :mod:`.basic` and :mod:`.mlp` (the reports' plain nets and LeNet), :mod:`.all_cnn`,
 :mod:`.attention`, :mod:`.resnet_cifar`, :mod:`.mobilenet_cifar`, :mod:`.efficientnet_cifar`,
 :mod:`.vgg_cifar` and :mod:`.torchvision_models` (torchvision's ImageNet designs).
 """
 
 from architectures import (  # noqa: F401  (imported for their @register_model side effect)
+    airbench,
     all_cnn,
     attention,
     basic,

@@ -19,6 +19,9 @@ from pathlib import Path
 THROUGHPUT_COLUMNS: list[str] = [
     "kind", "arch", "backend", "preset", "dataset", "batch_size", "device", "precision", "world_size",
     "workers", "img_per_s", "ms_per_step", "infer_img_per_s", "peak_mem_mb", "first_step_s", "ratio",
+    # kind speed (harness bench speed): test accuracy and timed seconds to the target, mean and std over
+    # `runs`, and the fraction of runs that reached it
+    "acc", "acc_std", "time_s", "time_s_std", "reached", "runs", "tta",
     "note", "hardware", "torch", "ray", "git_sha", "date",
 ]
 

@@ -4,7 +4,10 @@ A preset is an ``AugmentSpec``: plain numbers that every backend reads, so ``bas
 thing everywhere. The stages, in torchvision's order:
 
 1. geometric uint8 stage: random crop of the original size after zero-padding ``crop_pad``
-   pixels (``RandomCrop(size, padding=pad)``), then horizontal flip with p = 0.5;
+   pixels (``RandomCrop(size, padding=pad)``; ``pad_mode="reflect"`` mirrors the border instead:
+   a translation by up to ``crop_pad`` pixels), then horizontal flip with p = 0.5
+   (``flip_mode="alternating"``: random in the first epoch, then each image flipped the other way
+   from the epoch before, as airbench does; the loader decides it from the image's index);
 2. float stage on [0, 1] pixels: random resized crop (``RandomResizedCrop(size, scale)``, bilinear),
    rotation and random affine (nearest, zero fill), then colour jitter (brightness, contrast,
    saturation, then hue);
@@ -68,6 +71,8 @@ class AugmentSpec:
     erase_p: float = 0.0
     erase_scale: tuple[float, float] = (0.02, 0.2)
     erase_ratio: tuple[float, float] = (0.3, 3.3)
+    pad_mode: str = "zeros"  # or "reflect"
+    flip_mode: str = "random"  # or "alternating"
     resized_crop: tuple[float, float] | None = None
     hue: float = 0.0
 
@@ -88,8 +93,8 @@ class AugmentSpec:
 
     @property
     def fused(self) -> bool:
-        """Whether the CPU's fused numba kernel does every stage (it has no resized crop or hue)."""
-        return self.resized_crop is None and not self.hue
+        """Whether the CPU's fused numba kernel does every stage (it has no resized crop, hue or reflect padding)."""
+        return self.resized_crop is None and not self.hue and self.pad_mode != "reflect"
 
 
 NONE = AugmentSpec("none")
@@ -103,11 +108,58 @@ STRONGER = AugmentSpec("stronger", crop_pad=4, flip=True, rotate=10.0, jitter=(0
 # O4 (flip, padded crop, colour jitter with hue, rotation).
 RESIZED = AugmentSpec("resized", flip=True, rotate=10.0, resized_crop=(0.8, 1.0))
 COLOR = AugmentSpec("color", crop_pad=4, flip=True, rotate=10.0, jitter=(0.2, 0.2, 0.2), hue=0.1)
-for _spec in (NONE, BASE, ROTATE, RESIZED, COLOR, STRONG, STRONGER):
+# airbench94's (arXiv 2404.00498, section 3.2/3.6): translate by up to 2 px with reflect padding, alternating flip.
+AIRBENCH = AugmentSpec("airbench", crop_pad=2, flip=True, pad_mode="reflect", flip_mode="alternating")
+for _spec in (NONE, BASE, ROTATE, RESIZED, COLOR, STRONG, STRONGER, AIRBENCH):
     AUGMENTATIONS.register(_spec.name, _spec)
 
 
 # --------------------------------------------------------------------------- torchvision
+
+
+def with_options(spec: AugmentSpec, flip: str = "preset", translate: int | None = None) -> AugmentSpec:
+    """``spec`` with the config's flip mode (``data.flip``) and reflect-padded translation (``data.translate``).
+
+    Args:
+        spec: the preset.
+        flip: ``preset`` (unchanged), ``random``, ``alternating`` or ``none``.
+        translate: pixels of reflect-padded translation replacing the preset's crop; None keeps it.
+    """
+    out = spec
+    if flip != "preset":
+        out = replace(out, flip=flip != "none", flip_mode="alternating" if flip == "alternating" else "random")
+    if translate is not None:
+        out = replace(out, crop_pad=int(translate), pad_mode="reflect")
+    if out != spec:
+        out = replace(out, name=f"{spec.name}+flip={flip}" + (f"+translate={translate}" if translate is not None else ""))
+    return out
+
+
+def alternating_flips(n: int, idx: np.ndarray, epoch: int, seed: int) -> np.ndarray:
+    """Alternating flip of images ``idx`` (dataset indices, any order) in ``epoch``: a seeded random
+    choice per image in epoch 0, then the opposite of the epoch before, i.e. ``first XOR (epoch odd)``.
+
+    Every image is flipped in exactly one of any two consecutive epochs, so two epochs see both views
+    of each (airbench's argument for it over random flips).
+    """
+    first = np.random.default_rng([int(seed), 0xF11B]).random(n) < 0.5
+    return first[idx] ^ bool(epoch % 2)
+
+
+def refuse_unsupported(spec: AugmentSpec, backend: str, *, reflect: bool = False, alternating: bool = False) -> None:
+    """One-line error where ``backend`` cannot do what ``spec`` asks (a silent substitute would change results).
+
+    Raises:
+        HarnessError: reflect padding or alternating flip on a backend without it.
+    """
+    from harness.errors import HarnessError
+
+    if spec.pad_mode == "reflect" and spec.crop_pad and not reflect:
+        raise HarnessError(f"augmentation {spec.name}: the {backend} backend has no reflect-padded translation; "
+                           "use --loader tensor")
+    if spec.flip and spec.flip_mode == "alternating" and not alternating:
+        raise HarnessError(f"augmentation {spec.name}: the {backend} backend has no alternating flip; "
+                           "use --loader tensor")
 
 
 def torchvision_uint8_transform(spec: AugmentSpec, size: tuple[int, int]) -> torch.nn.Module:
@@ -123,7 +175,8 @@ def torchvision_uint8_transform(spec: AugmentSpec, size: tuple[int, int]) -> tor
     if spec.resized_crop is not None:
         ops.append(v2.RandomResizedCrop(size, scale=spec.resized_crop, antialias=True))
     if spec.crop_pad:
-        ops.append(v2.RandomCrop(size, padding=spec.crop_pad, fill=0))
+        ops.append(v2.RandomCrop(size, padding=spec.crop_pad, fill=0,
+                                 padding_mode="reflect" if spec.pad_mode == "reflect" else "constant"))
     if spec.flip:
         ops.append(v2.RandomHorizontalFlip())
     if spec.rotate:
@@ -347,8 +400,14 @@ def _dev(a: Array, device: torch.device) -> torch.Tensor:
     return torch.from_numpy(a).to(device)
 
 
-def crop_flip(x: torch.Tensor, p: BatchParams, pad: int) -> torch.Tensor:
-    """Stage 1 on a uint8 batch (B, C, H, W): zero-padded random crop, then flip, as one gather."""
+def _reflect(i: torch.Tensor, n: int) -> torch.Tensor:
+    """Indices reflected into ``[0, n)`` without repeating the edge (``F.pad(mode="reflect")``), for |shift| < n."""
+    i = torch.where(i < 0, -i, i)
+    return torch.where(i >= n, 2 * (n - 1) - i, i)
+
+
+def crop_flip(x: torch.Tensor, p: BatchParams, pad: int, pad_mode: str = "zeros") -> torch.Tensor:
+    """Stage 1 on a uint8 batch (B, C, H, W): padded random crop (zero or reflect), then flip, as one gather."""
     b, c, h, w = x.shape
     dev = x.device
     dy, dx, flip = _dev(p.dy, dev), _dev(p.dx, dev), _dev(p.flip, dev)
@@ -356,6 +415,9 @@ def crop_flip(x: torch.Tensor, p: BatchParams, pad: int) -> torch.Tensor:
     ar_w = torch.arange(w, device=dev)
     ys = ar_h.view(1, h) + (dy - pad).view(b, 1)
     xs = torch.where(flip.view(b, 1), (w - 1 - ar_w).view(1, w), ar_w.view(1, w)) + (dx - pad).view(b, 1)
+    if pad_mode == "reflect":  # the mirrored border is real pixels: no mask
+        lin = _reflect(ys, h).view(b, h, 1) * w + _reflect(xs, w).view(b, 1, w)
+        return x.reshape(b, c, h * w).gather(2, lin.view(b, 1, h * w).expand(b, c, h * w)).view(b, c, h, w)
     valid = ((ys >= 0) & (ys < h)).view(b, h, 1) & ((xs >= 0) & (xs < w)).view(b, 1, w)
     lin = ys.clamp(0, h - 1).view(b, h, 1) * w + xs.clamp(0, w - 1).view(b, 1, w)
     out = x.reshape(b, c, h * w).gather(2, lin.view(b, 1, h * w).expand(b, c, h * w)).view(b, c, h, w)
@@ -448,7 +510,7 @@ def augment_batch(x: torch.Tensor, spec: AugmentSpec, p: BatchParams, mean: torc
                   std: torch.Tensor) -> torch.Tensor:
     """All four stages on a uint8 batch (B, C, H, W) on any device; returns normalised float32."""
     if spec.crop_pad or spec.flip:
-        x = crop_flip(x, p, spec.crop_pad)
+        x = crop_flip(x, p, spec.crop_pad, spec.pad_mode)
     return finish_batch(to_unit(x), spec, p, mean, std)
 
 

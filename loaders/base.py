@@ -65,14 +65,16 @@ class LoaderBase:
 
     backend = ""
 
-    def __init__(self, split: SplitData, meta: DatasetMeta, *, train: bool, batch_size: int, augment: str = "none",
+    def __init__(self, split: SplitData, meta: DatasetMeta, *, train: bool, batch_size: int,
+                 augment: str | AugmentSpec = "none",
                  device: str | torch.device = "cpu", rank: int = 0, world_size: int = 1, seed: int = 0,
                  drop_last: bool | None = None, channels_last: bool = False) -> None:
         if batch_size < 1:
             raise HarnessError(f"batch_size must be >= 1, got {batch_size}")
         if world_size < 1 or not 0 <= rank < world_size:
             raise HarnessError(f"rank {rank} is not in [0, world_size={world_size})")
-        spec: AugmentSpec = AUGMENTATIONS.get(augment)
+        # A spec (a preset with the config's flip/translate options applied) or a preset's name.
+        spec: AugmentSpec = augment if isinstance(augment, AugmentSpec) else AUGMENTATIONS.get(augment)
         self.split, self.meta = split, meta
         self.train = train
         # Evaluation never augments: the preset describes training only.

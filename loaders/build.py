@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from harness.errors import HarnessError
+from loaders.augment import AugmentSpec
 from loaders.base import LoaderBase, resolve_device
 from loaders.cache import notice
 from loaders.registries import AUGMENTATIONS, BACKENDS
@@ -88,7 +89,7 @@ def _announce(msg: str) -> None:
 
 
 def build_loader(split: SplitData, meta: DatasetMeta, *, backend: str = "auto", train: bool, batch_size: int,
-                 augment: str = "none", device: str | torch.device = "cpu", rank: int = 0, world_size: int = 1,
+                 augment: str | AugmentSpec = "none", device: str | torch.device = "cpu", rank: int = 0, world_size: int = 1,
                  seed: int = 0, drop_last: bool | None = None, channels_last: bool = False,
                  num_workers: int | None = None, beton_dir: str | Path | None = None,
                  layout: str = "uint8") -> LoaderBase:
@@ -100,7 +101,8 @@ def build_loader(split: SplitData, meta: DatasetMeta, *, backend: str = "auto", 
         backend: a name in ``BACKENDS`` (``auto``, ``tensor``, ``torchvision``, ``ffcv``).
         train: shuffle each epoch and apply ``augment``; evaluation loaders do neither.
         batch_size: samples per batch on this rank.
-        augment: a name in ``AUGMENTATIONS``.
+        augment: a name in ``AUGMENTATIONS``, or an :class:`~loaders.augment.AugmentSpec` (a preset with
+            options applied, :func:`loaders.augment.with_options`).
         device: where batches are delivered (and, for ``tensor``, where the split lives).
         rank, world_size: this process's DDP shard.
         seed: seeds the permutations and augmentation draws.
@@ -120,7 +122,8 @@ def build_loader(split: SplitData, meta: DatasetMeta, *, backend: str = "auto", 
         HarnessError: unknown backend or preset, impossible options, or ffcv not importable
             when asked for explicitly.
     """
-    AUGMENTATIONS.get(augment)  # fail on a typo before any work
+    if not isinstance(augment, AugmentSpec):
+        AUGMENTATIONS.get(augment)  # fail on a typo before any work
     BACKENDS.get(backend)
     if backend == "auto":
         backend, reason = choose_backend(split, meta, device, beton_dir)

@@ -37,6 +37,7 @@ import torch
 from harness.errors import HarnessError
 from loaders.augment import (
     BatchParams,
+    alternating_flips,
     augment_batch,
     erase_,
     normalize_,
@@ -60,10 +61,12 @@ def airbench_dtype(device: torch.device) -> torch.dtype:
 
 
 def normalized_padded_split(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, pad: int,
-                            dtype: torch.dtype, device: torch.device, chunk: int = 4096) -> torch.Tensor:
+                            dtype: torch.dtype, device: torch.device, chunk: int = 4096,
+                            pad_mode: str = "zeros") -> torch.Tensor:
     """uint8 (N, C, H, W) on the host -> normalised (N, C, H + 2 pad, W + 2 pad) ``dtype`` channels_last on ``device``.
 
-    The border holds a black pixel's normalised value, so a zero-padded crop is a pure index shift.
+    The border holds a black pixel's normalised value (``pad_mode="reflect"``: the mirrored image), so a
+    padded crop is a pure index shift.
     Built ``chunk`` images at a time: never a float32 copy of the whole split. Each value is the
     uint8 path's (``to_unit`` then ``normalize_``, float32), rounded once to ``dtype``.
     """
@@ -75,7 +78,10 @@ def normalized_padded_split(images: torch.Tensor, mean: torch.Tensor, std: torch
         out.copy_(black.to(dtype).expand_as(out))
     for i in range(0, n, chunk):
         x = normalize_(to_unit(images[i:i + chunk].to(device)), mean, std)
-        out[i:i + chunk, :, pad:pad + h, pad:pad + w] = x.to(dtype)
+        if pad and pad_mode == "reflect":
+            out[i:i + chunk] = torch.nn.functional.pad(x, (pad,) * 4, mode="reflect").to(dtype)
+        else:
+            out[i:i + chunk, :, pad:pad + h, pad:pad + w] = x.to(dtype)
     return out
 
 
@@ -129,12 +135,13 @@ class TensorLoader(LoaderBase):
                 raise HarnessError(f"layout airbench normalises the split once, so it takes presets without "
                                    f"rotation, affine or colour jitter (none, base); {self.spec.name} has them")
             self.padded = normalized_padded_split(split.images, self.mean, self.std, self.spec.crop_pad,
-                                                  layout_dtype or airbench_dtype(self.device), self.device)
+                                                  layout_dtype or airbench_dtype(self.device), self.device,
+                                                  pad_mode=self.spec.pad_mode)
             self.images = None  # the uint8 copy is not needed on the device
         else:
             self.images = split.images.to(self.device).contiguous()
         #: fused numba kernel on the CPU; tests switch it off to compare with the torch-op path
-        # (presets with a resized crop or hue take the torch ops: the kernel has neither)
+        # (presets with a resized crop, hue or reflect padding take the torch ops: the kernel has none of them)
         self.use_kernel = self.device.type == "cpu" and layout == "uint8" and self.spec.fused
         self._mean_np = np.asarray(meta.mean, dtype=np.float32)
         self._std_np = np.asarray(meta.std, dtype=np.float32)
@@ -153,6 +160,8 @@ class TensorLoader(LoaderBase):
         # The whole epoch's random parameters in one draw per array: the same numbers, batch by
         # batch, on every device (see the module docstring).
         params = sample_params(self.spec, len(idx), h, w, self.aug_generator())
+        if self.spec.flip and self.spec.flip_mode == "alternating":
+            params.flip = alternating_flips(self.n, idx, self.epoch, self.seed)
         if self.use_kernel:
             labels = self.labels[torch.from_numpy(idx)]
             for k in range(n_batches):

@@ -29,9 +29,11 @@ from torch.utils.data import DataLoader, Dataset
 
 from harness.errors import HarnessError
 from loaders.augment import (
+    AugmentSpec,
     erase_,
     erase_only,
     normalize_,
+    refuse_unsupported,
     sample_params,
     to_unit,
     torchvision_uint8_transform,
@@ -69,12 +71,14 @@ class TorchvisionLoader(LoaderBase):
     backend = "torchvision"
 
     def __init__(self, split: SplitData, meta: DatasetMeta, *, train: bool, batch_size: int,
-                 augment: str = "none", device: str | torch.device = "cpu", rank: int = 0, world_size: int = 1,
+                 augment: str | AugmentSpec = "none", device: str | torch.device = "cpu", rank: int = 0, world_size: int = 1,
                  seed: int = 0, drop_last: bool | None = None, channels_last: bool = False,
                  num_workers: int | None = None, beton_dir: str | Path | None = None) -> None:
         super().__init__(split, meta, train=train, batch_size=batch_size, augment=augment, device=device,
                          rank=rank, world_size=world_size, seed=seed, drop_last=drop_last,
                          channels_last=channels_last)
+        # Workers see one image at a time, not its index: no alternating flip (reflect padding they have).
+        refuse_unsupported(self.spec, "torchvision", reflect=True)
         workers = default_workers(usable_cpus()) if num_workers is None else num_workers
         if workers < 0:
             raise HarnessError(f"num_workers must be >= 0, got {workers}")

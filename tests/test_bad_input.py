@@ -214,7 +214,7 @@ RUN = [
     P(["--strategy", "scratchh"], "strategy.name", "did you mean scratch", id="strategy-typo"),
     P(["--pretrain-dataset", "mnistt", "--strategy", "transfer"], "strategy.pretrain_dataset", "did you mean mnist",
       id="pretrain-dataset-typo"),
-    P(["--init", "he"], "model.init", "default, xavier or kaiming", id="init-unknown"),
+    P(["--init", "he"], "model.init", "default, xavier, kaiming or dirac", id="init-unknown"),
     P(["--precision", "fp8"], "train.precision", "auto, fp32, bf16 or fp16", id="precision-unknown"),
     P(["--lr-scaling", "sqrt"], "optim.lr_scaling", "none or linear", id="lr-scaling-unknown"),
     P(["--set", "optim.lrr=1"], "optim.lrr", "did you mean optim.lr", id="set-unknown-key"),

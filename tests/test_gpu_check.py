@@ -41,3 +41,8 @@ def test_script_imports_modules_that_exist():
 
     for mod in set(re.findall(r"^from (harness[\w.]*|loaders[\w.]*) import", SCRIPT.read_text(), re.M)):
         importlib.import_module(mod)
+
+
+def test_script_times_speed94_to_94_percent():
+    text = SCRIPT.read_text().replace("\\\n", " ")
+    assert re.search(r"\$H bench speed --recipe speed94 --target 0\.94", text), "the speed-track step is there"

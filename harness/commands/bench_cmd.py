@@ -1,4 +1,4 @@
-"""``harness bench loaders|overhead``: throughput benchmarks that append to ``results/throughput.csv``."""
+"""``harness bench loaders|overhead|speed``: throughput and time-to-target benchmarks that append to ``results/throughput.csv``."""
 
 from __future__ import annotations
 
@@ -37,6 +37,28 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     op.add_argument("--modes", default="bare,inprocess,ray", help="comma list of bare, inprocess, ray")
     op.add_argument("--out", default=None, help="CSV to append to (default: results/throughput.csv)")
     op.set_defaults(func=_overhead)
+
+    sp = bsub.add_parser("speed", help="time to a validation target of shipped recipes (speed94, ...)",
+                         description="Time to a validation accuracy target of shipped recipes, the way the "
+                         "CIFAR-10 speed records time it: whitening init, training and the (TTA) evaluation that "
+                         "reached the target are timed; data loading and placement, compile warm-up (reported "
+                         "apart) and earlier evaluations are not. Mean and std over --runs seeds, the fraction "
+                         "that reached the target, and each recipe's time as a ratio of the first's.")
+    sp.add_argument("--recipe", action="append", required=True, metavar="NAME",
+                    help="a shipped recipe (harness list recipes); repeat to compare, the first is the ratio's base")
+    sp.add_argument("--target", type=float, default=0.94, help="validation accuracy to reach")
+    sp.add_argument("--runs", type=int, default=1, help="runs (seeds 0..N-1) per recipe")
+    sp.add_argument("--data-dir", default=None, help="data root (default: $HARNESS_DATA_DIR or ./data)")
+    sp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="dotted override applied to every recipe, e.g. --set train.compile=true")
+    sp.add_argument("--stop-at-target", action="store_true",
+                    help="stop each run once val accuracy reaches the target (AlgoPerf-style; the default runs "
+                    "the recipe's whole budget, as the records do)")
+    sp.add_argument("--no-peer", dest="peer", action="store_false",
+                    help="do not run the airbench package beside (it runs only where it imports and CUDA is present)")
+    sp.add_argument("--runs-dir", default=None, help="where the run directories go (default: a temp folder)")
+    sp.add_argument("--out", default=None, help="CSV to append to (default: results/throughput.csv)")
+    sp.set_defaults(func=_speed)
 
 
 def _check_loaders(args: argparse.Namespace) -> None:
@@ -81,6 +103,33 @@ def _check_overhead(args: argparse.Namespace) -> None:
         raise HarnessError(f"--n-train {args.n_train} is less than one --batch-size {args.batch_size}: "
                            "no training step to time")
     checks.output_file("--out", args.out, "CSV file")
+
+
+def _check_speed(args: argparse.Namespace) -> None:
+    """Every option of ``bench speed``, before anything runs (each recipe's config is resolved too)."""
+    from harness.commands import checks
+    from harness.errors import HarnessError
+    from harness.run.recipes import RECIPES
+
+    for name in args.recipe:
+        RECIPES.get(name)
+    if not 0 < args.target <= 1:
+        raise HarnessError(f"--target must be a validation accuracy in (0, 1], got {args.target}")
+    checks.at_least("--runs", args.runs, 1)
+    checks.folder("--data-dir", args.data_dir)
+    checks.folder("--runs-dir", args.runs_dir)
+    checks.output_file("--out", args.out, "CSV file")
+    from harness.bench.speed import recipe_config
+
+    for name in args.recipe:  # a bad --set is one line now, not after the first recipe's runs
+        recipe_config(name, args.target, 0, args.set, args.data_dir, args.runs_dir or "runs", args.stop_at_target)
+
+
+def _speed(args: argparse.Namespace) -> int:
+    from harness.bench.speed import main
+
+    _check_speed(args)
+    return main(args)
 
 
 def _loaders(args: argparse.Namespace) -> int:

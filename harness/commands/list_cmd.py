@@ -15,7 +15,7 @@ REGISTRIES: dict[str, tuple[str, str]] = {
     "optimizers": ("harness.run.optim", "OPTIMIZERS"),
     "schedulers": ("harness.run.optim", "SCHEDULERS"),
 }
-KINDS = ["models", "presets", *REGISTRIES]
+KINDS = ["models", "presets", "recipes", *REGISTRIES]
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -73,6 +73,12 @@ def run(args: argparse.Namespace) -> int:
         presets = dict(list_presets())
         names = _matching("presets", list(presets), args.pattern)
         _print_table(["preset", "description"], [[n, presets[n]] for n in names])
+        return 0
+    if args.kind == "recipes":
+        from harness.run.recipes import RECIPES, recipe_note
+
+        names = _matching("recipes", RECIPES.names(), args.pattern)
+        _print_table(["recipe", "source"], [[n, recipe_note(n)[:160]] for n in names])
         return 0
     mod, attr = REGISTRIES[args.kind]
     reg = getattr(importlib.import_module(mod), attr)

@@ -23,14 +23,35 @@ SHORTCUTS: dict[str, str] = {
     "--budget": "train.budget", "--target-acc": "train.target_acc", "--precision": "train.precision",
     "--seed": "train.seed", "--workers": "dist.workers", "--cpus-per-worker": "dist.cpus_per_worker",
     "--max-failures": "dist.max_failures", "--checkpoint-every": "train.checkpoint_every", "--out": "out",
-    "--name": "name",
+    "--name": "name", "--tta": "train.tta", "--ema": "train.ema", "--flip": "data.flip",
+    "--translate": "data.translate",
 }
 # boolean flags: set the key to true (--no-progress sets train.progress to false)
 FLAGS: dict[str, str] = {
     "--grayscale": "data.grayscale", "--channels-last": "train.channels_last", "--compile": "train.compile",
     "--deterministic": "train.deterministic", "--nesterov": "optim.nesterov", "--download": "data.download",
-    "--no-progress": "train.progress",
+    "--no-progress": "train.progress", "--whiten": "model.whiten", "--decoupled": "optim.decoupled",
 }
+
+
+def recipe_help() -> str:
+    """The shipped recipes and where each comes from, for ``--help``."""
+    from harness.run.recipes import RECIPES, recipe_note
+
+    return "; ".join(f"{n} ({recipe_note(n).split(': ', 1)[-1].split(' (')[0]})" for n in RECIPES.names())
+
+
+#: keys without a shortcut flag that ``--help`` lists (``--set KEY=VALUE``): the speed track's knobs
+SET_ONLY_HELP = ("model.whiten_bias_epochs", "optim.bn_bias_lr_mult", "optim.muon_lr", "optim.muon_momentum",
+                 "sched.peak_at", "sched.floor_factor", "sched.warmup_start_factor", "train.ema_decay",
+                 "train.ema_every", "train.ema_ramp", "train.stop_at_target", "train.max_steps_per_epoch")
+
+
+def set_only_help() -> str:
+    """The epilog of ``harness run --help``: config keys that take ``--set`` (no shortcut flag)."""
+    from harness.run.config import field_info
+
+    return "more keys (--set KEY=VALUE): " + "; ".join(f"{k}: {field_info(k).help}" for k in SET_ONLY_HELP)
 
 
 def _help(key: str) -> str:
@@ -56,12 +77,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     """Register ``harness run``."""
     p = sub.add_parser(
         "run", help="train one configuration (in process or as Ray Train DDP)",
-        description="Train one configuration. Values come from the defaults, then --config YAML, then "
-        "--set overrides, then the shortcut flags. The resolved config is saved in the run directory, "
+        description="Train one configuration. Values come from the defaults, then --recipe or --config YAML, "
+        "then --set overrides, then the shortcut flags. The resolved config is saved in the run directory, "
         "whose path is the last line printed.",
-        formatter_class=_ConfigHelp,
+        formatter_class=_ConfigHelp, epilog=set_only_help(),
     )
     p.add_argument("--config", help="YAML recipe (any subset of the config tree)")
+    p.add_argument("--recipe", metavar="NAME", help="a shipped recipe by name (harness list recipes): "
+                   + recipe_help())
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="dotted override, e.g. --set optim.lr=0.05 (repeatable)")
     for flag, key in SHORTCUTS.items():
@@ -86,7 +109,16 @@ def resolve_config(args: argparse.Namespace):
     from harness.errors import ConfigError
     from harness.run.config import RunConfig, apply_overrides, load_config, parse_override
 
-    if args.config:
+    if args.config and getattr(args, "recipe", None):
+        raise ConfigError("give --recipe NAME or --config FILE, not both (add --set overrides on top of either)")
+    if getattr(args, "recipe", None):
+        from harness.run.recipes import recipe_path
+
+        try:
+            cfg = load_config(recipe_path(args.recipe))
+        except ConfigError as e:
+            raise ConfigError(f"--recipe {e}") from None
+    elif args.config:
         checks.input_file("--config", args.config, "YAML file")
         try:
             cfg = load_config(args.config)
@@ -178,7 +210,8 @@ def _given(args: argparse.Namespace) -> list[str]:
     """The options given besides ``--resume``, as typed (``--config``, ``--set``, ``--epochs``, ...)."""
     flag_of = {"sc_" + k.replace(".", "__"): f for f, k in SHORTCUTS.items()}
     flag_of.update({"fl_" + k.replace(".", "__"): f for f, k in FLAGS.items()})
-    given = [f for f, v in (("--config", args.config), ("--set", args.set), ("--print-config", args.print_config)) if v]
+    given = [f for f, v in (("--config", args.config), ("--recipe", getattr(args, "recipe", None)), ("--set", args.set),
+                            ("--print-config", args.print_config)) if v]
     return given + [flag_of[k] for k, v in vars(args).items() if k in flag_of and v]
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import re
 import types
 import typing
@@ -51,7 +52,14 @@ class ModelConfig:
     """Which architecture, and how it is built."""
 
     arch: str = knob("resnet20", "model name (harness list models)", registry="model")
-    init: str = knob("default", "scratch init of conv and linear layers", choices=("default", "xavier", "kaiming"))
+    init: str = knob("default", "scratch init of conv and linear layers (dirac: the builder's init, then the first "
+                     "in_channels filters of every stride-1 3x3 conv are identity maps, as airbench does)",
+                     choices=("default", "xavier", "kaiming", "dirac"))
+    whiten: bool = knob(False, "whitening init of the model's patch-whitening conv (airbench94's 2x2 conv, its top-level "
+                        "`whiten`) from the covariance of training-split patches, computed at setup "
+                        "and timed; its weights stay frozen")
+    whiten_bias_epochs: int = knob(0, "model.whiten: epochs the whitening conv's bias trains before it is frozen "
+                                   "(0: frozen from the start)")
     kwargs: dict = knob(help="extra builder keywords, e.g. {dropout: 0.3}", factory=dict)
 
 
@@ -70,6 +78,11 @@ class DataConfig:
     loader: str = knob("auto", "loader backend (auto: ffcv on CUDA when its files exist, else tensor)",
                        registry="loader")
     augment: str = knob("base", "augmentation preset", registry="augment")
+    flip: str = knob("preset", "horizontal flip: preset (as the preset says), random (p=0.5 each epoch), "
+                     "alternating (random in the first epoch, then each image flipped the other way from the "
+                     "epoch before; tensor backend), none", choices=("preset", "random", "alternating", "none"))
+    translate: int | None = knob(None, "random translation by up to N pixels with reflect padding, replacing the "
+                                 "preset's zero-padded crop (tensor and torchvision backends); unset: the preset's")
     layout: str = knob("uint8", "tensor loader: uint8 (the split as uint8, normalised per batch) or airbench (the "
                        "split normalised once on the device in bf16/fp16 channels_last, crop as a shift in the "
                        "padding; presets none and base; on CUDA with bf16/fp16 precision)",
@@ -95,6 +108,14 @@ class OptimConfig:
     eps: float = knob(1e-8, "Adam/RMSprop epsilon")
     head_lr: float | None = knob(None, "learning rate of the classifier head (finetune); default lr")
     body_lr: float | None = knob(None, "learning rate of everything else (finetune); default lr")
+    decoupled: bool = knob(False, "airbench's units (sgd, muon): optim.lr is per 1024 examples (torch lr = lr x "
+                           "batch / (1024 (1 + 1/(1 - momentum)))) and optim.weight_decay is independent of lr "
+                           "and of the group multipliers (each group's torch decay is divided by its lr)")
+    bn_bias_lr_mult: float = knob(1.0, "learning-rate multiplier of BatchNorm biases (airbench: 64); under "
+                                  "optim.decoupled their weight decay stays that of the other weights")
+    muon_lr: float = knob(0.24, "muon: learning rate of the conv filters (Muon, flattened to 2-D); the rest "
+                          "take optim.lr with Nesterov SGD")
+    muon_momentum: float = knob(0.6, "muon: Muon momentum of the conv filters")
     lr_scaling: str = knob("none", "linear: lr x global batch / base_batch (applied when the config is resolved)",
                            choices=("none", "linear"))
     base_batch: int = knob(128, "reference batch of the linear scaling rule")
@@ -117,13 +138,17 @@ class SchedConfig:
     base_lr_factor: float = knob(0.1, "cyclic: base_lr = lr x factor")
     patience: int = knob(2, "plateau: epochs without val-loss improvement")
     poly_epochs: float = knob(10.0, "poly_cyclic: epochs of polynomial decay before the cyclic phase")
+    peak_at: float = knob(0.23, "piecewise: fraction of training steps at which lr peaks (linear from lr x "
+                          "sched.warmup_start_factor up to lr)")
+    floor_factor: float = knob(0.07, "piecewise: lr x this at the last step (linear decay from the peak)")
 
 
 @dataclass
 class TrainConfig:
     """The loop: length, batch, regularisation, stopping, precision and reproducibility."""
 
-    epochs: int = knob(10, "training epochs")
+    epochs: int | float = knob(10, "training epochs; a fraction (9.9) ends the last epoch after that fraction of "
+                               "its steps")
     batch_size: int = knob(128, "batch size per worker")
     eval_batch_size: int = knob(512, "evaluation batch size")
     label_smoothing: float = knob(0.0, "label smoothing")
@@ -132,6 +157,8 @@ class TrainConfig:
     min_delta: float = knob(0.0, "smallest val-loss improvement that counts")
     budget: str | None = knob(None, "wall-clock budget, e.g. 90s, 30m, 2h (still tests at the end)")
     target_acc: float | None = knob(None, "record the time when val accuracy first reaches this")
+    stop_at_target: bool = knob(False, "stop after the epoch whose val accuracy first reaches train.target_acc "
+                                "(AlgoPerf's time to target; the test still runs)")
     precision: str = knob("auto", "auto (bf16 on GPUs with native bf16, else fp16 + GradScaler; fp32 on CPU), "
                           "fp32 (TF32 matmuls on CUDA), bf16 or fp16 (CUDA); the resolved config holds what ran",
                           choices=("auto", "fp32", "bf16", "fp16"))
@@ -146,6 +173,16 @@ class TrainConfig:
     max_steps_per_epoch: int | None = knob(None, "cap steps per epoch (smoke tests)")
     measure_inference: bool = knob(True, "measure inference images/s at batch 256 at the end", identity=NONE)
     progress: bool = knob(True, "per-epoch progress lines", identity=NONE, sweep=True)
+    tta: str = knob("none", "test-time augmentation of validation and test: none, flip (2 views), flip_translate "
+                    "(6 views: flip, and both shifted 1 px diagonally with reflect padding; airbench)",
+                    choices=("none", "flip", "flip_translate"))
+    ema: str = knob("none", "weight averaging: ema (an exponential moving average, evaluated and selected), "
+                    "lookahead (the weights are pulled back to the average at every update; airbench94); "
+                    "evaluation and best.pt use the averaged weights", choices=("none", "ema", "lookahead"))
+    ema_decay: float = knob(0.95, "weight averaging: decay per optimizer step")
+    ema_every: int = knob(5, "weight averaging: optimizer steps between updates (the decay is decay^every)")
+    ema_ramp: float = knob(3.0, "weight averaging: the decay is scaled by (step / total steps)^ramp, so the "
+                           "average follows early weights closely (airbench: 3); 0: constant")
 
 
 @dataclass
@@ -526,7 +563,7 @@ def validate(cfg: RunConfig) -> None:
             v = flat[key]
             need(v in f.choices, f"{key} must be {', '.join(f.choices[:-1])} or {f.choices[-1]}, got '{v}'")
     t, o, d, s = cfg.train, cfg.optim, cfg.data, cfg.sched
-    need(t.epochs >= 1, f"train.epochs must be >= 1, got {t.epochs}")
+    need(t.epochs >= 1, f"train.epochs must be >= 1 (fractions such as 9.9 cut the last epoch), got {t.epochs}")
     need(t.batch_size >= 1, f"train.batch_size must be >= 1, got {t.batch_size}")
     need(t.checkpoint_every >= 0, f"train.checkpoint_every must be >= 0 (0: never), got {t.checkpoint_every}")
     need(t.eval_batch_size >= 1, f"train.eval_batch_size must be >= 1, got {t.eval_batch_size}")
@@ -548,6 +585,7 @@ def validate(cfg: RunConfig) -> None:
             raise ConfigError(f"train.budget: {e}") from None
         need(budget > 0, f"train.budget must be positive, got '{t.budget}'")
     need(t.seed >= 0, f"train.seed must be >= 0, got {t.seed}")
+    need(not t.stop_at_target or t.target_acc is not None, "train.stop_at_target needs train.target_acc")
     need(t.min_delta >= 0, f"train.min_delta must be >= 0, got {t.min_delta}")
     need(t.max_steps_per_epoch is None or t.max_steps_per_epoch >= 1,
          f"train.max_steps_per_epoch must be >= 1, got {t.max_steps_per_epoch}")
@@ -569,6 +607,31 @@ def validate(cfg: RunConfig) -> None:
     need(s.step_size >= 1, f"sched.step_size must be >= 1, got {s.step_size}")
     need(s.gamma > 0, f"sched.gamma must be > 0, got {s.gamma}")
     need(0 < s.pct_start < 1, f"sched.pct_start must be in (0, 1), got {s.pct_start}")
+    need(0 <= s.peak_at < 1, f"sched.peak_at must be in [0, 1), got {s.peak_at}")
+    need(s.floor_factor >= 0, f"sched.floor_factor must be >= 0, got {s.floor_factor}")
+    need(o.bn_bias_lr_mult > 0, f"optim.bn_bias_lr_mult must be > 0, got {o.bn_bias_lr_mult}")
+    need(o.muon_lr > 0, f"optim.muon_lr must be > 0, got {o.muon_lr}")
+    need(0 <= o.muon_momentum < 1, f"optim.muon_momentum must be in [0, 1), got {o.muon_momentum}")
+    need(0 < t.ema_decay < 1, f"train.ema_decay must be in (0, 1), got {t.ema_decay}")
+    need(t.ema_every >= 1, f"train.ema_every must be >= 1, got {t.ema_every}")
+    need(t.ema_ramp >= 0, f"train.ema_ramp must be >= 0, got {t.ema_ramp}")
+    need(d.translate is None or 0 <= d.translate <= 8, f"data.translate must be in 0..8 pixels, got {d.translate}")
+    need(cfg.model.whiten_bias_epochs >= 0,
+         f"model.whiten_bias_epochs must be >= 0, got {cfg.model.whiten_bias_epochs}")
+
+
+def epoch_count(epochs: float) -> int:
+    """How many epochs a run of ``train.epochs`` starts: a fractional last epoch counts as one."""
+    return max(1, math.ceil(epochs - 1e-9))
+
+
+def steps_in_epoch(epoch: int, epochs: float, steps: int) -> int:
+    """Optimizer steps of epoch ``epoch`` (0-based) out of ``steps`` per epoch: the fractional last one is cut.
+
+    ``round(epochs * steps)`` steps in all, so the schedule (built for that many) ends exactly at the last.
+    """
+    total = max(1, round(epochs * steps))
+    return max(0, min(steps, total - epoch * steps))
 
 
 def save_config(cfg: RunConfig, path: Path) -> None:

@@ -15,6 +15,7 @@ for the divergence and budget checks), so the loop adds almost nothing to a bare
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
@@ -31,14 +32,31 @@ import torch
 from torch import nn
 
 from harness.files import BEST_CKPT, LAST_CKPT, METRICS_FILE
-from harness.run.config import RunConfig, config_from_dict, config_hash, config_to_dict, parse_duration
+from harness.run.averaging import WeightAverager
+from harness.run.config import (
+    RunConfig,
+    config_from_dict,
+    config_hash,
+    config_to_dict,
+    epoch_count,
+    parse_duration,
+    steps_in_epoch,
+)
 from harness.run.data import load_data
-from harness.run.measure import apply_backend_flags, autocast, backend_flags, inference_img_per_s, peak_mem_mb
-from harness.run.optim import Schedule, build_optimizer, build_schedule, current_lr, param_groups
+from harness.run.measure import (
+    DeviceTimer,
+    apply_backend_flags,
+    autocast,
+    backend_flags,
+    inference_img_per_s,
+    peak_mem_mb,
+)
+from harness.run.optim import Schedule, build_optimizer, build_schedule, current_lr, decouple, param_groups
 from harness.run.progress import Progress
 from harness.run.state import TrainState
 from harness.run.strategies import STRATEGIES, set_train_mode
 from harness.run.summary import RunSummary
+from harness.run.tta import tta_logits
 
 CHECK_EVERY = 20  # steps between divergence/budget checks (each costs a device sync, and an all-reduce under DDP)
 Report = Callable[[dict, "Path | None"], None]
@@ -133,6 +151,7 @@ class Stepper:
     device: torch.device
     grad_clip: float | None = None
     scaler: torch.amp.GradScaler | None = None
+    averager: WeightAverager | None = None  # --ema: updated after every optimizer step
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Train on one batch; returns ``(loss, logits)``, both still on the device."""
@@ -153,6 +172,8 @@ class Stepper:
             self.opt.step()
         if self.sched is not None:
             self.sched.step_batch()
+        if self.averager is not None:
+            self.averager.step()
         return loss, out
 
 
@@ -225,15 +246,18 @@ def train_one_epoch(step: Stepper, loader: Iterable, ctx: WorkerContext, *, max_
 
 
 def evaluate(model: nn.Module, loader: Iterable, num_classes: int, ctx: WorkerContext,
-             precision: str = "fp32", pad_to: int | None = None) -> dict[str, Any]:
+             precision: str = "fp32", pad_to: int | None = None, tta: str = "none") -> dict[str, Any]:
     """Loss, accuracy and confusion matrix over a (sharded) split, summed across ranks.
 
     ``pad_to``: pad a short batch to this size with zeros and drop the padding's outputs, so that a
-    compiled model sees one shape (every other shape would compile again).
+    compiled model sees one shape (every other shape would compile again). ``tta``: test-time
+    augmentation (:func:`harness.run.tta.tta_logits`): the logits are averaged over its views.
 
     Returns:
-        ``{"loss", "acc", "n", "confusion"}`` with ``confusion[true, pred]`` counts (on the CPU).
+        ``{"loss", "acc", "n", "confusion", "seconds"}`` with ``confusion[true, pred]`` counts (on the
+        CPU) and the seconds of device work (:class:`~harness.run.measure.DeviceTimer`).
     """
+    timer = DeviceTimer(ctx.device).start()
     model.eval()
     loss_sum = torch.zeros((), dtype=torch.float64, device=ctx.device)
     conf = torch.zeros(num_classes * num_classes, dtype=torch.int64, device=ctx.device)
@@ -244,7 +268,7 @@ def evaluate(model: nn.Module, loader: Iterable, num_classes: int, ctx: WorkerCo
             if pad_to and n < pad_to:
                 x = _pad(x, pad_to)
             with autocast(precision, ctx.device):
-                out = model(x)[:n]
+                out = tta_logits(model, x, tta)[:n]
             loss_sum += crit(out.float(), y).double()
             conf += torch.bincount(y * num_classes + out.argmax(1), minlength=num_classes * num_classes)
     all_reduce(loss_sum, ctx)
@@ -252,7 +276,7 @@ def evaluate(model: nn.Module, loader: Iterable, num_classes: int, ctx: WorkerCo
     conf = conf.view(num_classes, num_classes).cpu()
     n = int(conf.sum())
     return {"loss": float(loss_sum) / max(n, 1), "acc": float(conf.diag().sum()) / max(n, 1), "n": n,
-            "confusion": conf}
+            "confusion": conf, "seconds": timer.stop()}
 
 
 def _pad(x: torch.Tensor, size: int) -> torch.Tensor:
@@ -291,6 +315,7 @@ class Run:
     pretrained: RunSummary | None = None  # transfer: stage one's summary, folded into this one's
     resume_from_disk: bool = False  # `harness run --resume`: continue from <run_dir>/last.pt
     compile_s: float | None = None  # --compile: the warm-up compilation, timed apart from epoch 1
+    whiten_s: float = 0.0  # model.whiten: the whitening init (timed work of the recipe)
 
     @property
     def eval_pad(self) -> int | None:
@@ -300,6 +325,18 @@ class Run:
     @property
     def num_classes(self) -> int:
         return len(self.meta.classes)
+
+    def validate(self) -> dict[str, Any]:
+        """Validation on the weights the run evaluates (the averaged ones under --ema), with --tta."""
+        return evaluate_weights(self, self.val_loader)
+
+
+def evaluate_weights(run: Run, loader: Any) -> dict[str, Any]:
+    """:func:`evaluate` of ``run``'s model over ``loader``, on the averaged weights when there are some."""
+    avg = run.step.averager
+    with avg.swapped() if avg is not None else contextlib.nullcontext():
+        return evaluate(run.fwd_model, loader, run.num_classes, run.ctx, run.cfg.train.precision, run.eval_pad,
+                        run.cfg.train.tta)
 
 
 def _seed(cfg: RunConfig, ctx: WorkerContext) -> None:
@@ -314,10 +351,18 @@ def _loaders(cfg: RunConfig, ctx: WorkerContext, splits: Any, meta: Any) -> tupl
                   channels_last=cfg.train.channels_last, **_layout(cfg))
     # A compiled model recompiles for the short last batch; drop it (at most batch_size - 1 images an epoch).
     train = build_loader(splits.train, meta, backend=cfg.data.loader, train=True, batch_size=cfg.train.batch_size,
-                         augment=cfg.data.augment, num_workers=cfg.data.num_workers,
+                         augment=augment_spec(cfg), num_workers=cfg.data.num_workers,
                          drop_last=True if cfg.train.compile else None, **common)
     val = eval_loader(cfg, ctx, splits.val, meta)
     return train, val
+
+
+def augment_spec(cfg: RunConfig) -> Any:
+    """The training augmentation: the preset with ``data.flip`` and ``data.translate`` applied."""
+    from loaders import AUGMENTATIONS
+    from loaders.augment import with_options
+
+    return with_options(AUGMENTATIONS.get(cfg.data.augment), cfg.data.flip, cfg.data.translate)
 
 
 def eval_loader(cfg: RunConfig, ctx: WorkerContext, split: Any, meta: Any) -> Any:
@@ -348,7 +393,10 @@ def _model(cfg: RunConfig, ctx: WorkerContext, meta: Any) -> tuple[nn.Module, st
 def _stepper(cfg: RunConfig, ctx: WorkerContext, model: nn.Module, head: str | None,
              steps: int) -> tuple[Stepper, nn.Module]:
     split_groups = cfg.optim.head_lr is not None or cfg.optim.body_lr is not None
-    opt = build_optimizer(param_groups(model, cfg.optim, head if split_groups else None, cfg.optim.lr), cfg.optim)
+    groups = param_groups(model, cfg.optim, head if split_groups else None, cfg.optim.lr)
+    if cfg.optim.decoupled:
+        decouple(groups, cfg.optim, cfg.train.batch_size * ctx.world_size)
+    opt = build_optimizer(groups, cfg.optim)
     sched = build_schedule(opt, cfg.sched, cfg.train.epochs, max(steps, 1))
     fwd = model
     if ctx.world_size > 1:
@@ -359,6 +407,10 @@ def _stepper(cfg: RunConfig, ctx: WorkerContext, model: nn.Module, head: str | N
     step = Stepper(fwd, list(model.parameters()), opt, sched, nn.CrossEntropyLoss(
         label_smoothing=cfg.train.label_smoothing), cfg.train.precision, ctx.device, cfg.train.grad_clip,
         torch.amp.GradScaler("cuda") if cfg.train.precision == "fp16" else None)
+    t = cfg.train
+    if t.ema != "none":
+        step.averager = WeightAverager(model, t.ema, t.ema_decay, t.ema_every, round(t.epochs * max(steps, 1)),
+                                       t.ema_ramp)
     return step, fwd
 
 
@@ -371,6 +423,12 @@ def setup(cfg: RunConfig, run_dir: Path, ctx: WorkerContext, run_hash: str | Non
     splits, meta = load_data(cfg, model_info(cfg.model.arch).min_img_size, announce=ctx.is_main and cfg.train.progress)
     train_loader, val_loader = _loaders(cfg, ctx, splits, meta)
     model, head = _model(cfg, ctx, meta)
+    whiten_s = 0.0
+    if cfg.model.whiten:  # before the optimizer is built: the frozen filters are left out of it
+        from harness.run.whiten import init_whitening
+
+        whiten_s = init_whitening(model, cfg.model.arch, splits.train.images, meta.mean, meta.std, ctx.device,
+                                  freeze_bias=cfg.model.whiten_bias_epochs == 0)
     mflops = count_mflops(copy.deepcopy(model).cpu(), meta.shape[0], meta.shape[-1]) if ctx.is_main else 0.0
     steps = len(train_loader) if cfg.train.max_steps_per_epoch is None else min(len(train_loader),
                                                                                 cfg.train.max_steps_per_epoch)
@@ -378,6 +436,7 @@ def setup(cfg: RunConfig, run_dir: Path, ctx: WorkerContext, run_hash: str | Non
     progress = Progress(cfg.train.progress and ctx.is_main, cfg.train.epochs, ctx.tag)
     run = Run(cfg, ctx, Path(run_dir), run_hash or config_hash(cfg), splits, meta, train_loader, val_loader,
               model, fwd, step, steps, sum(p.numel() for p in model.parameters()), mflops, progress, t_start)
+    run.whiten_s = whiten_s
     if cfg.train.compile:
         run.compile_s = compile_warmup(run)
     return run
@@ -397,7 +456,8 @@ def compile_warmup(run: Run) -> float:
         loss = run.step.crit(run.fwd_model(x), y)
     loss.backward()
     evaluate(run.fwd_model, [(x[: run.cfg.train.eval_batch_size], y[: run.cfg.train.eval_batch_size])],
-             run.num_classes, local_context(run.ctx.device), run.cfg.train.precision, run.eval_pad)
+             run.num_classes, local_context(run.ctx.device), run.cfg.train.precision, run.eval_pad,
+             run.cfg.train.tta)
     if run.ctx.device.type == "cuda":
         torch.cuda.synchronize(run.ctx.device)
     seconds = time.perf_counter() - t
@@ -506,7 +566,7 @@ def _write_checkpoints(run: Run, state: TrainState, plain_cfg: dict) -> Path | N
 
     ``best.pt`` is written once, by :func:`finish`: the best weights live in memory until then.
     """
-    if not checkpoint_due(state.epoch, run.cfg.train.epochs, run.cfg.train.checkpoint_every):
+    if not checkpoint_due(state.epoch, epoch_count(run.cfg.train.epochs), run.cfg.train.checkpoint_every):
         return None
     d = run.run_dir
     ck = {"model": run.model.state_dict(), "optimizer": run.step.opt.state_dict(),
@@ -533,11 +593,17 @@ def end_epoch(run: Run, state: TrainState, stats: EpochStats, val: dict, report:
            "train_img_per_s": stats.n / stats.seconds if stats.seconds > 0 else 0.0}
     run.step.sched.step_epoch(val["loss"])
     state.history.append(row)
+    state.val_s += val.get("seconds", 0.0)
     if state.improved(val["acc"], val["loss"], run.cfg.train.min_delta):
-        state.best_model = {k: v.detach().to("cpu", copy=True) for k, v in run.model.state_dict().items()}
+        avg = run.step.averager  # --ema: the averaged weights are the ones evaluated, so the ones selected
+        weights = avg.state_dict() if avg is not None else run.model.state_dict()
+        state.best_model = {k: v.detach().to("cpu", copy=True) for k, v in weights.items()}
     target = run.cfg.train.target_acc
     if target and state.time_to_target_s is None and val["acc"] >= target:
         state.time_to_target_s = time.monotonic() - run.t_start
+        # The recipe's own work up to here, as the speed records time it: whitening, the training
+        # epochs, and this validation (with its TTA); not data loading, compilation or earlier evaluations.
+        state.timed_to_target_s = run.whiten_s + state.train_s + val.get("seconds", 0.0)
     state.epoch += 1
     state.elapsed = time.monotonic() - run.t_start
     ckpt_dir = None
@@ -561,6 +627,9 @@ def stop_reason(run: Run, state: TrainState, stats: EpochStats) -> str | None:
     """Why the loop stops after this epoch (budget, early_stop), or None to go on."""
     if stats.stop == "budget" or (run.deadline is not None and time.monotonic() > run.deadline):
         return "budget"
+    if run.cfg.train.stop_at_target and state.time_to_target_s is not None:
+        run.progress.say(f"target val accuracy {run.cfg.train.target_acc:g} reached: stopping")
+        return "target"
     patience = run.cfg.train.early_stop_patience
     if patience and state.wait >= patience:
         run.progress.say(f"early stop: val loss has not improved for {state.wait} epochs")
@@ -588,18 +657,21 @@ def _summary(run: Run, state: TrainState, test: dict | None) -> RunSummary:
         train_img_per_s=rates[len(rates) // 2] if rates else None, device=ctx.device.type,
         hardware=prov["hardware"], world_size=ctx.world_size, precision=cfg.train.precision,
         loader=run.train_loader.backend, torch=prov["torch"], ray=prov["ray"], git_sha=prov["git_sha"],
-        run_date=prov["date"], run_dir=str(run.run_dir), config_hash=run.run_hash)
+        run_date=prov["date"], run_dir=str(run.run_dir), config_hash=run.run_hash, tta=cfg.train.tta,
+        ema=cfg.train.ema, whiten_s=run.whiten_s if cfg.model.whiten else None, val_s=state.val_s,
+        timed_to_target_s=state.timed_to_target_s)
 
 
 def finish(run: Run, state: TrainState, report: Report) -> RunSummary:
     """Test once on the weights selected on validation; build the summary; rank 0 writes the artifacts."""
     test = None
     if state.best_model is not None:
-        run.model.load_state_dict(state.best_model)
+        run.model.load_state_dict(state.best_model)  # (averaged weights already, under --ema)
         test = evaluate(run.fwd_model, eval_loader(run.cfg, run.ctx, run.splits.test, run.meta), run.num_classes,
-                        run.ctx, run.cfg.train.precision, run.eval_pad)
+                        run.ctx, run.cfg.train.precision, run.eval_pad, run.cfg.train.tta)
     summary = _summary(run, state, test)
     summary.compile_s = run.compile_s
+    summary.test_s = test["seconds"] if test else None
     if run.cfg.train.compile:
         from torch._dynamo.utils import counters
 
@@ -671,17 +743,20 @@ def run_worker(cfg: RunConfig, run_dir: Path, ctx: WorkerContext, report: Report
         run.progress.batch(state.epoch, i, run.steps)
 
     try:
-        for epoch in range(state.epoch, cfg.train.epochs):
+        for epoch in range(state.epoch, epoch_count(cfg.train.epochs)):
             run.train_loader.set_epoch(epoch)
+            if cfg.model.whiten and cfg.model.whiten_bias_epochs and epoch >= cfg.model.whiten_bias_epochs:
+                from harness.run.whiten import freeze_whiten_bias
+
+                freeze_whiten_bias(run.model, cfg.model.arch)
             set_train_mode(run.model)
-            stats = train_one_epoch(run.step, run.train_loader, ctx, max_steps=run.steps, deadline=run.deadline,
-                                    on_step=on_step)
+            stats = train_one_epoch(run.step, run.train_loader, ctx, deadline=run.deadline, on_step=on_step,
+                                    max_steps=steps_in_epoch(epoch, cfg.train.epochs, run.steps))
             if stats.stop == "diverged" or not math.isfinite(stats.loss):
                 state.stop_reason = "diverged"
                 run.progress.say(f"loss is not finite at epoch {epoch + 1}: stopping (diverged)")
                 break
-            end_epoch(run, state, stats, evaluate(run.fwd_model, run.val_loader, run.num_classes, ctx,
-                                                  cfg.train.precision, run.eval_pad), report, plain_cfg)
+            end_epoch(run, state, stats, run.validate(), report, plain_cfg)
             reason = stop_reason(run, state, stats)
             if reason:
                 state.stop_reason = reason

@@ -74,3 +74,30 @@ def inference_img_per_s(model: nn.Module, shape: tuple[int, int, int], precision
                 times.append(time.perf_counter() - t)
     times.sort()
     return 256 / times[len(times) // 2]
+
+
+class DeviceTimer:
+    """Seconds of device work between :meth:`start` and :meth:`stop`: CUDA events on a GPU (recorded on the
+    stream, read after a synchronize, so queued work is counted and host overhead is not), the host clock
+    elsewhere."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.cuda = device.type == "cuda"
+        self._t0 = 0.0
+        self._events: tuple | None = None
+
+    def start(self) -> DeviceTimer:
+        if self.cuda:
+            self._events = (torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
+            self._events[0].record()
+        else:
+            self._t0 = time.perf_counter()
+        return self
+
+    def stop(self) -> float:
+        """The seconds since :meth:`start` (synchronises the device)."""
+        if self.cuda and self._events is not None:
+            self._events[1].record()
+            self._events[1].synchronize()
+            return self._events[0].elapsed_time(self._events[1]) / 1000
+        return time.perf_counter() - self._t0

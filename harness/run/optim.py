@@ -45,6 +45,14 @@ def _rmsprop(groups: list[dict], c: OptimConfig) -> torch.optim.Optimizer:
     return torch.optim.RMSprop(groups, lr=c.lr, momentum=c.momentum, eps=c.eps, weight_decay=c.weight_decay)
 
 
+@OPTIMIZERS.register("muon")
+def _muon(groups: list[dict], c: OptimConfig) -> torch.optim.Optimizer:
+    from harness.run.muon import ConvMuon
+
+    return ConvMuon(groups, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay, muon_lr=c.muon_lr,
+                    muon_momentum=c.muon_momentum)
+
+
 def param_groups(
     model: nn.Module, c: OptimConfig, head_prefix: str | None, lr: float
 ) -> list[dict]:
@@ -63,6 +71,9 @@ def param_groups(
     head_lr = c.head_lr * scale if c.head_lr is not None else lr
     body_lr = c.body_lr * scale if c.body_lr is not None else lr
     no_decay_ids: set[int] = set()
+    bn_bias_ids = {id(m.bias) for m in model.modules()
+                   if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.bias is not None}
+    split_bn_bias = c.bn_bias_lr_mult != 1.0
     if c.no_decay_bn_bias:
         for m in model.modules():
             if isinstance(m, (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm)):
@@ -75,15 +86,44 @@ def param_groups(
         if not p.requires_grad:
             continue
         part = "head" if head_prefix and (n == head_prefix or n.startswith(head_prefix + ".")) else "body"
+        if split_bn_bias and id(p) in bn_bias_ids:
+            part += "_bn_bias"
         buckets.setdefault((part, id(p) in no_decay_ids), []).append(p)
     groups = []
     for (part, nodecay), params in sorted(buckets.items()):
-        g = {"params": params, "lr": head_lr if part == "head" else body_lr, "name": part + ("_no_decay" if nodecay else "")}
+        g_lr = head_lr if part.startswith("head") else body_lr
+        if part.endswith("_bn_bias"):
+            g_lr *= c.bn_bias_lr_mult
+        g = {"params": params, "lr": g_lr, "name": part + ("_no_decay" if nodecay else "")}
         if nodecay:
             g["weight_decay"] = 0.0
         groups.append(g)
     if not groups:
         raise ConfigError("no parameter is trainable: check --trainable / --freeze")
+    return groups
+
+
+def kilostep_scale(momentum: float) -> float:
+    """airbench's unit of decoupled hyperparameters: 1024 examples times the step a unit gradient makes
+    under momentum ``m`` in the long run (``1 + 1/(1 - m)``, counting the step that adds it)."""
+    return 1024 * (1 + 1 / (1 - momentum))
+
+
+def decouple(groups: list[dict], c: OptimConfig, global_batch: int) -> list[dict]:
+    """``optim.decoupled``: groups whose lr was given per 1024 examples, turned into torch's units in place.
+
+    Each group's torch lr is ``lr x global_batch / kilostep_scale`` (times its multiplier, already in
+    the group): the loss is a mean over the batch, so ``global_batch`` puts back what airbench's summed
+    loss has. Torch's SGD multiplies weight decay by the lr, so each group's decay is divided by its
+    own lr: every weight then shrinks by ``weight_decay x global_batch / kilostep_scale`` per step (times
+    the schedule), whatever lr or multiplier its group has. Groups marked no-decay keep 0.
+    """
+    k = global_batch / kilostep_scale(c.momentum)
+    decay_per_step = c.weight_decay * k
+    for g in groups:
+        g["lr"] = g["lr"] * k
+        if g.get("weight_decay", None) != 0.0:
+            g["weight_decay"] = decay_per_step / g["lr"] if g["lr"] > 0 else 0.0
     return groups
 
 
@@ -202,6 +242,25 @@ def _poly_cyclic(opt, c: SchedConfig, epochs: int, spe: int) -> Schedule:
     return Schedule(sch.SequentialLR(opt, [poly, cyc], milestones=[n_poly]), "step")
 
 
+def piecewise_factor(step: int, total: int, start: float, peak_at: float, floor: float) -> float:
+    """The ``piecewise`` schedule's lr factor at ``step`` of ``total``: ``start`` -> 1 at ``peak_at x total``
+    (linear), then linear down to ``floor`` at ``total`` (and ``floor`` after it)."""
+    peak = peak_at * total
+    if step < peak:
+        return start + (1 - start) * step / peak
+    if step >= total:
+        return floor
+    return 1 + (floor - 1) * (step - peak) / max(total - peak, 1e-9)
+
+
+@scheduler("piecewise", warmup=False)
+def _piecewise(opt, c: SchedConfig, epochs: float, spe: int) -> Schedule:
+    # airbench94's triangle (arXiv 2404.00498): 0.2 -> 1 at 23% of the steps -> 0.07, stepped per batch.
+    total = _per_step(epochs, spe)
+    return Schedule(sch.LambdaLR(opt, lambda t: piecewise_factor(t, total, c.warmup_start_factor, c.peak_at,
+                                                                 c.floor_factor)), "step")
+
+
 @scheduler("plateau", warmup=False)
 def _plateau(opt, c: SchedConfig, epochs: int, spe: int) -> Schedule:
     return Schedule(sch.ReduceLROnPlateau(opt, mode="min", factor=c.gamma, patience=c.patience), "epoch")
@@ -230,8 +289,8 @@ def build_schedule(opt: torch.optim.Optimizer, c: SchedConfig, epochs: int, step
 
 def warmup_error(name: str) -> str:
     """The one line for a warm-up asked of a schedule that takes none."""
-    return (f"sched.warmup_epochs cannot be combined with sched.name={name} (onecycle and cyclic warm up by "
-            "design; plateau has no step count)")
+    return (f"sched.warmup_epochs cannot be combined with sched.name={name} (onecycle, cyclic and piecewise "
+            "warm up by design; plateau has no step count)")
 
 
 def current_lr(opt: torch.optim.Optimizer) -> float:

@@ -40,7 +40,7 @@ class Progress:
         """The line of one finished epoch."""
         if not self.enabled:
             return
-        left = (self.epochs - row["epoch"]) * mean_epoch_s
+        left = max(0.0, self.epochs - row["epoch"]) * mean_epoch_s  # (a fractional last epoch overshoots)
         print(("\r" if self.tty else "") +
               f"{self.tag}epoch {row['epoch']}/{self.epochs}  train loss {row['train_loss']:.4f} acc "
               f"{row['train_acc']:.4f}  val loss {row['val_loss']:.4f} acc {row['val_acc']:.4f}  lr {row['lr']:.3g}"

@@ -82,6 +82,34 @@ def check(cfg: RunConfig, cluster_gpus: float | None = None) -> None:
                               "bf16, fp16 or auto")
     if cfg.sched.warmup_epochs and not takes_warmup(cfg.sched.name):
         raise ConfigError(warmup_error(cfg.sched.name))
+    _check_recipe_options(cfg)
+
+
+def _check_recipe_options(cfg: RunConfig) -> None:
+    """The speed-recipe options (whitening, decoupled units, augmentation modes) against what can do them."""
+    if cfg.optim.decoupled and cfg.optim.name not in ("sgd", "muon"):
+        raise ConfigError(f"optim.decoupled is defined for momentum SGD (sgd, muon), not optim.name={cfg.optim.name}")
+    if cfg.model.whiten:
+        import torch
+
+        from architectures import create_model
+        from harness.run.whiten import whiten_layer
+
+        with torch.device("meta"):
+            whiten_layer(create_model(cfg.model.arch, num_classes=10, **cfg.model.kwargs), cfg.model.arch)
+        if cfg.model.whiten_bias_epochs and cfg.dist.workers > 1:
+            raise ConfigError("model.whiten_bias_epochs freezes a parameter mid-run, which DDP does not allow; "
+                              "use model.whiten_bias_epochs=0 with dist.workers > 1")
+    elif cfg.model.whiten_bias_epochs:
+        raise ConfigError("model.whiten_bias_epochs needs model.whiten=true")
+    from loaders import AUGMENTATIONS
+    from loaders.augment import with_options
+
+    spec = with_options(AUGMENTATIONS.get(cfg.data.augment), cfg.data.flip, cfg.data.translate)
+    if cfg.data.loader in ("torchvision", "ffcv"):
+        from loaders.augment import refuse_unsupported
+
+        refuse_unsupported(spec, cfg.data.loader, reflect=cfg.data.loader == "torchvision")
 
 
 def _check_stage_names(cfg: RunConfig) -> None:

@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 # The scalar fields a checkpoint stores under "state" (the rest travel as their own entries).
-_SCALARS = ("epoch", "best_acc", "best_epoch", "best_loss", "wait", "time_to_target_s", "elapsed")
+_SCALARS = ("epoch", "best_acc", "best_epoch", "best_loss", "wait", "time_to_target_s", "elapsed", "val_s",
+            "timed_to_target_s")
 
 
 @dataclass
@@ -20,6 +21,9 @@ class TrainState:
         best_loss, wait: the best validation loss and epochs since it improved (early stopping).
         time_to_target_s: seconds from the start until val accuracy first reached ``train.target_acc``.
         elapsed: seconds of the run so far, across restarts.
+        val_s: seconds of validation so far (with its TTA).
+        timed_to_target_s: the recipe's timed work until val accuracy first reached ``train.target_acc``:
+            whitening init, training epochs and that epoch's validation (see ``harness bench speed``).
         history: one row per finished epoch (:data:`harness.run.summary.EPOCH_COLUMNS`).
         best_model: the weights of the best validation epoch, on the CPU.
         stop_reason: why the loop ended: completed, early_stop, budget or diverged.
@@ -33,6 +37,8 @@ class TrainState:
     wait: int = 0
     time_to_target_s: float | None = None
     elapsed: float = 0.0
+    val_s: float = 0.0
+    timed_to_target_s: float | None = None
     history: list[dict] = field(default_factory=list)
     best_model: dict | None = None
     stop_reason: str = "completed"

@@ -74,8 +74,12 @@ STRATEGIES: Registry[Strategy] = Registry("strategy")
 # helpers
 
 def init_weights(model: nn.Module, scheme: str) -> None:
-    """Re-initialise conv and linear layers with ``xavier`` or ``kaiming``; ``default`` keeps the builder's."""
+    """Re-initialise conv and linear layers with ``xavier`` or ``kaiming``; ``default`` keeps the builder's;
+    ``dirac`` keeps it too, then makes identity filters (:func:`dirac_init`)."""
     if scheme == "default":
+        return
+    if scheme == "dirac":
+        dirac_init(model)
         return
     for m in model.modules():
         if isinstance(m, (nn.Conv2d, nn.Linear)):
@@ -85,6 +89,25 @@ def init_weights(model: nn.Module, scheme: str) -> None:
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
+
+
+def dirac_init(model: nn.Module) -> int:
+    """The first ``in_channels`` filters of every stride-1, odd-kernel, ungrouped conv with at least as many
+    outputs as inputs become identity maps (``nn.init.dirac_``), as airbench initialises its convs: each
+    layer then starts by passing its input through, and the remaining filters keep the builder's init.
+
+    Returns:
+        How many convs were changed (a model with none is left as built).
+    """
+    n = 0
+    with torch.no_grad():
+        for m in model.modules():
+            k = m.kernel_size if isinstance(m, nn.Conv2d) else None
+            if (k and k[0] == k[1] and k[0] % 2 == 1 and m.stride == (1, 1) and m.groups == 1
+                    and m.out_channels >= m.in_channels):
+                nn.init.dirac_(m.weight[: m.in_channels])
+                n += 1
+    return n
 
 
 def _set_module(model: nn.Module, path: str, new: nn.Module) -> None:

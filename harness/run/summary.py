@@ -55,8 +55,11 @@ class RunSummary:
     test_acc: float | None = None
     test_loss: float | None = None
     best_epoch: int = 0
-    time_to_target_s: float | None = None
-    # how it ended: completed | early_stop | budget | diverged | interrupted | error
+    time_to_target_s: float | None = None  # wall clock from the start of setup (data loading included)
+    timed_to_target_s: float | None = None  # the recipe's timed work only (RunState.timed_to_target_s)
+    tta: str = "none"  # test-time augmentation of val and test: none | flip | flip_translate
+    ema: str = "none"  # weight averaging evaluated: none | ema | lookahead
+    # how it ended: completed | early_stop | target (train.stop_at_target) | budget | diverged | interrupted | error
     stop_reason: str = "completed"
     status: str = "ok"  # ok | diverged | failed
     error: str = ""
@@ -65,6 +68,9 @@ class RunSummary:
     total_s: float | None = None
     first_step_at: float | None = None  # unix time of the first optimizer step
     compile_s: float | None = None  # --compile: warm-up compilation, timed apart from the epochs
+    whiten_s: float | None = None  # model.whiten: the whitening init
+    val_s: float | None = None  # validation, every epoch together (with TTA)
+    test_s: float | None = None  # the one test evaluation (with TTA)
     compiled_graphs: int | None = None  # --compile: graphs dynamo compiled (one for training, one for eval)
     train_img_per_s: float | None = None  # median over epochs
     infer_img_per_s: float | None = None
@@ -140,6 +146,13 @@ class RunSummary:
             pretrain_train_s=pre.train_s, train_s=(self.train_s or 0.0) + (pre.train_s or 0.0),
             total_s=(self.total_s or 0.0) + (pre.total_s or 0.0))
 
+    @property
+    def timed_s(self) -> float | None:
+        """The whole recipe as the speed records time it: whitening, training and the test's TTA evaluation."""
+        if self.train_s is None:
+            return None
+        return (self.whiten_s or 0.0) + self.train_s + (self.test_s or 0.0)
+
     def provenance(self) -> dict[str, Any]:
         """Where and with what it ran: the provenance columns of a leaderboard row."""
         return {"device": self.device, "hardware": self.hardware, "torch": self.torch, "ray": self.ray,
@@ -148,7 +161,7 @@ class RunSummary:
     def cli_line(self) -> str:
         """The one line ``harness run`` prints at the end."""
         keys = ["arch", "dataset", "strategy", "stop_reason", "epochs_run", "best_epoch", "val_acc", "test_acc",
-                "test_loss", "time_to_target_s", "total_s", "train_img_per_s", "world_size", "device"]
+                "test_loss", "tta", "time_to_target_s", "total_s", "train_img_per_s", "world_size", "device"]
         d = self.to_dict()
         return "summary: " + "  ".join(f"{k}={_fmt(d[k])}" for k in keys)
 

@@ -60,7 +60,7 @@ import yaml
 
 from harness.errors import ConfigError, HarnessError
 from harness.registry import suggest, unknown_name_message
-from harness.run.config import RunConfig, apply_overrides, config_to_dict, keys_with
+from harness.run.config import RunConfig, apply_overrides, config_to_dict, epoch_count, keys_with
 
 #: Short axis names and the config keys they stand for. Any dotted RunConfig key works as well.
 AXIS_ALIASES: dict[str, str] = {
@@ -334,13 +334,14 @@ class Matrix:
 
     def max_epochs(self) -> int:
         """The most epochs any trial runs (the ``epochs`` axis, else ``train.epochs`` of ``base``)."""
-        best = 0 if self.has_epochs_axis and "train.epochs" not in self.base else int(
-            self.base.get("train.epochs", RunConfig().train.epochs))
+        # ASHA counts reports, one per epoch started: a fractional last epoch (9.9) is the 10th.
+        best = 0 if self.has_epochs_axis and "train.epochs" not in self.base else epoch_count(
+            float(self.base.get("train.epochs", RunConfig().train.epochs)))
         for a in self.axes:
             if a.kind in GRID_KINDS:
                 for v in a.values:
                     if "train.epochs" in v:
-                        best = max(best, int(v["train.epochs"]))
+                        best = max(best, epoch_count(float(v["train.epochs"])))
             elif a.key == "train.epochs":
                 best = max(best, int(a.high) - 1 if a.kind == "randint" else int(a.high))
         return best

@@ -96,8 +96,9 @@ def trial_overrides(config: dict, s: SweepSettings) -> tuple[dict[str, Any], dic
         d[k] = v
     if s.max_epochs:
         # --max-epochs caps an epochs axis, and otherwise sets the epochs of every trial.
-        epochs = int(d.get("train.epochs", RunConfig().train.epochs))
-        d["train.epochs"] = min(epochs, s.max_epochs) if matrix_of(s).has_epochs_axis else s.max_epochs
+        epochs = float(d.get("train.epochs", RunConfig().train.epochs))  # (keeps a fraction such as 9.9)
+        capped = d.get("train.epochs", RunConfig().train.epochs) if epochs <= s.max_epochs else s.max_epochs
+        d["train.epochs"] = capped if matrix_of(s).has_epochs_axis else s.max_epochs
     d["train.seed"] = seed
     if s.folds:
         d["data.folds"], d["data.fold"] = s.folds, fold
