@@ -8,6 +8,8 @@ A run directory (``harness run``, a sweep trial's ``run/``, transfer's ``pretrai
 
 from __future__ import annotations
 
+from pathlib import Path
+
 # A run directory
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.csv"
@@ -31,3 +33,15 @@ TRACEBACK_FILE = "traceback.txt"  # a failed trial's full traceback, next to Tun
 LEADERBOARD_CSV = "leaderboard.csv"
 THROUGHPUT_CSV = "throughput.csv"
 PRUNED_CSV = "pruned.csv"  # trials the scheduler stopped, with the rung they reached: never ranked
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text`` in one step: a reader (or a concurrent sweep) never sees half a file,
+    and a kill mid-write leaves the previous version whole."""
+    import os
+    import tempfile
+
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    os.replace(tmp, path)

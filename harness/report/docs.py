@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from harness.errors import HarnessError
-from harness.files import LEADERBOARD_CSV, PRUNED_CSV, THROUGHPUT_CSV
+from harness.files import LEADERBOARD_CSV, PRUNED_CSV, THROUGHPUT_CSV, write_text_atomic
 from harness.provenance import now
 from harness.report.leaderboard import LEADERBOARD_COLUMNS, ranked
 from harness.report.plots import Point, plot_accuracy
@@ -205,14 +204,6 @@ def _page(lb_name: str, all_rows: list[Row], tp: list[Row], pruned: list[Row]) -
     return "\n\n".join("\n".join(s) for s in sections) + "\n"
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    """Replace ``path`` in one step: a reader (or a concurrent sweep) never sees half a page."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
-
-
 def render_docs(results: Path | None = None, docs: Path | None = None) -> Path:
     """Write ``<docs>/leaderboard.md`` and ``<docs>/img/acc_vs_time.png``, ``acc_vs_params.png`` from the CSVs.
 
@@ -242,5 +233,5 @@ def render_docs(results: Path | None = None, docs: Path | None = None) -> Path:
                   front=False)
     out = docs / "leaderboard.md"
     docs.mkdir(parents=True, exist_ok=True)
-    _write_atomic(out, _page(lb_path.name, all_rows, tp, pruned))
+    write_text_atomic(out, _page(lb_path.name, all_rows, tp, pruned))
     return out

@@ -75,6 +75,13 @@ def plot_accuracy(points: Sequence[Point], x_label: str, path: Path, front: bool
         ax.legend(fontsize=7, loc="best")
     else:
         ax.text(0.5, 0.5, "no runs with a test accuracy yet", ha="center", va="center", transform=ax.transAxes)
+    save_figure(fig, path)
+
+
+def save_figure(fig: Any, path: Path) -> None:  # fig: a matplotlib Figure (imported lazily)
+    """Lay out ``fig``, write it to ``path`` (PNG) atomically, and close it."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.png")

@@ -20,8 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.files import LEADERBOARD_CSV
+from harness.files import LEADERBOARD_CSV, write_text_atomic
 from harness.report.leaderboard import ranked
+from harness.report.plots import save_figure
 from harness.results_csv import read_rows
 from harness.sweep.matrix import Matrix
 
@@ -264,8 +265,6 @@ def page_text(m: Matrix, rows: list[Row], plot_name: str) -> str:
 
 def plot_rows(rows: list[Row], path: Path, title: str) -> None:
     """Ours against reported, one point per row run, with 2-std error bars and the y = x line."""
-    import os
-
     import matplotlib
 
     matplotlib.use("Agg")  # headless: no display on CI machines
@@ -293,12 +292,7 @@ def plot_rows(rows: list[Row], path: Path, title: str) -> None:
     if not pts:
         ax.text(0.5, 0.5, "no row run yet", ha="center", va="center", transform=ax.transAxes)
     ax.legend(fontsize=7, loc="upper left")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    os.replace(tmp, path)
+    save_figure(fig, path)
 
 
 def write_page(m: Matrix, results: Path, reports_dir: Path) -> tuple[Path, list[Row]]:
@@ -308,7 +302,7 @@ def write_page(m: Matrix, results: Path, reports_dir: Path) -> tuple[Path, list[
     plot_rows(rows, reports_dir / "img" / plot, m.report.get("title") or m.name)
     page = reports_dir / f"{m.name}.md"
     reports_dir.mkdir(parents=True, exist_ok=True)
-    _write_atomic(page, page_text(m, rows, plot))
+    write_text_atomic(page, page_text(m, rows, plot))
     write_index(reports_dir, results)
     return page, rows
 
@@ -330,16 +324,8 @@ def write_index(reports_dir: Path, results: Path) -> Path:
         counts = ", ".join(f"{v} {n}" for v, n in sorted(summary_counts(rows).items()))
         lines.append(f"| {m.report.get('title') or name} | [{name}.md]({name}.md) | {len(rows)} | {counts} |")
     path = reports_dir / "README.md"
-    _write_atomic(path, "\n".join(lines) + "\n")
+    write_text_atomic(path, "\n".join(lines) + "\n")
     return path
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    import os
-
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def report_names() -> list[str]:

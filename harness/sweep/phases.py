@@ -27,13 +27,12 @@ reruns exactly the cells it chose. Phase two's Tune experiment is ``<sweep>/reru
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.files import PHASES_FILE
+from harness.files import PHASES_FILE, write_text_atomic
 from harness.report.records import RunRecord
 from harness.sweep.settings import RERUN, SEARCH
 
@@ -134,10 +133,7 @@ def read_state(exp_dir: Path) -> PhaseState:
 
 def write_state(exp_dir: Path, state: PhaseState) -> None:
     """Save the phase state atomically: a kill between two writes leaves the previous state whole."""
-    path = Path(exp_dir) / PHASES_FILE
-    tmp = path.with_name(f".{PHASES_FILE}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(asdict(state), indent=2, default=str))
-    os.replace(tmp, path)
+    write_text_atomic(Path(exp_dir) / PHASES_FILE, json.dumps(asdict(state), indent=2, default=str))
 
 
 def plan_rerun(exp_dir: Path, records: Sequence[RunRecord], k: int, seeds: int) -> tuple[list[Pick], list[dict]]:
