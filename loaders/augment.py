@@ -110,7 +110,11 @@ RESIZED = AugmentSpec("resized", flip=True, rotate=10.0, resized_crop=(0.8, 1.0)
 COLOR = AugmentSpec("color", crop_pad=4, flip=True, rotate=10.0, jitter=(0.2, 0.2, 0.2), hue=0.1)
 # airbench94's (arXiv 2404.00498, section 3.2/3.6): translate by up to 2 px with reflect padding, alternating flip.
 AIRBENCH = AugmentSpec("airbench", crop_pad=2, flip=True, pad_mode="reflect", flip_mode="alternating")
-for _spec in (NONE, BASE, ROTATE, RESIZED, COLOR, STRONG, STRONGER, AIRBENCH):
+# Page's ResNet-9 ("How to train your ResNet 3", 2018): crop after 4 px reflect padding, flip, and an 8x8
+# cutout on every image (a fixed 1/16 of a 32 px image, square, fully inside it).
+PAGE = AugmentSpec("page", crop_pad=4, flip=True, pad_mode="reflect", erase_p=1.0, erase_scale=(0.0625, 0.0625),
+                   erase_ratio=(1.0, 1.0))
+for _spec in (NONE, BASE, ROTATE, RESIZED, COLOR, STRONG, STRONGER, AIRBENCH, PAGE):
     AUGMENTATIONS.register(_spec.name, _spec)
 
 

@@ -127,7 +127,7 @@ def test_every_backend_and_preset_yields_the_contract(synth: object, backend: st
 def test_registry_walk_and_helpful_errors(synth: object) -> None:
     assert BACKENDS.names() == ["auto", "ffcv", "tensor", "torchvision"]
     assert set(AUGMENTATIONS.names()) == {"none", "base", "rotate", "resized", "color", "strong", "stronger",
-                                          "airbench"}
+                                          "airbench", "page"}
     with pytest.raises(HarnessError, match="did you mean tensor"):
         build_loader(synth.train, synth.meta, backend="tensr", train=True, batch_size=8)  # type: ignore[attr-defined]
     with pytest.raises(HarnessError, match="did you mean strong"):

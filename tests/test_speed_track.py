@@ -39,7 +39,7 @@ from harness.run.recipes import RECIPES, recipe_path
 from harness.run.strategies import dirac_init
 from harness.run.tta import TTA_VIEWS, tta_logits
 from harness.run.whiten import freeze_whiten_bias, init_whitening, whiten_layer
-from loaders.augment import AIRBENCH, BASE, alternating_flips, crop_flip, sample_params, with_options
+from loaders.augment import AIRBENCH, BASE, PAGE, alternating_flips, crop_flip, erase_, sample_params, with_options
 from loaders.types import DatasetMeta, SplitData
 
 SYN = {"data.dataset": "synthetic", "data.synthetic_size": 120, "data.num_classes": 3, "train.progress": False,
@@ -167,6 +167,16 @@ def test_reflect_translate_is_a_crop_of_the_reflect_padded_image():
     for i in range(6):
         dy, dx = int(p.dy[i]), int(p.dx[i])
         assert torch.equal(out[i].float(), padded[i, :, dy:dy + 8, dx:dx + 8])
+
+
+def test_page_cutout_is_one_8x8_square_inside_every_image():
+    p = sample_params(PAGE, 64, 32, 32, np.random.default_rng(2))
+    top, left, eh, ew = p.erase
+    assert (eh == 8).all() and (ew == 8).all() and (top + 8 <= 32).all() and (left + 8 <= 32).all()
+    assert PAGE.pad_mode == "reflect" and PAGE.crop_pad == 4 and PAGE.flip
+    out = erase_(torch.ones(64, 3, 32, 32), p)
+    assert ((out == 0).sum(dim=(1, 2, 3)) == 3 * 64).all()  # 64 pixels x 3 channels zeroed per image
+    assert len(set(zip(top.tolist(), left.tolist()))) > 20  # placed at random
 
 
 def _split(n: int = 40) -> tuple[SplitData, DatasetMeta]:
@@ -321,7 +331,9 @@ def test_recipe_flag_errors_are_one_line(capsys):
 
 
 def test_bench_speed_writes_speed_rows(tmp_path, capsys):
-    out = tmp_path / "tp.csv"
+    from harness.report.docs import render_speed_docs
+
+    out = tmp_path / "throughput.csv"
     argv = ["bench", "speed", "--recipe", "speed94", "--recipe", "resnet20", "--target", "0.01", "--runs", "1",
             "--runs-dir", str(tmp_path), "--out", str(out), "--stop-at-target"]
     for k, v in {**SYN, "model.arch": "tiny_cnn", "model.whiten": False, "model.whiten_bias_epochs": 0,
@@ -333,5 +345,32 @@ def test_bench_speed_writes_speed_rows(tmp_path, capsys):
     rows = read_rows(out)
     assert [r["kind"] for r in rows] == ["speed", "speed"] and rows[0]["ratio"] == "1"
     assert rows[0]["reached"] == "1" and rows[0]["tta"] == "flip" and float(rows[0]["time_s"]) > 0
+    page = render_speed_docs(tmp_path, tmp_path / "docs").read_text()  # one table for the call, then the records
+    assert "## Target 0.01 val" in page and page.count("| speed94 | tiny_cnn |") == 1 and "| 1.00 | flip |" in page
+    assert "| 100 % |" in page and "94.01" in page
     assert main(["bench", "speed", "--recipe", "nope"]) == 2
     assert main(["bench", "speed", "--recipe", "speed94", "--target", "2"]) == 2
+
+
+def test_resumed_run_goes_on_averaging_where_it_stopped(tmp_path):
+    """``last.pt`` carries the averaged weights: an interrupted --ema run resumes to the same result as one
+    that never stopped (restarting the average from the live weights would change the selected weights)."""
+    from harness.run.trainer import fit
+
+    over = {**SYN, "model.arch": "tiny_cnn", "train.epochs": 3, "train.batch_size": 16, "train.ema": "ema",
+            "train.ema_decay": 0.9, "train.ema_every": 1, "train.checkpoint_every": 1, "data.img_size": 16}
+    whole = fit(apply_overrides(RunConfig(), {**over, "out": str(tmp_path / "a")}))
+
+    def stop_after_epoch_1(m: dict) -> None:
+        if not m.get("done") and m.get("epoch") == 1:
+            raise KeyboardInterrupt
+
+    cfg = apply_overrides(RunConfig(), {**over, "out": str(tmp_path / "b")})
+    run_dir = tmp_path / "b" / "run"
+    with pytest.raises(KeyboardInterrupt):
+        fit(cfg, run_dir=run_dir, report=stop_after_epoch_1)
+    assert torch.load(run_dir / "last.pt", weights_only=False)["averager"]["steps"] > 0
+    resumed = fit(cfg, run_dir=run_dir, resume=True)
+    assert resumed.epochs_run == 3
+    assert resumed.val_loss == pytest.approx(whole.val_loss, rel=1e-5)
+    assert resumed.test_acc == whole.test_acc

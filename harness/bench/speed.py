@@ -164,4 +164,8 @@ def main(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else results_dir() / THROUGHPUT_CSV
     append_rows(out, table, THROUGHPUT_COLUMNS)
     print(f"rows appended to {out}")
+    if not args.out:  # the page reads the results folder's CSV, not a one-off --out file
+        from harness.report.docs import render_speed_docs
+
+        print(f"docs: {render_speed_docs()}")
     return 0

@@ -1,4 +1,5 @@
-"""The docs page: ``docs/leaderboard.md`` and its two plots in ``docs/img/``, generated from the CSVs alone.
+"""The docs pages: ``docs/leaderboard.md`` with its two plots in ``docs/img/``, and ``docs/speed.md`` (the
+speed track's ``speed`` rows of ``throughput.csv``), generated from the CSVs alone.
 
 The page has, in order: how to read it and the plots, the best configuration per dataset and
 architecture (chosen on validation accuracy), one ranked table per dataset, the search phase of
@@ -204,6 +205,63 @@ def _page(lb_name: str, all_rows: list[Row], tp: list[Row], pruned: list[Row]) -
     return "\n\n".join("\n".join(s) for s in sections) + "\n"
 
 
+# The published figures the speed recipes come from: on other hardware, so for orientation, not comparison.
+SPEED_RECORDS = [
+    ["speed94", "airbench94 (Jordan 2024, arXiv 2404.00498)", "94.01", "3.83 s (3.09 s compiled)", "one A100"],
+    ["resnet9-page", "ResNet-9 (Page 2018, \"How to train your ResNet\" 4)", "94", "79 s (26 s with post 8's tricks)",
+     "one V100"],
+    ["resnet20", "ResNet-20 (He et al. 2016, table 6)", "91.25", "–", "–"],
+]
+
+
+def _speed_target(r: Row) -> str:
+    """The validation target of a speed row, from its note (``target val 0.94; ...``)."""
+    note = r.get("note", "")
+    return note.split(";")[0].removeprefix("target val ").strip() if note.startswith("target val ") else "–"
+
+
+def _speed_page(speed: list[Row]) -> str:
+    """One table per ``harness bench speed`` call (rows sharing a date): ratios compare only within one."""
+    out = ["# Speed track: time to a validation target", "",
+           f"Generated {now()} from the `speed` rows of `{THROUGHPUT_CSV}` (`harness bench speed`). Timed: the "
+           "whitening init, the training epochs up to the one whose validation (with the recipe's TTA) first "
+           "reached the target, and that validation; not timed: loading and placing the data, compile warm-up, "
+           "earlier validations. Test accuracy is measured once, at the end, on the weights selected on "
+           "validation, with the recipe's TTA. `ratio` is a recipe's mean time over the first recipe's in the "
+           "same call, so it compares only within one table; absolute times compare only on one machine.", ""]
+    calls: dict[str, list[Row]] = {}
+    for r in speed:
+        calls.setdefault(r.get("date", ""), []).append(r)
+    for date, rows in sorted(calls.items(), reverse=True):
+        r0 = rows[0]
+        out += [f"## Target {_speed_target(r0)} val, {date}", "",
+                f"{r0.get('hardware', '')}, {r0.get('device', '')}; torch {r0.get('torch', '')}, git "
+                f"{r0.get('git_sha', '')}.", "", _table(
+                    ["recipe", "arch", "test acc % (TTA)", "time to target s", "reached", "runs", "ratio", "tta",
+                     "train img/s"],
+                    [[r["preset"], r["arch"], _pct(r.get("acc"), r.get("acc_std")),
+                      _num_s(r.get("time_s"), "{:.1f}") + (f" ± {_num_s(r.get('time_s_std'), '{:.1f}')}"
+                                                           if _f(r.get("time_s")) is not None else ""),
+                      _num_s(_f(r.get("reached")) * 100 if _f(r.get("reached")) is not None else None) + " %",
+                      r.get("runs", ""), _num_s(r.get("ratio"), "{:.2f}"), r.get("tta", ""),
+                      _num_s(r.get("img_per_s"))] for r in rows]), ""]
+    if not calls:
+        out += ["No speed rows yet: run `harness bench speed --recipe speed94 --target 0.94 --runs 2`.", ""]
+    out += ["## The published figures", "", "For orientation only: other hardware, other timing code.", "",
+            _table(["recipe", "source", "test acc %", "time", "hardware"], SPEED_RECORDS)]
+    return "\n".join(out) + "\n"
+
+
+def render_speed_docs(results: Path | None = None, docs: Path | None = None) -> Path:
+    """Write ``<docs>/speed.md`` from the ``speed`` rows of ``throughput.csv`` (see :func:`render_docs`)."""
+    results = Path(results) if results is not None else results_dir()
+    docs = Path(docs) if docs is not None else Path(os.environ.get("HARNESS_DOCS_DIR", "docs"))
+    speed = [r for r in read_rows(results / THROUGHPUT_CSV) if r.get("kind") == "speed"]
+    docs.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(docs / "speed.md", _speed_page(speed))
+    return docs / "speed.md"
+
+
 def render_docs(results: Path | None = None, docs: Path | None = None) -> Path:
     """Write ``<docs>/leaderboard.md`` and ``<docs>/img/acc_vs_time.png``, ``acc_vs_params.png`` from the CSVs.
 
@@ -234,4 +292,5 @@ def render_docs(results: Path | None = None, docs: Path | None = None) -> Path:
     out = docs / "leaderboard.md"
     docs.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out, _page(lb_path.name, all_rows, tp, pruned))
+    render_speed_docs(results, docs)
     return out

@@ -49,6 +49,16 @@ class WeightAverager:
             if self.mode == "lookahead":
                 v.copy_(a)
 
+    def checkpoint(self) -> dict:
+        """What ``last.pt`` keeps so a resumed run goes on averaging (not restarting from the live weights)."""
+        return {"avg": self.avg, "steps": self.steps}
+
+    def load_checkpoint(self, ck: dict) -> None:
+        """Continue from :meth:`checkpoint`'s output (tensors moved to the model's device)."""
+        self.steps = int(ck["steps"])
+        for k, v in ck["avg"].items():
+            self.avg[k].copy_(v)
+
     def state_dict(self) -> dict[str, torch.Tensor]:
         """The model's state with the averaged tensors in place of the live ones (integer buffers as live)."""
         return {k: self.avg.get(k, v) for k, v in self.model.state_dict().items()}

@@ -476,6 +476,8 @@ def resume(run: Run) -> TrainState:
         run.model.load_state_dict(ck["model"])
         run.step.opt.load_state_dict(ck["optimizer"])
         run.step.sched.scheduler.load_state_dict(ck["scheduler"])
+        if run.step.averager is not None and ck.get("averager") is not None:
+            run.step.averager.load_checkpoint(ck["averager"])
         state = TrainState.from_checkpoint(ck)
         run.progress.say(f"resumed from the checkpoint of epoch {state.epoch}")
     run.t_start -= state.elapsed
@@ -571,7 +573,8 @@ def _write_checkpoints(run: Run, state: TrainState, plain_cfg: dict) -> Path | N
     d = run.run_dir
     ck = {"model": run.model.state_dict(), "optimizer": run.step.opt.state_dict(),
           "scheduler": run.step.sched.scheduler.state_dict(), "history": state.history, "state": state.scalars(),
-          "best_model": state.best_model, "config": plain_cfg}
+          "best_model": state.best_model, "config": plain_cfg,
+          "averager": run.step.averager.checkpoint() if run.step.averager is not None else None}
     torch.save(ck, d / f"{LAST_CKPT}.tmp")
     os.replace(d / f"{LAST_CKPT}.tmp", d / LAST_CKPT)
     if not run.ctx.ray_train:
