@@ -1,8 +1,10 @@
 """Test-wide setup: keep every test's outputs out of the repo, and share one local Ray cluster.
 
 Starting Ray costs several seconds, so the tests of one module share the ``ray_cluster`` fixture (a
-real local cluster with 2 CPUs, dashboard off). It is module-scoped, not session-scoped, because the
-cluster tests run ``ray stop``, which ends every Ray process on the machine.
+real local cluster with 2 CPUs, dashboard off). It is module-scoped, not session-scoped, so each module
+starts from a clean driver: the cluster-job tests start and stop heads of their own (a stop scoped to
+one head's processes, see ``tests/test_cluster_job.py``), and some modules need a driver with other
+settings.
 """
 
 from __future__ import annotations
