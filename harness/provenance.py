@@ -12,7 +12,8 @@ from pathlib import Path
 
 @functools.lru_cache(maxsize=1)
 def git_sha() -> str:
-    """Short git sha of the harness checkout, with ``+dirty`` if it has local changes; ``unknown`` if none."""
+    """Short git sha of the harness checkout, with ``+dirty`` if its code has local changes (``results/`` and
+    ``docs/`` do not count); ``unknown`` if none. Cached: the sha of the code this process started with."""
     root = Path(__file__).resolve().parent.parent
     env = os.environ.get("HARNESS_GIT_SHA")
     if env:
@@ -23,13 +24,18 @@ def git_sha() -> str:
         ).stdout.strip()
         if not sha:
             return "unknown"
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=root, capture_output=True, text=True, timeout=5,
-        ).stdout.strip()
-        return sha + ("+dirty" if dirty else "")
+        return sha + ("+dirty" if code_changed(root) else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
+
+
+def code_changed(root: Path) -> bool:
+    """Whether the checkout at ``root`` has uncommitted changes to tracked files outside ``results/`` and
+    ``docs/``: results and generated pages are outputs, so a sweep run after an uncommitted one is not dirty."""
+    return bool(subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)results", ":(exclude)docs"],
+        cwd=root, capture_output=True, text=True, timeout=5,
+    ).stdout.strip())
 
 
 @functools.lru_cache(maxsize=1)

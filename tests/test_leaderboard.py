@@ -189,3 +189,26 @@ def test_phases_are_separate_rows_and_only_full_budget_reruns_are_ranked(tmp_pat
     assert "60.00 ± 14.14" in table, "the reruns' mean ± std"
     search = md.split("## Search phase (not ranked)")[1].split("\n## ")[0]
     assert "lenet_cnn" in search and "90.00" in search
+
+
+def test_changed_results_and_docs_do_not_make_the_code_dirty(tmp_path):
+    import subprocess
+
+    from harness.provenance import code_changed
+
+    def git(*a: str) -> None:
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *a], cwd=tmp_path, check=True,
+                       capture_output=True)
+
+    for f in ("results/leaderboard.csv", "docs/leaderboard.md", "harness.py"):
+        (tmp_path / f).parent.mkdir(exist_ok=True)
+        (tmp_path / f).write_text("a\n")
+    git("init", "-q")
+    git("add", ".")
+    git("commit", "-q", "-m", "x")
+    (tmp_path / "results/leaderboard.csv").write_text("a\nb\n")
+    (tmp_path / "docs/leaderboard.md").write_text("b\n")
+    (tmp_path / "notes.txt").write_text("untracked\n")
+    assert not code_changed(tmp_path)
+    (tmp_path / "harness.py").write_text("b\n")
+    assert code_changed(tmp_path)
