@@ -8,7 +8,14 @@ from torch import nn
 
 from harness.errors import HarnessError
 from harness.run.config import OptimConfig, SchedConfig
-from harness.run.optim import OPTIMIZERS, SCHEDULERS, build_optimizer, build_schedule, param_groups, takes_warmup
+from harness.run.optim import (
+    OPTIMIZERS,
+    SCHEDULERS,
+    build_optimizer,
+    build_schedule,
+    param_groups,
+    takes_warmup,
+)
 
 
 def _model() -> nn.Module:

@@ -9,9 +9,7 @@ sweep.
 
 from __future__ import annotations
 
-import copy
 import json
-import math
 import os
 import subprocess
 import sys
@@ -184,8 +182,8 @@ def test_resized_crop_is_torchvisions_crop_and_resize_and_stays_in_its_scale_ran
 @pytest.mark.parametrize("preset", ["resized", "color"])
 def test_new_presets_run_in_the_tensor_and_torchvision_backends(preset):
     from loaders.build import build_loader
-    from loaders.types import DataOptions
     from loaders.splits import load_splits
+    from loaders.types import DataOptions
 
     splits = load_splits(DataOptions(dataset="synthetic", synthetic_size=64))
     for backend in ("tensor", "torchvision"):

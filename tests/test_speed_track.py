@@ -39,7 +39,16 @@ from harness.run.recipes import RECIPES, recipe_path
 from harness.run.strategies import dirac_init
 from harness.run.tta import TTA_VIEWS, tta_logits
 from harness.run.whiten import freeze_whiten_bias, init_whitening, whiten_layer
-from loaders.augment import AIRBENCH, BASE, PAGE, alternating_flips, crop_flip, erase_, sample_params, with_options
+from loaders.augment import (
+    AIRBENCH,
+    BASE,
+    PAGE,
+    alternating_flips,
+    crop_flip,
+    erase_,
+    sample_params,
+    with_options,
+)
 from loaders.types import DatasetMeta, SplitData
 
 SYN = {"data.dataset": "synthetic", "data.synthetic_size": 120, "data.num_classes": 3, "train.progress": False,

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+from test_sweep import _matrix, _sweep, env  # noqa: F401 - env is a fixture
 
 from harness.report.records import STOPPED, RunRecord
 from harness.results_csv import read_rows
@@ -22,7 +23,6 @@ from harness.run.config import RunConfig, apply_overrides
 from harness.run.summary import RunSummary
 from harness.sweep.asha import asha_params, asha_warning, default_grace
 from harness.sweep.phases import rerun_cells, select_top
-from test_sweep import _matrix, _sweep, env  # noqa: F401 - env is a fixture
 
 K, S = 1, 2
 AXES = """  arch: [tiny_cnn, lenet_cnn]

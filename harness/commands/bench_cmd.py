@@ -43,7 +43,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                          "CIFAR-10 speed records time it: whitening init, training and the (TTA) evaluation that "
                          "reached the target are timed; data loading and placement, compile warm-up (reported "
                          "apart) and earlier evaluations are not. Mean and std over --runs seeds, the fraction "
-                         "that reached the target, and each recipe's time as a ratio of the first's.")
+                         "that reached the target, and each recipe's time as a ratio of the first's. "
+                         "Rows are appended to results/throughput.csv (kind speed) and docs/speed.md is regenerated.")
     sp.add_argument("--recipe", action="append", required=True, metavar="NAME",
                     help="a shipped recipe (harness list recipes); repeat to compare, the first is the ratio's base")
     sp.add_argument("--target", type=float, default=0.94, help="validation accuracy to reach")
