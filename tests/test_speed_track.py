@@ -361,6 +361,24 @@ def test_bench_speed_writes_speed_rows(tmp_path, capsys):
     assert main(["bench", "speed", "--recipe", "speed94", "--target", "2"]) == 2
 
 
+def test_airbench_peer_files_are_the_same_images_in_airbench_layout(tmp_path):
+    """The peer's data: what airbench 0.1.x's CifarLoader reads (uint8 NHWC ``images``, ``labels``, ``classes``),
+    holding the harness's own train and test images, so both sides train and test on the same data."""
+    from harness.bench.speed import airbench_files
+    from loaders.types import RawData
+
+    g = torch.Generator().manual_seed(0)
+    raw = RawData(torch.randint(0, 256, (6, 3, 32, 32), dtype=torch.uint8, generator=g), torch.arange(6) % 2,
+                  torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8, generator=g), torch.arange(4) % 2,
+                  ("a", "b"), "synthetic")
+    airbench_files(tmp_path / "cifar10", raw)
+    for name, x, y in (("train.pt", raw.train_x, raw.train_y), ("test.pt", raw.test_x, raw.test_y)):
+        d = torch.load(tmp_path / "cifar10" / name)
+        assert d["images"].dtype == torch.uint8 and d["images"].shape == (len(x), 32, 32, 3)
+        assert torch.equal(d["images"].permute(0, 3, 1, 2), x)  # as CifarLoader turns them back into NCHW
+        assert torch.equal(d["labels"], y) and d["classes"] == ["a", "b"]
+
+
 def test_resumed_run_goes_on_averaging_where_it_stopped(tmp_path):
     """``last.pt`` carries the averaged weights: an interrupted --ema run resumes to the same result as one
     that never stopped (restarting the average from the live weights would change the selected weights)."""

@@ -11,23 +11,30 @@ GPU every span is synchronised; evaluation and whitening use CUDA events. The fu
 Per recipe: mean and std over ``--runs`` seeds of test accuracy and of time to target (over the runs that
 reached it), the fraction that reached it, and the ratio of each recipe's mean time to the first one's.
 Rows (kind ``speed``) go to ``results/throughput.csv``. Peer: where the ``airbench`` package imports and
-CUDA is present, airbench's own ``airbench94`` runs the same number of times beside the harness runs.
+CUDA is present, airbench's own ``airbench94`` runs the same number of times beside the harness runs, on the
+same images (:func:`airbench_peer`).
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib.util
+import os
+import shutil
 import statistics
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from harness.files import THROUGHPUT_CSV
 from harness.provenance import provenance
 from harness.results_csv import THROUGHPUT_COLUMNS, append_rows, results_dir
 from harness.run.summary import RunSummary
+
+if TYPE_CHECKING:
+    from loaders.types import RawData
 
 
 @dataclass
@@ -98,8 +105,30 @@ def run_recipe(name: str, args: argparse.Namespace) -> RecipeResult:
     return res
 
 
-def airbench_peer(runs: int) -> RecipeResult | str:
-    """airbench's own airbench94, ``runs`` times, or the line saying why it was skipped."""
+def airbench_files(root: Path, raw: RawData) -> None:
+    """airbench's data files, ``<root>/train.pt`` and ``test.pt``, written from the harness's CIFAR-10 so the
+    peer trains and tests on the same images (its loader would otherwise download them): each a dict of uint8
+    (N, 32, 32, 3) ``images``, int64 ``labels`` and the ``classes``, the layout airbench 0.1.x's
+    ``CifarLoader`` saves and reads."""
+    import torch
+
+    root.mkdir(parents=True, exist_ok=True)
+    for name, x, y in (("train.pt", raw.train_x, raw.train_y), ("test.pt", raw.test_x, raw.test_y)):
+        torch.save({"images": x.permute(0, 2, 3, 1).contiguous(), "labels": y, "classes": list(raw.classes)},
+                   root / name)
+
+
+PEER_API = ("train94", "warmup94", "evaluate", "CifarLoader", "lib_airbench94")
+
+
+def airbench_peer(runs: int, data_dir: str | None) -> RecipeResult | str:
+    """airbench's own airbench94, ``runs`` times on the same CIFAR-10, or the line saying why it was skipped.
+
+    airbench 0.1.x reads ``./cifar10/{train,test}.pt`` and ``train94()`` returns the trained model, so the
+    runs happen in a temp folder holding :func:`airbench_files`. Timed per run, as airbench times it:
+    ``train94`` (no per-epoch evaluation) and the TTA evaluation of the test set; not timed: placing the
+    data on the GPU and one warm-up run (``warmup94``). It trains on all 50,000 images (no val split).
+    """
     import torch
 
     if importlib.util.find_spec("airbench") is None:
@@ -108,17 +137,34 @@ def airbench_peer(runs: int) -> RecipeResult | str:
         return "peer: airbench needs CUDA and there is none here: skipped"
     import airbench  # noqa: PLC0415 - optional peer
 
-    train = getattr(airbench, "train94", None)
-    if not callable(train):  # the entry point is the PyPI package's as documented; not checked here offline
-        return "peer: this airbench has no train94(): skipped"
-    res = RecipeResult("airbench94 (peer)", note="airbench package, its own data loading inside its time")
-    for _ in range(runs):
-        t = time.perf_counter()
-        try:
-            acc = train()  # the TTA test accuracy
-        except Exception as e:  # noqa: BLE001 - a peer's failure must not lose the harness rows
-            return f"peer: airbench.train94() failed ({type(e).__name__}: {str(e)[:120]}): skipped"
-        res.summaries.append(RunSummary(test_acc=float(acc), timed_to_target_s=time.perf_counter() - t))
+    if missing := [n for n in PEER_API if getattr(airbench, n, None) is None]:
+        return f"peer: this airbench lacks {', '.join(missing)} (the API of airbench 0.1.x): skipped"
+    from loaders.reader import read_raw
+    from loaders.types import DataOptions
+
+    work = Path(tempfile.mkdtemp(prefix="harness-airbench-"))
+    cwd = os.getcwd()
+    res = RecipeResult("airbench94 (peer)", note="airbench's train94 on the same 50k/10k images, no val split; "
+                       "timed: its training and TTA test evaluation (its full run, not time to a val target)")
+    try:
+        airbench_files(work / "cifar10", read_raw(DataOptions("cifar10", data_dir=data_dir)))
+        os.chdir(work)
+        hyp = airbench.lib_airbench94.hyp
+        train = airbench.CifarLoader("cifar10", train=True, batch_size=hyp["opt"]["batch_size"], aug=hyp["aug"],
+                                     altflip=True)
+        test = airbench.CifarLoader("cifar10", train=False, batch_size=2000)
+        airbench.warmup94(train_loader=train)
+        for _ in range(runs):
+            torch.cuda.synchronize()
+            t = time.perf_counter()
+            model = airbench.train94(train_loader=train, verbose=False)
+            acc = airbench.evaluate(model, test, tta_level=hyp["net"]["tta_level"])  # .item(): synchronised
+            res.summaries.append(RunSummary(test_acc=float(acc), timed_to_target_s=time.perf_counter() - t))
+    except Exception as e:  # noqa: BLE001 - a peer's failure must not lose the harness rows
+        return f"peer: airbench94 failed ({type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}): skipped"
+    finally:
+        os.chdir(cwd)
+        shutil.rmtree(work, ignore_errors=True)
     return res
 
 
@@ -155,7 +201,7 @@ def main(args: argparse.Namespace) -> int:
     """Run every recipe ``--runs`` times (and the airbench peer where it can run), print, append rows."""
     results = [run_recipe(name, args) for name in args.recipe]
     if args.peer:
-        peer = airbench_peer(args.runs)
+        peer = airbench_peer(args.runs, args.data_dir)
         if isinstance(peer, str):
             print(peer)
         else:
