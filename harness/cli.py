@@ -67,6 +67,9 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``harness`` console script."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    from harness.provenance import git_sha
+
+    git_sha()  # cached now: rows name the code this process started with, not a HEAD committed while it ran
     try:
         rc = args.func(args)
     except HarnessError as e:

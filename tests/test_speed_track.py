@@ -361,6 +361,14 @@ def test_bench_speed_writes_speed_rows(tmp_path, capsys):
     assert main(["bench", "speed", "--recipe", "speed94", "--target", "2"]) == 2
 
 
+def test_speed_page_time_cell_says_how_many_runs_reached():
+    from harness.report.docs import _speed_time
+
+    assert _speed_time({"time_s": "1457.4", "time_s_std": "0", "reached": "0.5", "runs": "2"}) == "1457.4 (1 of 2 runs)"
+    assert _speed_time({"time_s": "330.07", "time_s_std": "2.28", "reached": "1", "runs": "2"}) == "330.1 ± 2.3"
+    assert _speed_time({"time_s": "", "reached": "0", "runs": "2"}) == "–"
+
+
 def test_airbench_peer_files_are_the_same_images_in_airbench_layout(tmp_path):
     """The peer's data: what airbench 0.1.x's CifarLoader reads (uint8 NHWC ``images``, ``labels``, ``classes``),
     holding the harness's own train and test images, so both sides train and test on the same data."""

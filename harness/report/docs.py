@@ -220,6 +220,16 @@ def _speed_target(r: Row) -> str:
     return note.split(";")[0].removeprefix("target val ").strip() if note.startswith("target val ") else "–"
 
 
+def _speed_time(r: Row) -> str:
+    """Mean ± std of the time to target over the runs that reached it; the count where not all did."""
+    t, n, runs = _f(r.get("time_s")), _f(r.get("reached")), _f(r.get("runs"))
+    if t is None:
+        return "–"
+    k = round(n * runs) if n is not None and runs else None
+    spread = f" ± {_num_s(r.get('time_s_std'), '{:.1f}')}" if k is None or k > 1 else ""
+    return f"{t:.1f}{spread}" + (f" ({k} of {runs:.0f} runs)" if k is not None and runs and k < runs else "")
+
+
 def _speed_page(speed: list[Row]) -> str:
     """One table per ``harness bench speed`` call (rows sharing a date): ratios compare only within one."""
     out = ["# Speed track: time to a validation target", "",
@@ -240,8 +250,7 @@ def _speed_page(speed: list[Row]) -> str:
                     ["recipe", "arch", "test acc % (TTA)", "time to target s", "reached", "runs", "ratio", "tta",
                      "train img/s"],
                     [[r["preset"], r["arch"], _pct(r.get("acc"), r.get("acc_std")),
-                      _num_s(r.get("time_s"), "{:.1f}") + (f" ± {_num_s(r.get('time_s_std'), '{:.1f}')}"
-                                                           if _f(r.get("time_s")) is not None else ""),
+                      _speed_time(r),
                       _num_s(_f(r.get("reached")) * 100 if _f(r.get("reached")) is not None else None) + " %",
                       r.get("runs", ""), _num_s(r.get("ratio"), "{:.2f}"), r.get("tta", ""),
                       _num_s(r.get("img_per_s"))] for r in rows]), ""]
