@@ -1,4 +1,5 @@
-"""From a run config to its data: the one place that turns ``cfg.data`` into :class:`loaders.DataOptions`."""
+"""From a run config to its data: the one place that turns ``cfg.data`` into :class:`loaders.DataOptions`
+and into the training augmentation (:func:`augment_spec`)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from harness.run.config import RunConfig
 
 if TYPE_CHECKING:
-    from loaders import DataOptions, Splits
+    from loaders import AugmentSpec, DataOptions, Splits
 
 
 def data_options(cfg: RunConfig, *, dataset: str | None = None, img_size: int | None = None,
@@ -23,6 +24,14 @@ def data_options(cfg: RunConfig, *, dataset: str | None = None, img_size: int | 
                        img_size=img_size if img_size is not None else d.img_size, val_fraction=d.val_fraction,
                        subset=d.subset, seed=cfg.train.seed if seed is None else seed, download=d.download,
                        folds=d.folds, fold=d.fold, num_classes=d.num_classes, synthetic_size=d.synthetic_size)
+
+
+def augment_spec(cfg: RunConfig) -> AugmentSpec:
+    """The training augmentation: the preset ``data.augment`` with ``data.flip`` and ``data.translate`` applied."""
+    from loaders import AUGMENTATIONS
+    from loaders.augment import with_options
+
+    return with_options(AUGMENTATIONS.get(cfg.data.augment), cfg.data.flip, cfg.data.translate)
 
 
 def load_data(cfg: RunConfig, min_img_size: int, announce: bool = False) -> tuple[Splits, Any]:

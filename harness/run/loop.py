@@ -42,7 +42,7 @@ from harness.run.config import (
     parse_duration,
     steps_in_epoch,
 )
-from harness.run.data import load_data
+from harness.run.data import augment_spec, load_data
 from harness.run.measure import (
     DeviceTimer,
     apply_backend_flags,
@@ -355,14 +355,6 @@ def _loaders(cfg: RunConfig, ctx: WorkerContext, splits: Any, meta: Any) -> tupl
                          drop_last=True if cfg.train.compile else None, **common)
     val = eval_loader(cfg, ctx, splits.val, meta)
     return train, val
-
-
-def augment_spec(cfg: RunConfig) -> Any:
-    """The training augmentation: the preset with ``data.flip`` and ``data.translate`` applied."""
-    from loaders import AUGMENTATIONS
-    from loaders.augment import with_options
-
-    return with_options(AUGMENTATIONS.get(cfg.data.augment), cfg.data.flip, cfg.data.translate)
 
 
 def eval_loader(cfg: RunConfig, ctx: WorkerContext, split: Any, meta: Any) -> Any:
