@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from harness.errors import HarnessError
-from loaders.augment import NONE, AugmentSpec
+from loaders.augment import NONE, AugmentSpec, refuse_unsupported
 from loaders.registries import AUGMENTATIONS
 from loaders.sampler import epoch_indices, shard_size
 from loaders.types import DatasetMeta, SplitData
@@ -64,6 +64,18 @@ class LoaderBase:
     """
 
     backend = ""
+    #: which of the speed-track augmentation options the backend has (:meth:`check_spec` reads them)
+    reflect_pad = False
+    alternating_flip = False
+
+    @classmethod
+    def check_spec(cls, spec: AugmentSpec) -> None:
+        """One-line error where this backend cannot do what ``spec`` asks (also called before any data loads).
+
+        Raises:
+            HarnessError: reflect padding or alternating flip on a backend without it.
+        """
+        refuse_unsupported(spec, cls.backend, reflect=cls.reflect_pad, alternating=cls.alternating_flip)
 
     def __init__(self, split: SplitData, meta: DatasetMeta, *, train: bool, batch_size: int,
                  augment: str | AugmentSpec = "none",
@@ -79,6 +91,7 @@ class LoaderBase:
         self.train = train
         # Evaluation never augments: the preset describes training only.
         self.spec = spec if train else NONE
+        self.check_spec(self.spec)
         self.batch_size = batch_size
         self.device = resolve_device(device)
         # numpy's SeedSequence takes non-negative integers only.

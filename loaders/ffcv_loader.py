@@ -49,7 +49,7 @@ import numpy as np
 import torch
 
 from harness.errors import HarnessError
-from loaders.augment import after_stage1, finish_batch, refuse_unsupported, sample_params
+from loaders.augment import after_stage1, finish_batch, sample_params
 from loaders.base import LoaderBase, default_workers, usable_cpus
 from loaders.cache import cache_root, notice
 from loaders.reader import resolve_data_dir
@@ -233,6 +233,7 @@ class FFCVLoader(LoaderBase):
     """``ffcv.loader.Loader`` over the split's beton; see the module docstring."""
 
     backend = "ffcv"
+    # no reflect padding (its RandomTranslate zero-fills) and no alternating flip (random per image)
 
     def __init__(self, split: SplitData, meta: DatasetMeta, *, train: bool, batch_size: int,
                  augment: str = "none", device: str | torch.device = "cpu", rank: int = 0, world_size: int = 1,
@@ -242,7 +243,6 @@ class FFCVLoader(LoaderBase):
         super().__init__(split, meta, train=train, batch_size=batch_size, augment=augment, device=device,
                          rank=rank, world_size=world_size, seed=seed,
                          drop_last=train if drop_last is None else drop_last, channels_last=channels_last)
-        refuse_unsupported(self.spec, "ffcv")  # its RandomTranslate zero-fills; its flip is random per image
         why = ffcv_import_error()
         if why:
             raise HarnessError(f"loader backend ffcv: ffcv does not import ({why}); {INSTALL_HINT}")

@@ -116,6 +116,7 @@ class TensorLoader(LoaderBase):
     """
 
     backend = "tensor"
+    reflect_pad = alternating_flip = True
 
     def __init__(self, split: SplitData, meta: DatasetMeta, *, train: bool, batch_size: int,
                  augment: str = "none", device: str | torch.device = "cpu", rank: int = 0, world_size: int = 1,

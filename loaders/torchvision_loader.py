@@ -33,7 +33,6 @@ from loaders.augment import (
     erase_,
     erase_only,
     normalize_,
-    refuse_unsupported,
     sample_params,
     to_unit,
     torchvision_uint8_transform,
@@ -69,6 +68,7 @@ class TorchvisionLoader(LoaderBase):
     """``DataLoader`` over :class:`TransformedImages`; see the module docstring."""
 
     backend = "torchvision"
+    reflect_pad = True  # RandomCrop's padding_mode; workers see one image, not its index: no alternating flip
 
     def __init__(self, split: SplitData, meta: DatasetMeta, *, train: bool, batch_size: int,
                  augment: str | AugmentSpec = "none", device: str | torch.device = "cpu", rank: int = 0, world_size: int = 1,
@@ -77,8 +77,6 @@ class TorchvisionLoader(LoaderBase):
         super().__init__(split, meta, train=train, batch_size=batch_size, augment=augment, device=device,
                          rank=rank, world_size=world_size, seed=seed, drop_last=drop_last,
                          channels_last=channels_last)
-        # Workers see one image at a time, not its index: no alternating flip (reflect padding they have).
-        refuse_unsupported(self.spec, "torchvision", reflect=True)
         workers = default_workers(usable_cpus()) if num_workers is None else num_workers
         if workers < 0:
             raise HarnessError(f"num_workers must be >= 0, got {workers}")

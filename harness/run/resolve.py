@@ -102,14 +102,12 @@ def _check_recipe_options(cfg: RunConfig) -> None:
                               "use model.whiten_bias_epochs=0 with dist.workers > 1")
     elif cfg.model.whiten_bias_epochs:
         raise ConfigError("model.whiten_bias_epochs needs model.whiten=true")
-    from loaders import AUGMENTATIONS
-    from loaders.augment import with_options
+    from harness.run.data import augment_spec
+    from loaders import BACKENDS
 
-    spec = with_options(AUGMENTATIONS.get(cfg.data.augment), cfg.data.flip, cfg.data.translate)
-    if cfg.data.loader in ("torchvision", "ffcv"):
-        from loaders.augment import refuse_unsupported
-
-        refuse_unsupported(spec, cfg.data.loader, reflect=cfg.data.loader == "torchvision")
+    backend = BACKENDS.get(cfg.data.loader)
+    if isinstance(backend, type):  # a loader class; auto picks one later, and that one checks
+        backend.check_spec(augment_spec(cfg))
 
 
 def _check_stage_names(cfg: RunConfig) -> None:
