@@ -56,7 +56,7 @@ from harness.run.progress import Progress
 from harness.run.state import TrainState
 from harness.run.strategies import STRATEGIES, set_train_mode
 from harness.run.summary import RunSummary
-from harness.run.tta import tta_logits
+from harness.run.tta import keep_layout, tta_logits
 
 CHECK_EVERY = 20  # steps between divergence/budget checks (each costs a device sync, and an all-reduce under DDP)
 Report = Callable[[dict, "Path | None"], None]
@@ -281,9 +281,7 @@ def evaluate(model: nn.Module, loader: Iterable, num_classes: int, ctx: WorkerCo
 
 def _pad(x: torch.Tensor, size: int) -> torch.Tensor:
     """``x`` padded with zero images to ``size``, in its memory format."""
-    cl = x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
-    x = torch.cat([x, x.new_zeros((size - x.size(0), *x.shape[1:]))])
-    return x.contiguous(memory_format=torch.channels_last) if cl else x
+    return keep_layout(torch.cat([x, x.new_zeros((size - x.size(0), *x.shape[1:]))]), x)
 
 
 # ---------------------------------------------------------------------------------------------

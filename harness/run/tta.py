@@ -16,6 +16,13 @@ from torch import nn
 TTA_VIEWS = {"none": 1, "flip": 2, "flip_translate": 6}
 
 
+def keep_layout(y: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """``y`` made contiguous in ``like``'s memory format (channels_last stays channels_last: a view or a
+    copy in the other format would send the model a layout it was not run with)."""
+    cl = like.dim() == 4 and like.is_contiguous(memory_format=torch.channels_last) and not like.is_contiguous()
+    return y.contiguous(memory_format=torch.channels_last) if cl else y.contiguous()
+
+
 def _flip_pair(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return 0.5 * (model(x) + model(x.flip(-1)))
 
@@ -34,7 +41,5 @@ def tta_logits(model: nn.Module, x: torch.Tensor, mode: str = "none") -> torch.T
         raise ValueError(f"unknown TTA mode {mode!r} (valid: {', '.join(TTA_VIEWS)})")
     h, w = x.shape[-2:]
     padded = F.pad(x, (1, 1, 1, 1), mode="reflect")
-    shifted = [padded[..., :h, :w], padded[..., 2:, 2:]]
-    shifted = [s.contiguous(memory_format=torch.channels_last) if x.is_contiguous(memory_format=torch.channels_last)
-               and not x.is_contiguous() else s.contiguous() for s in shifted]
+    shifted = [keep_layout(s, x) for s in (padded[..., :h, :w], padded[..., 2:, 2:])]
     return 0.5 * _flip_pair(model, x) + 0.25 * sum(_flip_pair(model, s) for s in shifted)

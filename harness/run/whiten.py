@@ -25,7 +25,7 @@ def whiten_layer(model: nn.Module, arch: str) -> nn.Conv2d:
     Raises:
         ConfigError: the model has none (one line naming the model).
     """
-    conv = getattr(model, "whiten", None) if isinstance(getattr(model, "whiten", None), nn.Module) else None
+    conv = getattr(model, "whiten", None)
     if not isinstance(conv, nn.Conv2d) or conv.out_channels != 2 * conv.in_channels * conv.kernel_size[0] ** 2:
         raise ConfigError(f"model.whiten: {arch} has no patch-whitening conv (a top-level `whiten` Conv2d with "
                           "2 x in x k x k filters, as airbench94 has)")
