@@ -148,12 +148,6 @@ class TensorLoader(LoaderBase):
         self._std_np = np.asarray(meta.std, dtype=np.float32)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        if self.use_kernel:
-            import numba
-
-            # As many kernel threads as torch's intra-op threads (which Ray / DDP launchers set per
-            # worker), so two ranks on two cores do not each start two numba threads.
-            numba.set_num_threads(max(1, min(numba.config.NUMBA_NUM_THREADS, torch.get_num_threads())))
         _, _, h, w = self.split.images.shape
         bs = self.batch_size
         n_batches = len(self)
@@ -164,10 +158,16 @@ class TensorLoader(LoaderBase):
         if self.spec.flip and self.spec.flip_mode == "alternating":
             params.flip = alternating_flips(self.n, idx, self.epoch, self.seed)
         if self.use_kernel:
+            from loaders.kernels import torch_threads_kept
+
             labels = self.labels[torch.from_numpy(idx)]
             for k in range(n_batches):
                 sl = slice(k * bs, (k + 1) * bs)
-                yield self._finish(self._kernel_batch(idx[sl], params.slice(sl))), labels[sl]
+                # As many kernel threads as torch's intra-op threads (which Ray / DDP launchers set per
+                # worker), and torch's count intact for the step that follows (see torch_threads_kept).
+                with torch_threads_kept():
+                    x = self._kernel_batch(idx[sl], params.slice(sl))
+                yield self._finish(x), labels[sl]
             return
         # One upload per array per epoch (none at all on a CPU); batches slice on the device.
         idx_dev = upload(idx, self.device)

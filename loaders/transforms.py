@@ -55,9 +55,10 @@ def channel_stats(x: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]
     0.1 s, where float64 reductions took a second). A constant channel gets std 1/255 rather
     than 0, so normalising never divides by zero.
     """
-    from loaders.kernels import channel_histogram
+    from loaders.kernels import channel_histogram, torch_threads_kept
 
-    hist = channel_histogram(x.contiguous().numpy(), 64).astype(np.float64)  # (C, 256)
+    with torch_threads_kept():
+        hist = channel_histogram(x.contiguous().numpy(), 64).astype(np.float64)  # (C, 256)
     v = np.arange(256, dtype=np.float64)
     count = hist.sum(1)
     mean = (hist * v).sum(1) / count

@@ -231,3 +231,16 @@ def test_inference_speed_is_a_median_after_warmup_and_deterministic_flags_apply(
         assert torch.are_deterministic_algorithms_enabled() and os.environ["CUBLAS_WORKSPACE_CONFIG"]
     finally:
         torch.use_deterministic_algorithms(before)
+
+
+def test_max_steps_stops_after_exactly_that_many_optimizer_steps(tmp_path):
+    # 230 training images at batch 64: 4 steps an epoch, so 10 steps are 2 epochs and 2 steps of a third.
+    s = fit(_cfg(tmp_path, **{"train.epochs": 5, "train.max_steps": 10, "optim.name": "adam"}))
+    assert s.stop_reason == "max_steps" and s.epochs_run == 3
+    last = torch.load(Path(s.run_dir) / "last.pt", weights_only=True)
+    steps = {int(v["step"]) for v in last["optimizer"]["state"].values()}
+    assert steps == {10}, f"Adam counted {steps} steps"
+    full = fit(_cfg(tmp_path, **{"train.epochs": 2, "train.max_steps": 100}))
+    assert full.stop_reason == "completed" and full.epochs_run == 2, "a cap beyond train.epochs changes nothing"
+    with pytest.raises(Exception, match="train.max_steps must be >= 1"):
+        fit(_cfg(tmp_path, **{"train.max_steps": 0}))

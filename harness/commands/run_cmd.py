@@ -44,7 +44,8 @@ def recipe_help() -> str:
 #: keys without a shortcut flag that ``--help`` lists (``--set KEY=VALUE``): the speed track's knobs
 SET_ONLY_HELP = ("model.whiten_bias_epochs", "optim.bn_bias_lr_mult", "optim.muon_lr", "optim.muon_momentum",
                  "sched.peak_at", "sched.floor_factor", "sched.warmup_start_factor", "train.ema_decay",
-                 "train.ema_every", "train.ema_ramp", "train.stop_at_target", "train.max_steps_per_epoch")
+                 "train.ema_every", "train.ema_ramp", "train.stop_at_target", "train.max_steps_per_epoch",
+                 "train.max_steps")
 
 
 def set_only_help() -> str:

@@ -49,7 +49,7 @@ DOCUMENTED_COLUMNS: list[str] = [
 ]
 #: Appended after the documented columns: what else tells configurations apart, and the row key.
 EXTRA_COLUMNS: list[str] = ["weight_decay", "seeds", "folds", "hardware", "options", "val_acc_std", "reference",
-                             "phase", "config_id"]
+                             "phase", "config_id", "total_s", "cpu_s"]
 LEADERBOARD_COLUMNS: list[str] = DOCUMENTED_COLUMNS + EXTRA_COLUMNS
 #: ``results/pruned.csv``: one row per trial the scheduler stopped, with the rung (epoch) it reached.
 PRUNED_COLUMNS: list[str] = [
@@ -176,6 +176,8 @@ def _result_columns(recs: Sequence[RunRecord], summaries: Sequence[RunSummary]) 
         "test_loss": _mean([s.test_loss for s in summaries]),
         "time_to_target_s": _mean([s.time_to_target_s for s in summaries]),
         "train_s": _mean([_train_s(r) for r in recs]),
+        # Wall and CPU time of a whole run (data, validation and test included): what a budget row got.
+        "total_s": _mean([s.total_s for s in summaries]), "cpu_s": _mean([s.cpu_s for s in summaries]),
         "stop_reason": "+".join(sorted({r.stop_reason for r in recs})),
         "error": next((r.error for r in recs if r.error), ""),
         "seeds": " ".join(map(str, sorted({r.config.train.seed for r in recs}))),

@@ -171,6 +171,8 @@ class TrainConfig:
     checkpoint_every: int = knob(1, "write last.pt every N epochs (and at the last) for --resume and Ray Train "
                                  "restarts; 0: never", identity=NONE)
     max_steps_per_epoch: int | None = knob(None, "cap steps per epoch (smoke tests)")
+    max_steps: int | None = knob(None, "stop after this many optimizer steps in all (a budget that does not depend "
+                                 "on the hardware, e.g. a report's step count); stop reason: max_steps")
     measure_inference: bool = knob(True, "measure inference images/s at batch 256 at the end", identity=NONE)
     progress: bool = knob(True, "per-epoch progress lines", identity=NONE, sweep=True)
     tta: str = knob("none", "test-time augmentation of validation and test: none, flip (2 views), flip_translate "
@@ -589,6 +591,7 @@ def validate(cfg: RunConfig) -> None:
     need(t.min_delta >= 0, f"train.min_delta must be >= 0, got {t.min_delta}")
     need(t.max_steps_per_epoch is None or t.max_steps_per_epoch >= 1,
          f"train.max_steps_per_epoch must be >= 1, got {t.max_steps_per_epoch}")
+    need(t.max_steps is None or t.max_steps >= 1, f"train.max_steps must be >= 1, got {t.max_steps}")
     need(0 < d.val_fraction < 1 or d.folds > 1, f"data.val_fraction must be in (0, 1), got {d.val_fraction}")
     need(d.subset is None or d.subset >= 1, f"data.subset must be >= 1, got {d.subset}")
     need(d.img_size is None or d.img_size >= 8, f"data.img_size must be >= 8, got {d.img_size}")
@@ -623,6 +626,17 @@ def validate(cfg: RunConfig) -> None:
 def epoch_count(epochs: float) -> int:
     """How many epochs a run of ``train.epochs`` starts: a fractional last epoch counts as one."""
     return max(1, math.ceil(epochs - 1e-9))
+
+
+def planned_epochs(epochs: float, steps: int, max_steps: int | None) -> float:
+    """The epochs a run trains: ``train.epochs``, or fewer where ``train.max_steps`` ends it first.
+
+    ``max_steps / steps`` as a fraction, so :func:`steps_in_epoch` cuts the last epoch at exactly
+    ``max_steps`` steps in all.
+    """
+    if max_steps is None or steps <= 0:
+        return epochs
+    return min(float(epochs), max_steps / steps)
 
 
 def steps_in_epoch(epoch: int, epochs: float, steps: int) -> int:

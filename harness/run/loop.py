@@ -24,7 +24,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,7 @@ from harness.run.config import (
     config_to_dict,
     epoch_count,
     parse_duration,
+    planned_epochs,
     steps_in_epoch,
 )
 from harness.run.data import augment_spec, load_data
@@ -314,6 +315,12 @@ class Run:
     resume_from_disk: bool = False  # `harness run --resume`: continue from <run_dir>/last.pt
     compile_s: float | None = None  # --compile: the warm-up compilation, timed apart from epoch 1
     whiten_s: float = 0.0  # model.whiten: the whitening init (timed work of the recipe)
+    cpu_t0: float = field(default_factory=time.process_time)  # this process's CPU clock at setup
+    cpu_before: float = 0.0  # CPU seconds of earlier processes of this run (a resumed one)
+
+    def cpu_s(self) -> float:
+        """CPU seconds of this run so far: this process's since setup, plus earlier processes' (resume)."""
+        return self.cpu_before + time.process_time() - self.cpu_t0
 
     @property
     def eval_pad(self) -> int | None:
@@ -408,7 +415,7 @@ def setup(cfg: RunConfig, run_dir: Path, ctx: WorkerContext, run_hash: str | Non
     """Seed, load the data, build the loaders, the model (by its strategy), the optimizer and the schedule."""
     from architectures import count_mflops, model_info
 
-    t_start = time.monotonic()
+    t_start, cpu_t0 = time.monotonic(), time.process_time()
     _seed(cfg, ctx)
     splits, meta = load_data(cfg, model_info(cfg.model.arch).min_img_size, announce=ctx.is_main and cfg.train.progress)
     train_loader, val_loader = _loaders(cfg, ctx, splits, meta)
@@ -426,7 +433,7 @@ def setup(cfg: RunConfig, run_dir: Path, ctx: WorkerContext, run_hash: str | Non
     progress = Progress(cfg.train.progress and ctx.is_main, cfg.train.epochs, ctx.tag)
     run = Run(cfg, ctx, Path(run_dir), run_hash or config_hash(cfg), splits, meta, train_loader, val_loader,
               model, fwd, step, steps, sum(p.numel() for p in model.parameters()), mflops, progress, t_start)
-    run.whiten_s = whiten_s
+    run.whiten_s, run.cpu_t0 = whiten_s, cpu_t0
     if cfg.train.compile:
         run.compile_s = compile_warmup(run)
     return run
@@ -471,6 +478,7 @@ def resume(run: Run) -> TrainState:
         state = TrainState.from_checkpoint(ck)
         run.progress.say(f"resumed from the checkpoint of epoch {state.epoch}")
     run.t_start -= state.elapsed
+    run.cpu_before = state.cpu_s
     if run.cfg.train.budget:
         run.deadline = run.t_start + parse_duration(run.cfg.train.budget)
     return state
@@ -599,6 +607,7 @@ def end_epoch(run: Run, state: TrainState, stats: EpochStats, val: dict, report:
         state.timed_to_target_s = run.whiten_s + state.train_s + val.get("seconds", 0.0)
     state.epoch += 1
     state.elapsed = time.monotonic() - run.t_start
+    state.cpu_s = run.cpu_s()
     ckpt_dir = None
     if run.ctx.is_main:
         from harness.run.artifacts import write_metrics
@@ -646,7 +655,7 @@ def _summary(run: Run, state: TrainState, test: dict | None) -> RunSummary:
         test_acc=test["acc"] if test else None, test_loss=test["loss"] if test else None,
         best_epoch=state.best_epoch, time_to_target_s=state.time_to_target_s, stop_reason=state.stop_reason,
         status="diverged" if state.stop_reason == "diverged" else "ok", train_s=state.train_s,
-        total_s=time.monotonic() - run.t_start, first_step_at=state.first_step_at,
+        total_s=time.monotonic() - run.t_start, cpu_s=run.cpu_s(), first_step_at=state.first_step_at,
         train_img_per_s=rates[len(rates) // 2] if rates else None, device=ctx.device.type,
         hardware=prov["hardware"], world_size=ctx.world_size, precision=cfg.train.precision,
         loader=run.train_loader.backend, torch=prov["torch"], ray=prov["ray"], git_sha=prov["git_sha"],
@@ -735,8 +744,9 @@ def run_worker(cfg: RunConfig, run_dir: Path, ctx: WorkerContext, report: Report
             state.first_step_at = time.time()
         run.progress.batch(state.epoch, i, run.steps)
 
+    epochs = planned_epochs(cfg.train.epochs, run.steps, cfg.train.max_steps)
     try:
-        for epoch in range(state.epoch, epoch_count(cfg.train.epochs)):
+        for epoch in range(state.epoch, epoch_count(epochs)):
             run.train_loader.set_epoch(epoch)
             if cfg.model.whiten and cfg.model.whiten_bias_epochs and epoch >= cfg.model.whiten_bias_epochs:
                 from harness.run.whiten import freeze_whiten_bias
@@ -744,7 +754,7 @@ def run_worker(cfg: RunConfig, run_dir: Path, ctx: WorkerContext, report: Report
                 freeze_whiten_bias(run.model, cfg.model.arch)
             set_train_mode(run.model)
             stats = train_one_epoch(run.step, run.train_loader, ctx, deadline=run.deadline, on_step=on_step,
-                                    max_steps=steps_in_epoch(epoch, cfg.train.epochs, run.steps))
+                                    max_steps=steps_in_epoch(epoch, epochs, run.steps))
             if stats.stop == "diverged" or not math.isfinite(stats.loss):
                 state.stop_reason = "diverged"
                 run.progress.say(f"loss is not finite at epoch {epoch + 1}: stopping (diverged)")
@@ -754,6 +764,9 @@ def run_worker(cfg: RunConfig, run_dir: Path, ctx: WorkerContext, report: Report
             if reason:
                 state.stop_reason = reason
                 break
+        else:
+            if epochs < cfg.train.epochs:  # train.max_steps ended the run before train.epochs did
+                state.stop_reason = "max_steps"
     except KeyboardInterrupt:
         interrupted(run, state)
         raise

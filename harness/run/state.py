@@ -8,7 +8,7 @@ from typing import Any
 
 # The scalar fields a checkpoint stores under "state" (the rest travel as their own entries).
 _SCALARS = ("epoch", "best_acc", "best_epoch", "best_loss", "wait", "time_to_target_s", "elapsed", "val_s",
-            "timed_to_target_s")
+            "timed_to_target_s", "cpu_s")
 
 
 @dataclass
@@ -24,6 +24,7 @@ class TrainState:
         val_s: seconds of validation so far (with its TTA).
         timed_to_target_s: the recipe's timed work until val accuracy first reached ``train.target_acc``:
             whitening init, training epochs and that epoch's validation (see ``harness bench speed``).
+        cpu_s: CPU seconds of the run's process so far (every thread), across restarts.
         history: one row per finished epoch (:data:`harness.run.summary.EPOCH_COLUMNS`).
         best_model: the weights of the best validation epoch, on the CPU.
         stop_reason: why the loop ended: completed, early_stop, budget or diverged.
@@ -39,6 +40,7 @@ class TrainState:
     elapsed: float = 0.0
     val_s: float = 0.0
     timed_to_target_s: float | None = None
+    cpu_s: float = 0.0
     history: list[dict] = field(default_factory=list)
     best_model: dict | None = None
     stop_reason: str = "completed"

@@ -66,6 +66,7 @@ class RunSummary:
     # cost (a transfer run's train_s and total_s include its pretraining stage)
     train_s: float | None = None
     total_s: float | None = None
+    cpu_s: float | None = None  # CPU time the run's process got (every thread), across restarts
     first_step_at: float | None = None  # unix time of the first optimizer step
     compile_s: float | None = None  # --compile: warm-up compilation, timed apart from the epochs
     whiten_s: float | None = None  # model.whiten: the whitening init
@@ -144,7 +145,8 @@ class RunSummary:
         return dataclasses.replace(
             self, pretrain_dataset=pre.dataset, pretrain_val_acc=pre.val_acc, pretrain_test_acc=pre.test_acc,
             pretrain_train_s=pre.train_s, train_s=(self.train_s or 0.0) + (pre.train_s or 0.0),
-            total_s=(self.total_s or 0.0) + (pre.total_s or 0.0))
+            total_s=(self.total_s or 0.0) + (pre.total_s or 0.0),
+            cpu_s=None if self.cpu_s is None else self.cpu_s + (pre.cpu_s or 0.0))
 
     @property
     def timed_s(self) -> float | None:

@@ -14,8 +14,8 @@ What makes it safe to leave running:
 - A trial that raises, or diverges, reports its error and ends; the sweep goes on.
 - The experiment lives at ``<storage>/<name>`` and is saved as it goes. After Ctrl-C or
   ``kill -9`` of the driver, ``--resume`` restores it with ``Tuner.restore``: finished trials are
-  kept, unfinished ones run again (a trial whose summary had already been written replays it
-  instead of training again).
+  kept, unfinished ones continue from their run's ``last.pt`` (a trial whose summary had already
+  been written replays it instead of training again).
 - At the end (and after an interruption) the leaderboard CSVs and ``docs/leaderboard.md`` are
   merged from whatever finished (:mod:`harness.report`), and a closing table ranks this sweep's
   full-budget runs (:mod:`harness.report.closing`).

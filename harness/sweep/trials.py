@@ -13,7 +13,7 @@ trial's Tune config into the dotted overrides of its :class:`RunConfig`.
 
 A trial that raises, or diverges, reports its error and ends; the sweep goes on. A trial whose
 summary had already been written (a sweep resumed after its driver was killed) replays it instead
-of training again.
+of training again; one that was cut short continues its run from ``last.pt``.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import HarnessError
-from harness.files import TRACEBACK_FILE, TRIAL_FILE, TRIAL_RUN_DIR
+from harness.files import CONFIG_FILE, TRACEBACK_FILE, TRIAL_FILE, TRIAL_RUN_DIR
 from harness.run.config import RunConfig, apply_overrides, config_id, config_to_dict, parse_override
 from harness.run.summary import RunSummary
 from harness.sweep.matrix import Matrix, parse_matrix, select
@@ -202,8 +202,12 @@ def run_trial(config: dict, settings: dict) -> None:
     in_process = s.workers_per_trial <= 1
     if in_process:
         torch.set_num_threads(s.cpus_per_worker or 1)  # Ray pins the trial to its CPU share; more threads thrash
+    run_dir = trial_dir / TRIAL_RUN_DIR
+    # A trial restored after its sweep was stopped continues its run from last.pt (the finished epochs are
+    # kept, not trained again), as `harness run --resume` would; a run that had not started starts afresh.
+    resume = (run_dir / CONFIG_FILE).is_file()
     try:
-        fit(cfg, trial_dir / TRIAL_RUN_DIR, report=report if in_process else None, tune_report=not in_process)
+        fit(cfg, run_dir, report=report if in_process else None, tune_report=not in_process, resume=resume)
     except Exception as e:  # noqa: BLE001 - any failure is recorded with the trial, and the sweep goes on
         _report_failure(trial_dir, e)
 
