@@ -34,7 +34,7 @@ from harness.results_csv import append_rows, read_rows
 
 COSTS_CSV = "costs.csv"
 COST_COLUMNS = ["key", "cpu", "threads", "arch", "img_size", "in_chans", "batch_size", "precision",
-                "channels_last", "strategy", "train_img_per_s", "eval_img_per_s", "steps_timed", "torch",
+                "channels_last", "strategy", "train_img_per_s", "eval_img_per_s", "steps_timed", "load", "torch",
                 "git_sha", "date"]
 #: An assumed effective training rate of one current data-centre GPU (stated on every page): well under an
 #: H100's dense bf16 peak, since CIFAR-sized models at small batches are bound by memory and launches.
@@ -49,6 +49,9 @@ SPLIT_IMAGES = {"cifar10": (45_000, 5_000, 10_000), "mnist": (54_000, 6_000, 10_
                 "imagenette": (8_522, 947, 3_925), "synthetic": (900, 100, 200)}
 NATIVE_SIZE = {"cifar10": 32, "mnist": 28, "imagenette": 64, "synthetic": 32}
 WARMUP_STEPS, TIMED_STEPS, EVAL_BATCHES = 2, 4, 2
+#: Steps are timed until this many seconds have passed (at least TIMED_STEPS, at most MAX_TIMED_STEPS): a
+#: tiny model's 4 steps take milliseconds, too few to time.
+TIMED_S, MAX_TIMED_STEPS = 1.5, 60
 #: Keys that do not change what a step costs; a rate measured for one value serves them all.
 _COST_FREE = ("name", "out", "train.seed", "train.epochs", "train.budget", "train.early_stop_patience",
               "train.min_delta", "train.max_steps", "train.max_steps_per_epoch", "train.target_acc",
@@ -66,6 +69,8 @@ class Rate:
     cpu: str
     threads: int
     date: str = ""
+    steps: int = TIMED_STEPS  # training steps timed
+    load: float = 0.0  # the machine's 1-minute load average when it was measured (others' work slows it)
 
 
 @dataclass
@@ -219,8 +224,8 @@ def _mflops(cfg: Any, model_mflops: Any) -> float | None:
 def probe_config(cfg: Any) -> Any:
     """``cfg`` on synthetic images of its own shape, enough for the warm-up, the timed steps and evaluation."""
     p = copy.deepcopy(cfg)
-    need = (WARMUP_STEPS + TIMED_STEPS + 1) * p.train.batch_size
-    n = max(math.ceil(need / 0.9), 10 * (EVAL_BATCHES + 1) * min(p.train.eval_batch_size, 256))
+    need = (WARMUP_STEPS + MAX_TIMED_STEPS + 1) * p.train.batch_size
+    n = min(max(math.ceil(need / 0.9), 10 * (EVAL_BATCHES + 1) * min(p.train.eval_batch_size, 256)), 20_000)
     p.data.img_size = cfg.data.img_size or NATIVE_SIZE.get(cfg.data.dataset, 32)
     p.data.grayscale = cfg.data.grayscale or cfg.data.dataset == "mnist"
     p.data.dataset, p.data.synthetic_size, p.data.subset = "synthetic", n, None
@@ -238,6 +243,8 @@ def measure(cfg: Any, threads: int, init_from: Path | None = None, keep_weights:
     ``init_from``: a folder with the previous stage's ``best.pt`` (a stage that starts from it);
     ``keep_weights``: write this stage's weights there as ``best.pt`` for the next stage's probe.
     """
+    import os
+
     import torch
 
     from harness.provenance import cpu_model
@@ -257,13 +264,13 @@ def measure(cfg: Any, threads: int, init_from: Path | None = None, keep_weights:
             batches = iter(run.train_loader)
             for _ in range(WARMUP_STEPS):
                 run.step(*next(batches))
-            t0 = time.perf_counter()
-            n = 0
-            for _ in range(TIMED_STEPS):
-                x, y = next(batches)
+            t0, n, steps = time.perf_counter(), 0, 0
+            for x, y in batches:
                 loss, _ = run.step(x, y)
-                float(loss)  # the step is done when its loss is
-                n += y.size(0)
+                float(loss.detach())  # the step is done when its loss is
+                n, steps = n + y.size(0), steps + 1
+                if steps >= MAX_TIMED_STEPS or (steps >= TIMED_STEPS and time.perf_counter() - t0 > TIMED_S):
+                    break
             train_rate = n / (time.perf_counter() - t0)
             val = [b for _, b in zip(range(EVAL_BATCHES + 1), iter(run.val_loader))]
             evaluate(run.model, val[:1], run.num_classes, run.ctx, probe.train.precision)  # warm-up
@@ -275,7 +282,8 @@ def measure(cfg: Any, threads: int, init_from: Path | None = None, keep_weights:
                 torch.save({"model": run.model.state_dict()}, keep_weights / "best.pt")
     finally:
         torch.set_num_threads(before)
-    return Rate(train_rate, eval_rate, cpu_model(), threads, _dt.date.today().isoformat())
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    return Rate(train_rate, eval_rate, cpu_model(), threads, _dt.date.today().isoformat(), steps, load)
 
 
 def measure_run(cfg: Any, threads: int, results: Path, remeasure: bool = False) -> Cost:
@@ -318,7 +326,7 @@ def _row(key: str, cfg: Any, rate: Rate, sha: str, torch_version: str) -> dict[s
             "batch_size": cfg.train.batch_size, "precision": cfg.train.precision,
             "channels_last": cfg.train.channels_last, "strategy": cfg.strategy.name,
             "train_img_per_s": rate.train_img_per_s, "eval_img_per_s": rate.eval_img_per_s,
-            "steps_timed": TIMED_STEPS, "torch": torch_version, "git_sha": sha, "date": rate.date}
+            "steps_timed": rate.steps, "load": round(rate.load, 2), "torch": torch_version, "git_sha": sha, "date": rate.date}
 
 
 def duration(seconds: float) -> str:

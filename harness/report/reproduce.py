@@ -209,14 +209,16 @@ def _reported(r: Row) -> str:
     return f"{r.ref['metric']} {_pct(float(fig))}" + (f" ({words})" if words else "")
 
 
-def table_lines(rows: list[Row], rate: float | None) -> list[str]:
-    """The markdown table of one report table's rows."""
-    lines = ["| row | setting | reported | ours (mean ± std, n) | difference | verdict |",
-             "|---|---|---|---|---|---|"]
+def table_lines(rows: list[Row], rate: float | None, costs: dict[int, str] | None = None) -> list[str]:
+    """The markdown table of one report table's rows; ``costs``: each row's cost cell, by ``id(row)``."""
+    costs = costs or {}
+    lines = ["| row | setting | reported | ours (mean ± std, n) | difference | verdict | cost |",
+             "|---|---|---|---|---|---|---|"]
     for r in rows:
         diff = "" if r.diff is None else f"{100 * r.diff:+.1f} pp"
-        lines.append(f"| {r.ref['row']} | {r.ref.get('setting', '')} | {_reported(r)} | {_ours(r, rate)} | {diff} | "
-                     f"{r.verdict} |")
+        ours = _ours(r, rate) if r.ours is not None or id(r) not in costs else "not run"
+        lines.append(f"| {r.ref['row']} | {r.ref.get('setting', '')} | {_reported(r)} | {ours} | {diff} | "
+                     f"{r.verdict} | {costs.get(id(r), '')} |")
     return lines
 
 
@@ -228,10 +230,12 @@ def summary_counts(rows: list[Row]) -> dict[str, int]:
     return out
 
 
-def page_text(m: Matrix, rows: list[Row], plot_name: str) -> str:
-    """The markdown of ``docs/reports/NAME.md``."""
+def page_text(m: Matrix, rows: list[Row], plot_name: str, costs: dict[int, str] | None = None,
+              queue: list[str] | None = None) -> str:
+    """The markdown of ``docs/reports/NAME.md``; ``costs`` (row id -> cell) and ``queue`` (the GPU queue's
+    lines) come from :mod:`harness.report.cost_cells`."""
     rep = m.report
-    rate = cpu_rate(rows)
+    rate = None if costs else cpu_rate(rows)
     counts = summary_counts(rows)
     hardware = sorted({str(r.source.get("hardware", "")) for r in rows if r.source and r.source.get("hardware")})
     out = [f"# Reproduction: {rep.get('title') or m.name}", "",
@@ -253,12 +257,20 @@ def page_text(m: Matrix, rows: list[Row], plot_name: str) -> str:
     for r in rows:
         tables.setdefault(r.ref.get("table") or "rows", []).append(r)
     for name, sub in tables.items():
-        out += [f"### {name}", "", *table_lines(sub, rate), ""]
-    notes = [f"- Rows not run are estimated at ~{rate / 1e9:.1f} GFLOP/s of training on this CPU (the median of "
+        out += [f"### {name}", "", *table_lines(sub, rate, costs), ""]
+    if queue:
+        out += ["## GPU queue", "", "These rows are too large for this CPU. `scripts/gpu-reproduce.sh` runs as many as "
+                "fit one call on a lent GPU, cheapest first (n = 1, bf16, channels_last); each one alone:", "",
+                *queue, ""]
+    notes = [] if costs else [f"- Rows not run are estimated at ~{rate / 1e9:.1f} GFLOP/s of training on this CPU (the median of "
              f"the rows run here) and {GPU_FLOPS / 1e12:.0f} TFLOP/s on one GPU (an assumption). Estimates are costs, "
              "never results." if rate else
              f"- Rows not run are estimated at {GPU_FLOPS / 1e12:.0f} TFLOP/s on one GPU (an assumption); no row has "
              "run here yet to measure this CPU. Estimates are costs, never results."]
+    if costs:
+        from harness.report.cost_cells import COST_NOTE
+
+        notes.append(COST_NOTE)
     notes.append(f"- Run the missing rows with `harness reproduce {m.name} --run --only row='GLOB'`.")
     return "\n".join(out + ["## Notes", "", *notes, ""])
 
@@ -297,12 +309,15 @@ def plot_rows(rows: list[Row], path: Path, title: str) -> None:
 
 def write_page(m: Matrix, results: Path, reports_dir: Path) -> tuple[Path, list[Row]]:
     """Write ``reports_dir/NAME.md`` and its plot from the leaderboard, and refresh the index."""
+    from harness.report.cost_cells import cost_cells
+
     rows = join(m, leaderboard_rows(results))
     plot = f"{m.name}.png"
     plot_rows(rows, reports_dir / "img" / plot, m.report.get("title") or m.name)
     page = reports_dir / f"{m.name}.md"
     reports_dir.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(page, page_text(m, rows, plot))
+    costs, queue = cost_cells(m, rows, results)
+    write_text_atomic(page, page_text(m, rows, plot, costs, queue))
     write_index(reports_dir, results)
     return page, rows
 

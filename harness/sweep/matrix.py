@@ -700,7 +700,9 @@ def _parse_report(raw: Any, src: _Source) -> dict[str, Any]:
             "protocol": " ".join(str(raw.get("protocol", "")).split()), "chosen": [" ".join(c.split()) for c in chosen]}
 
 
-REFERENCE_KEYS = ("row", "figure", "metric", "table", "setting", "note", "report", "via")
+REFERENCE_KEYS = ("row", "figure", "metric", "table", "setting", "note", "report", "via", "queue")
+#: ``queue: gpu`` marks a row too large for a CPU: the campaign leaves it to scripts/gpu-reproduce.sh.
+QUEUES = ("gpu",)
 METRICS = ("test", "val")
 
 
@@ -710,7 +712,7 @@ def _references(v: Any, src: _Source, at: tuple) -> list[dict[str, Any]]:
     Each is ``{row: S1.1, figure: 0.57, metric: test|val, table: "Tab. 1", setting: ..., note: ...}``;
     ``figure`` is a fraction in [0, 1], or null where the report gives no number (then ``note`` says what
     it gives). ``report`` names the report matrix when another matrix (a search) answers its row, and
-    ``via`` names that search on the report's own row.
+    ``via`` names that search on the report's own row. ``queue: gpu`` leaves the row to the GPU queue.
     """
     if not isinstance(v, dict) or "reference" not in v:
         return []
@@ -724,6 +726,8 @@ def _references(v: Any, src: _Source, at: tuple) -> list[dict[str, Any]]:
         for k in ref:
             if k not in REFERENCE_KEYS:
                 raise src.error(f"unknown reference key '{k}' (valid: {', '.join(REFERENCE_KEYS)})", *where)
+        if ref.get("queue") is not None and ref["queue"] not in QUEUES:
+            raise src.error(f"reference queue must be one of {', '.join(QUEUES)}, got {ref['queue']!r}", *where)
         if ref["metric"] not in METRICS:
             raise src.error(f"reference metric must be test or val, got {ref['metric']!r}", *where)
         fig = ref.get("figure")
@@ -731,7 +735,7 @@ def _references(v: Any, src: _Source, at: tuple) -> list[dict[str, Any]]:
             raise src.error(f"reference figure is a fraction in [0, 1] (or null), got {fig!r}", *where)
         # report: a search matrix answering a report's row names the report; via: a report's row that a
         # search answers names the search (the row's own configuration is then not run as that row).
-        extra = {k: str(ref[k]) for k in ("report", "via") if k in ref}
+        extra = {k: str(ref[k]) for k in ("report", "via", "queue") if k in ref}
         out.append({**extra, "row": str(ref["row"]), "figure": fig, "metric": ref["metric"],
                     "table": str(ref.get("table", "")), "setting": str(ref.get("setting", "")),
                     "note": str(ref.get("note", ""))})

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import HarnessError
-from harness.files import CONFIG_FILE, TRACEBACK_FILE, TRIAL_FILE, TRIAL_RUN_DIR
+from harness.files import CONFIG_FILE, RERUN_DIR, TRACEBACK_FILE, TRIAL_FILE, TRIAL_RUN_DIR
 from harness.run.config import RunConfig, apply_overrides, config_id, config_to_dict, parse_override
 from harness.run.summary import RunSummary
 from harness.sweep.matrix import Matrix, parse_matrix, select
@@ -205,11 +205,31 @@ def run_trial(config: dict, settings: dict) -> None:
     run_dir = trial_dir / TRIAL_RUN_DIR
     # A trial restored after its sweep was stopped continues its run from last.pt (the finished epochs are
     # kept, not trained again), as `harness run --resume` would; a run that had not started starts afresh.
-    resume = (run_dir / CONFIG_FILE).is_file()
+    resume = _restore_run_dir(run_dir, s, info["phase"])
     try:
         fit(cfg, run_dir, report=report if in_process else None, tune_report=not in_process, resume=resume)
     except Exception as e:  # noqa: BLE001 - any failure is recorded with the trial, and the sweep goes on
         _report_failure(trial_dir, e)
+
+
+def _restore_run_dir(run_dir: Path, s: SweepSettings, phase: str) -> bool:
+    """Whether this trial has a run to continue; brings it back from the sweep's storage if need be.
+
+    Tune runs a trial in a staging folder of the Ray session (``.../artifacts/.../driver_artifacts/``)
+    and syncs it to ``<storage>/<sweep>/``. A sweep restored in a new Ray session gets a fresh, empty
+    staging folder, so the run's ``last.pt`` is only in the storage copy: copy it back first.
+    """
+    import shutil
+
+    if (run_dir / CONFIG_FILE).is_file():
+        return True
+    if not s.storage or not s.name:
+        return False
+    stored = Path(s.storage) / s.name / (RERUN_DIR if phase == RERUN else "") / run_dir.parent.name / TRIAL_RUN_DIR
+    if not (stored / CONFIG_FILE).is_file() or stored.resolve() == run_dir.resolve():
+        return False
+    shutil.copytree(stored, run_dir, dirs_exist_ok=True)
+    return True
 
 
 def _report_failure(trial_dir: Path, e: BaseException) -> None:

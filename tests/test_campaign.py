@@ -1,0 +1,97 @@
+"""``harness reproduce --run --budget``: the campaign plans the missing rows by measured cost, and a row
+whose process is killed continues from ``last.pt`` on the next call without training a finished epoch
+again. A real local Ray cluster and real subprocesses; the rows train on synthetic images (the CIFAR-10
+reader accepts only the official arrays, by checksum)."""
+
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from harness.report.campaign import plan
+from harness.report.costs import COSTS_CSV, read_rates
+from harness.results_csv import read_rows
+
+
+def test_plan_names_why_each_row_is_not_for_this_cpu(tmp_path):
+    jobs = {j.label: j for j in plan(["optuna"], tmp_path, 2, [], measure=False)}
+    assert jobs["O3"].reason == "gpu" and jobs["O5"].reason == "weights", "queued and weights rows say why"
+    assert jobs["O2"].search == "optuna-search" and jobs["O2"].extra["trials"] == 5, "O2 is answered by its search"
+    assert jobs["O1"].reason is None and jobs["O1"].cost.seconds is None, "not measured yet: no time, never a guess"
+    assert jobs["O3"].cost.gpu_seconds > jobs["O1"].cost.gpu_seconds > 0, "a stated GPU cost for every row"
+
+
+def test_estimate_measures_each_configuration_once_and_orders_cheapest_first(tmp_path):
+    sets = ["data.subset=20"]
+    jobs = [j for j in plan(["kfold"], tmp_path, 2, sets, measure=True) if j.reason is None]
+    rates = read_rates(tmp_path)
+    assert rates and all(r.train_img_per_s > 0 and r.eval_img_per_s > 0 for r in rates.values())
+    walls = [j.wall_s for j in jobs]
+    assert all(w is not None for w in walls) and walls == sorted(walls), "cheapest first, every one measured"
+    tiny = next(j for j in jobs if j.overrides.get("model.arch") == "tiny_cnn")
+    deep = next(j for j in jobs if j.overrides.get("model.arch") == "deep_cnn")
+    assert deep.cost.rate.train_img_per_s < tiny.cost.rate.train_img_per_s / 3, "each row's own model is timed"
+    n = len(read_rows(tmp_path / COSTS_CSV))
+    plan(["kfold"], tmp_path, 2, sets, measure=True)
+    assert len(read_rows(tmp_path / COSTS_CSV)) == n, "a rate measured once is read back, not measured again"
+
+
+def _metrics(run_dirs: list[Path]) -> dict[Path, list[dict]]:
+    out = {}
+    for d in run_dirs:
+        with open(d / "metrics.csv") as fh:
+            out[d] = list(csv.DictReader(fh))
+    return out
+
+
+@pytest.mark.slow
+def test_killed_campaign_row_continues_from_its_last_epoch(tmp_path):
+    ray_tmp = tempfile.mkdtemp(prefix="rt", dir="/tmp")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("WANDB_", "RAY_", "HARNESS_"))}
+    env.update(RAY_TMPDIR=ray_tmp, PYTHONUNBUFFERED="1", HARNESS_CACHE_DIR=str(tmp_path / "cache"))
+    sweeps = tmp_path / "sweeps"
+    cmd = [sys.executable, "-m", "harness", "reproduce", "kfold", "--run", "--budget", "10m", "--max-rows", "1",
+           "--results-dir", str(tmp_path / "results"), "--docs-dir", str(tmp_path / "docs"), "--storage",
+           str(sweeps), "--wandb", "off", "--set", "train.measure_inference=false", "--set", "data.dataset=synthetic",
+           "--set", "data.synthetic_size=5000"]
+    log = open(tmp_path / "first.log", "w")
+    p = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 400
+        while time.monotonic() < deadline and not list(sweeps.glob("campaign-*/*/run/last.pt")):
+            assert p.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
+            time.sleep(0.05)
+        os.killpg(p.pid, signal.SIGKILL)  # the campaign, its sweep and the trials: a session that ends
+        p.wait(30)
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+        log.close()
+    first = (tmp_path / "first.log").read_text()
+    planned = [ln.strip() for ln in first.splitlines() if ln.startswith("  kfold ")]
+    started = [ln for ln in first.splitlines() if ln.startswith("campaign: start")]
+    assert started and planned[0] in started[0], f"the cheapest missing row starts first:\n{first[-2000:]}"
+    label = planned[0].split()[1]
+    before = _metrics([p.parent for p in sweeps.glob("campaign-*/*/run/last.pt")])
+    assert before and all(0 < len(rows) < 10 for rows in before.values()), "killed mid-run, after an epoch"
+
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    shutil.rmtree(ray_tmp, ignore_errors=True)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
+    after = _metrics(list(before))
+    for d, rows in before.items():
+        assert [int(x["epoch"]) for x in after[d]] == list(range(1, 11)), "every epoch once"
+        assert after[d][: len(rows)] == rows, "the epochs finished before the kill were not trained again"
+    row_id = label.split("-")[0]
+    lb = [x for x in read_rows(tmp_path / "results" / "leaderboard.csv") if f"kfold {row_id}:" in x["reference"]]
+    assert len(lb) == 1 and lb[0]["n_seeds"] == "2" and float(lb[0]["cpu_s"]) > 0, lb  # (one K2 of two labels)
+    assert "campaign" in (tmp_path / "docs" / "reports" / "kfold.md").read_text()
