@@ -26,6 +26,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--estimate", action="store_true",
                    help="time a few training steps of each missing row's configuration here (cached in "
                         "results/costs.csv by CPU model), print the plan and write the pages")
+    p.add_argument("--gpu-queue", default=None, metavar="DIR",
+                   help="write the rows queued for a GPU as run configs, cheapest first (DIR/NN-REPORT-ROW.yaml "
+                        "and DIR/queue.tsv), for scripts/gpu-reproduce.sh; trains nothing")
     p.add_argument("--max-rows", type=int, default=None, metavar="N",
                    help="with --budget: start at most N rows (a row an earlier call started comes first)")
     p.add_argument("--only", action="append", default=[], metavar="AXIS=GLOB",
@@ -61,6 +64,8 @@ def _check(args: argparse.Namespace) -> list[str]:
     if not args.run and (args.only or args.overrides or args.sweep_name or args.budget or args.cpus_per_worker):
         raise HarnessError("--only, --set, --sweep-name, --budget and --cpus-per-worker choose what --run runs: "
                            "add --run, or drop them")
+    if args.gpu_queue and (args.run or args.estimate):
+        raise HarnessError("--gpu-queue only writes the queue's configs: drop --run and --estimate")
     if args.all and args.run and not args.budget:
         raise HarnessError("--all --run runs every missing row: give it a --budget (e.g. --budget 150m)")
     if args.budget and args.sweep_name:
@@ -95,6 +100,8 @@ def run(args: argparse.Namespace) -> int:
     results = Path(args.results_dir) if args.results_dir else results_dir()
     docs = Path(args.docs_dir) if args.docs_dir else Path(os.environ.get("HARNESS_DOCS_DIR", "docs"))
     args.reports_dir = docs / "reports"
+    if args.gpu_queue:
+        return _gpu_queue(names, results, Path(args.gpu_queue))
     if args.estimate or args.budget:
         rc = _campaign(args, names, results)
         if rc:
@@ -123,6 +130,14 @@ def _campaign(args: argparse.Namespace, names: list[str], results) -> int:
     if not args.budget:
         return 0
     return run_campaign(jobs, args, parse_duration(args.budget), results)
+
+
+def _gpu_queue(names: list[str], results, out) -> int:
+    from harness.report.campaign import plan, write_queue
+
+    paths = write_queue(plan(names, results, 1, [], measure=False), out)
+    print(f"GPU queue: {len(paths)} row config(s) in {out} (queue.tsv: cheapest first by stated GPU time)")
+    return 0
 
 
 def _globs(only: list[str]) -> list[str]:

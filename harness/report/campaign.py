@@ -291,3 +291,25 @@ def run_campaign(jobs: list[Job], args: Any, budget_s: float, results: Path) -> 
         print(f"campaign: wrote {page}", flush=True)
         rc = rc or (0 if outcome == "done" else 1)
     return rc
+
+
+def write_queue(jobs: list[Job], out: Path) -> list[Path]:
+    """The GPU queue as run configs, cheapest first by stated GPU cost: ``out/NN-REPORT-LABEL.yaml``.
+
+    Each file is the row's configuration as the matrix gives it (``harness run --config FILE`` trains it
+    without Ray, which the lent GPU machine lacks); ``queue.tsv`` lists file, rows and stated seconds.
+    """
+    from harness.run.config import RunConfig, apply_overrides, save_config
+
+    queued = sorted((j for j in jobs if j.reason == "gpu"), key=lambda j: (j.cost.gpu_seconds if j.cost else None)
+                    or 1e18)
+    out.mkdir(parents=True, exist_ok=True)
+    paths, lines = [], ["file\treport\trows\tgpu_s"]
+    for i, j in enumerate(queued):
+        path = out / f"{i:02d}-{j.name.removeprefix('campaign-')}.yaml"
+        save_config(apply_overrides(RunConfig(), {**j.overrides, "name": j.name}), path)
+        gpu = j.cost.gpu_seconds if j.cost else None
+        lines.append(f"{path.name}\t{j.report}\t{' '.join(j.rows)}\t{'' if gpu is None else round(gpu)}")
+        paths.append(path)
+    (out / "queue.tsv").write_text("\n".join(lines) + "\n")
+    return paths
