@@ -95,3 +95,20 @@ def test_killed_campaign_row_continues_from_its_last_epoch(tmp_path):
     lb = [x for x in read_rows(tmp_path / "results" / "leaderboard.csv") if f"kfold {row_id}:" in x["reference"]]
     assert len(lb) == 1 and lb[0]["n_seeds"] == "2" and float(lb[0]["cpu_s"]) > 0, lb  # (one K2 of two labels)
     assert "campaign" in (tmp_path / "docs" / "reports" / "kfold.md").read_text()
+
+
+def test_pages_show_measured_costs_and_why_each_row_is_not_run(tmp_path):
+    from harness.report.reproduce import write_page
+    from harness.sweep.matrix import load_matrix
+
+    plan(["kfold"], tmp_path, 2, [], measure=True, only=["K2-elu"])
+    page, _ = write_page(load_matrix("kfold"), tmp_path, tmp_path / "reports")
+    k2 = [ln for ln in page.read_text().splitlines() if ln.startswith("| K2 |")]
+    assert any("campaign: n = 2, ≈" in ln and "measured" in ln and "img/s" in ln for ln in k2), k2
+    assert any("not measured here yet" in ln for ln in k2), "the other K2 row was not timed: it says so"
+    att = write_page(load_matrix("attention"), tmp_path, tmp_path / "reports")[0].read_text()
+    rows = [ln for ln in att.splitlines() if ln.startswith("| T")]
+    assert rows and all("GPU queue: ≈" in ln for ln in rows) and "## GPU queue" in att
+    strat = write_page(load_matrix("strategies"), tmp_path, tmp_path / "reports")[0].read_text()
+    s6 = [ln for ln in strat.splitlines() if ln.startswith("| S6.")]
+    assert s6 and all("needs ImageNet weights" in ln and "strategy.weights=FILE.pth" in ln for ln in s6)

@@ -252,6 +252,8 @@ def page_text(m: Matrix, rows: list[Row], plot_name: str, costs: dict[int, str] 
             "figures carry that selection; ours can be lower and still be the more honest estimate.", ""]
     if rep.get("chosen"):
         out += ["## Settings the report leaves out (chosen here)", ""] + [f"- {c}" for c in rep["chosen"]] + [""]
+    if rep.get("findings"):
+        out += ["## Where ours and the report's disagree: what was found", ""] + [f"- {c}" for c in rep["findings"]] + [""]
     out += ["## Results", "", f"![ours against reported](img/{plot_name})", ""]
     tables: dict[str, list[Row]] = {}
     for r in rows:

@@ -97,7 +97,7 @@ _SHORT = {v: k for k, v in AXIS_ALIASES.items()}
 GRID_KINDS = ("grid", "choice")
 DIST_KINDS = ("uniform", "loguniform", "randint")
 TOP_KEYS = ("description", "search", "num_samples", "asha", "base", "axes", "exclude", "constraints", "report")
-REPORT_KEYS = ("title", "source", "protocol", "chosen")
+REPORT_KEYS = ("title", "source", "protocol", "chosen", "findings")
 SEARCHES = ("grid", "random", "optuna")
 
 # Keys a matrix must not set: the sweep owns them (seeds, folds, where things go, resources).
@@ -684,8 +684,9 @@ def _axis_value(name: str, key: str, v: Any, src: _Source, at: tuple) -> tuple[A
 
 
 def _parse_report(raw: Any, src: _Source) -> dict[str, Any]:
-    """The ``report`` section of a report's matrix: its title, source, how its protocol differs, and
-    the settings the report left out that the matrix chose (``chosen``: one line each)."""
+    """The ``report`` section of a report's matrix: its title, source, how its protocol differs, the
+    settings the report left out that the matrix chose (``chosen``: one line each), and what was found
+    where ours and the report's disagree (``findings``: one line each)."""
     if raw is None:
         return {}
     if not isinstance(raw, dict):
@@ -693,11 +694,14 @@ def _parse_report(raw: Any, src: _Source) -> dict[str, Any]:
     for k in raw:
         if k not in REPORT_KEYS:
             raise src.error(f"unknown key 'report.{k}' (valid: {', '.join(REPORT_KEYS)})", "report", k)
-    chosen = raw.get("chosen") or []
-    if not isinstance(chosen, list) or not all(isinstance(c, str) for c in chosen):
-        raise src.error("report.chosen is a list of lines, one per setting the matrix chose", "report", "chosen")
+    lines = {}
+    for key in ("chosen", "findings"):
+        items = raw.get(key) or []
+        if not isinstance(items, list) or not all(isinstance(c, str) for c in items):
+            raise src.error(f"report.{key} is a list of lines", "report", key)
+        lines[key] = [" ".join(c.split()) for c in items]
     return {"title": str(raw.get("title", "")), "source": str(raw.get("source", "")),
-            "protocol": " ".join(str(raw.get("protocol", "")).split()), "chosen": [" ".join(c.split()) for c in chosen]}
+            "protocol": " ".join(str(raw.get("protocol", "")).split()), **lines}
 
 
 REFERENCE_KEYS = ("row", "figure", "metric", "table", "setting", "note", "report", "via", "queue")
