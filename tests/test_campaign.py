@@ -112,3 +112,16 @@ def test_pages_show_measured_costs_and_why_each_row_is_not_run(tmp_path):
     strat = write_page(load_matrix("strategies"), tmp_path, tmp_path / "reports")[0].read_text()
     s6 = [ln for ln in strat.splitlines() if ln.startswith("| S6.")]
     assert s6 and all("needs ImageNet weights" in ln and "strategy.weights=FILE.pth" in ln for ln in s6)
+
+
+def test_two_configurations_of_one_report_row_each_get_their_own_run(tmp_path):
+    from harness.report.reproduce import join
+    from harness.sweep.matrix import load_matrix
+
+    def lb(act: str, val: float) -> dict:
+        return {"reference": "kfold K2: val n/a", "options": f'model.kwargs={{"activation": "{act}"}}',
+                "val_acc_mean": str(val), "n_seeds": "2", "phase": "single", "test_acc_mean": str(val)}
+
+    rows = join(load_matrix("kfold"), [lb("leaky_relu", 0.69), lb("elu", 0.66)])
+    k2 = {r.overrides["model.kwargs"]["activation"]: r.ours for r in rows if r.ref["row"] == "K2"}
+    assert k2 == {"leaky_relu": 0.69, "elu": 0.66}, "before, both K2 rows showed the better one's figure"

@@ -86,10 +86,12 @@ def leaderboard_rows(results: Path) -> list[dict[str, Any]]:
 def join(m: Matrix, rows: list[dict[str, Any]]) -> list[Row]:
     """Every reference of ``m`` beside the leaderboard row that reproduces it (the best by validation)."""
     out = []
-    for trial in m.configurations():
+    trials = m.configurations()
+    for trial in trials:
         for ref in trial["references"]:
             tag = f"{m.name} {ref['row']}:"
             mine = [r for r in rows if any(part.strip().startswith(tag) for part in str(r.get("reference", "")).split(";"))]
+            mine = [r for r in mine if _same_variant(r, trial, ref["row"], trials)]
             row = Row(ref=ref, overrides=trial["overrides"])
             # Full-budget rows only: a two-phase sweep's search rows chose, they are not results.
             done = [r for r in mine if ranked(r) and _num(r.get(f"{ref['metric']}_acc_mean")) is not None]
@@ -105,6 +107,23 @@ def join(m: Matrix, rows: list[dict[str, Any]]) -> list[Row]:
             out.append(row)
     order = {r["row"]: i for i, r in enumerate(m.all_references())}
     return sorted(out, key=lambda r: order.get(r.ref["row"], 0))
+
+
+def _same_variant(lb_row: dict[str, Any], trial: dict[str, Any], row_id: str, trials: list[dict[str, Any]]) -> bool:
+    """Whether ``lb_row`` ran ``trial``'s own configuration, where several answer one report row (K2: LeakyReLU
+    and ELU). Compared on the keys in which those configurations differ, in the row's ``options`` column."""
+    import json
+
+    peers = [t for t in trials if any(r["row"] == row_id for r in t["references"])]
+    if len(peers) < 2:
+        return True
+    keys = {k for t in peers for k in t["overrides"] if any(p["overrides"].get(k) != t["overrides"].get(k) for p in peers)}
+    options = str(lb_row.get("options", ""))
+    for k in keys:
+        v = trial["overrides"].get(k)
+        if v is not None and f"{k}={json.dumps(v)}" not in options and f"{k}={v}" not in options:
+            return False
+    return True
 
 
 def cpu_rate(rows: list[Row]) -> float | None:
