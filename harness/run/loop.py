@@ -625,9 +625,25 @@ def end_epoch(run: Run, state: TrainState, stats: EpochStats, val: dict, report:
     return row
 
 
+def budget_spent(run: Run, stats: EpochStats) -> bool:
+    """Whether the wall-clock budget is spent after this epoch, as every rank agrees.
+
+    Each rank's deadline is on its own clock, from its own start, so after validation one rank can be past
+    it while another is not; the one that stopped alone would leave the others waiting in the next
+    epoch's collectives. Under DDP the ranks take the max of their flags (one all-reduce an epoch).
+    """
+    if stats.stop == "budget":  # cut short inside the epoch: already agreed there
+        return True
+    if run.deadline is None:  # train.budget is unset on every rank alike
+        return False
+    spent = torch.tensor(1.0 if time.monotonic() > run.deadline else 0.0, device=run.ctx.device)
+    return bool(all_reduce(spent, run.ctx, "max") > 0)
+
+
 def stop_reason(run: Run, state: TrainState, stats: EpochStats) -> str | None:
-    """Why the loop stops after this epoch (budget, early_stop), or None to go on."""
-    if stats.stop == "budget" or (run.deadline is not None and time.monotonic() > run.deadline):
+    """Why the loop stops after this epoch (budget, target, early_stop), or None to go on; the same on every rank
+    (the budget by :func:`budget_spent`, the others from validation, which is summed over ranks)."""
+    if budget_spent(run, stats):
         return "budget"
     if run.cfg.train.stop_at_target and state.time_to_target_s is not None:
         run.progress.say(f"target val accuracy {run.cfg.train.target_acc:g} reached: stopping")
