@@ -244,3 +244,19 @@ def test_max_steps_stops_after_exactly_that_many_optimizer_steps(tmp_path):
     assert full.stop_reason == "completed" and full.epochs_run == 2, "a cap beyond train.epochs changes nothing"
     with pytest.raises(Exception, match="train.max_steps must be >= 1"):
         fit(_cfg(tmp_path, **{"train.max_steps": 0}))
+
+
+def test_deterministic_adaptive_pooling_on_cuda_is_refused_at_resolve(tmp_path):
+    # VGG's 7x7 and AlexNet's 6x6 adaptive average pools have no deterministic CUDA backward: the run would
+    # fail at its first backward, after loading the data. Resolved against a GPU cluster, as for DDP workers.
+    for arch in ("tv_vgg16", "tv_alexnet"):
+        det = {"model.arch": arch, "train.deterministic": True, "dist.workers": 1}
+        with pytest.raises(HarnessError, match=rf"train.deterministic=true: {arch}'s avgpool .* no deterministic CUDA"):
+            resolve(_cfg(tmp_path, **det), cluster_gpus=1)
+        assert resolve(_cfg(tmp_path, **det), cluster_gpus=0).train.deterministic, "CPU kernels are deterministic"
+        assert not resolve(_cfg(tmp_path, **{**det, "train.deterministic": False}), cluster_gpus=1).train.deterministic
+        # Only the head after the pool trains: the pool's backward never runs.
+        resolve(_cfg(tmp_path, **{**det, "strategy.trainable": "head"}), cluster_gpus=1)
+    # A 1x1 adaptive pool is a mean (deterministic): ResNet's run stays allowed.
+    resolve(_cfg(tmp_path, **{"model.arch": "tv_resnet18", "train.deterministic": True, "dist.workers": 1}),
+            cluster_gpus=1)
