@@ -384,8 +384,22 @@ def evaluate_weights(run: Run, loader: Any) -> dict[str, Any]:
     """:func:`evaluate` of ``run``'s model over ``loader``, on the averaged weights when there are some."""
     avg = run.step.averager
     with avg.swapped() if avg is not None else contextlib.nullcontext():
+        if run.cfg.train.compile and run.ctx.world_size > 1:
+            _broadcast_buffers(run.model)
         return evaluate(run.eval_model, loader, run.num_classes, run.ctx, run.cfg.train.precision, run.eval_pad,
                         run.cfg.train.tta)
+
+
+def _broadcast_buffers(model: nn.Module) -> None:
+    """Rank 0's buffers (BatchNorm statistics) on every rank, as DDP's first forward after training sends them.
+
+    Compiled evaluation goes around the DDP wrapper (:class:`EvalGraph`), so it does this itself: each
+    rank's statistics moved on with its own last batch, and the shards are evaluated with one model.
+    """
+    import torch.distributed as dist
+
+    for b in model.buffers():
+        dist.broadcast(b, 0)
 
 
 def _seed(cfg: RunConfig, ctx: WorkerContext) -> None:
@@ -447,7 +461,8 @@ def _stepper(cfg: RunConfig, ctx: WorkerContext, model: nn.Module, head: str | N
     ev = fwd
     if cfg.train.compile:
         # Evaluation skips the DDP wrapper: dynamo runs DDP's forward eagerly and would compile the model's own
-        # forward under it (the training graph's code again), and without grad DDP syncs nothing anyway.
+        # forward under it (the training graph's code again). Without grad DDP only syncs the buffers, once
+        # after training: evaluate_weights does that.
         fwd, ev = torch.compile(fwd, dynamic=False), torch.compile(EvalGraph(model), dynamic=False)
     step = Stepper(fwd, list(model.parameters()), opt, sched, nn.CrossEntropyLoss(
         label_smoothing=cfg.train.label_smoothing), cfg.train.precision, ctx.device, cfg.train.grad_clip,
