@@ -226,6 +226,8 @@ RUN = [
     P(["--strategy", "finetune"], "finetune", "--weights", id="finetune-without-weights"),
     P(["--warmup-epochs", "1", "--scheduler", "plateau"], "warmup", "plateau", id="warmup-with-plateau"),
     P(["--set", "dist.use_gpu=true"], "dist.use_gpu", "GPU", id="use-gpu-without-gpu", marks=NO_GPU),
+    P(["--arch", "tv_vgg16", "--deterministic", "--workers", "1", "--set", "dist.use_gpu=true"],
+      "train.deterministic", "tv_vgg16", "no deterministic CUDA backward", id="deterministic-vgg-on-cuda"),
     P(["--resume", "{dir}"], "--resume", "drop the other options", "--dataset", "--arch", id="resume-with-options"),
     # requests this machine can never schedule (no RAY_ADDRESS): refused before Ray starts
     P(["--workers", "512"], "--workers", "512", "CPUs", "RAY_ADDRESS", id="workers-exceed-cpus"),

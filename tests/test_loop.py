@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 from pathlib import Path
 
@@ -164,18 +165,58 @@ def test_evaluate_pads_short_batches_to_one_shape():
     assert padded["acc"] == plain["acc"] and padded["loss"] == pytest.approx(plain["loss"])
 
 
-@pytest.mark.slow
-def test_compile_compiles_once_for_training_and_once_for_evaluation(tmp_path, capsys):
-    from torch._dynamo.utils import counters
+class _Recompiles(logging.Handler):
+    """The "Recompiling function" lines that ``TORCH_LOGS=recompiles`` prints, collected in this process."""
 
-    counters.clear()
-    s = fit(_cfg(tmp_path, **{"train.epochs": 2, "train.compile": True, "data.synthetic_size": 200,
-                              "train.batch_size": 32, "train.eval_batch_size": 64, "train.progress": True}))
-    assert s.compiled_graphs == 2, f"graphs: {s.compiled_graphs} (a short batch or a new eval shape recompiles)"
-    assert s.compile_s is not None and s.compile_s > 0
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+        self._log = logging.getLogger("torch._dynamo.guards.__recompiles")
+
+    def emit(self, record: logging.LogRecord) -> None:
+        msg = record.getMessage()
+        if msg.startswith("Recompiling function"):
+            self.lines.append(" ".join(msg.split()))
+
+    def __enter__(self) -> _Recompiles:
+        torch._logging.set_logs(recompiles=True)
+        self._log.addHandler(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._log.removeHandler(self)
+        torch._logging.set_logs()
+
+
+_COMPILED = {"train.epochs": 2, "train.compile": True, "data.synthetic_size": 200, "train.batch_size": 32,
+             "train.eval_batch_size": 64, "train.progress": True}
+
+
+@pytest.mark.slow
+def test_compile_evaluation_has_a_graph_of_its_own(tmp_path, capsys):
+    # Issue 21: evaluation recompiled the training graph's forward (grad mode, then an inference tensor's
+    # dispatch keys), and the inference speed's batch 256 recompiled it once more.
+    with _Recompiles() as log:
+        s = fit(_cfg(tmp_path, **{**_COMPILED, "train.measure_inference": True}))
+    assert len(log.lines) <= 1, "\n".join(log.lines)
+    assert all("harness/run/loop.py" in line and "size mismatch at index 0" in line for line in log.lines), (
+        f"only the inference speed's batch 256 may compile a second shape, of the evaluation graph (EvalGraph in "
+        f"harness/run/loop.py): {log.lines}")
+    assert s.compiled_graphs == 2 + len(log.lines), "training, evaluation (and batch 256 when recompiled)"
+    assert s.compile_s is not None and s.compile_s > 0 and s.infer_img_per_s > 0
     assert s.epochs_run == 2 and s.test_acc is not None
-    out = capsys.readouterr().out
-    assert "compile: 2 graphs compiled" in out
+    assert f"compile: {s.compiled_graphs} graphs compiled for this run" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_compiled_graphs_are_counted_per_run(tmp_path):
+    # compiled_graphs read dynamo's process-wide counter: a second run (or a transfer's second stage) in one
+    # process counted the first's graphs too. No counters.clear(): what compiled before must not count.
+    first = fit(_cfg(tmp_path, **_COMPILED))
+    with _Recompiles() as log:  # other shapes, as a transfer's second stage has: compiled afresh, no recompiles
+        second = fit(_cfg(tmp_path, **{**_COMPILED, "train.batch_size": 16, "train.eval_batch_size": 48}))
+    assert (first.compiled_graphs, second.compiled_graphs) == (2, 2), "one training and one evaluation graph each"
+    assert log.lines == [], log.lines
 
 
 def test_ddp_runs_resolve_against_the_cluster_not_this_process(tmp_path):
@@ -244,3 +285,19 @@ def test_max_steps_stops_after_exactly_that_many_optimizer_steps(tmp_path):
     assert full.stop_reason == "completed" and full.epochs_run == 2, "a cap beyond train.epochs changes nothing"
     with pytest.raises(Exception, match="train.max_steps must be >= 1"):
         fit(_cfg(tmp_path, **{"train.max_steps": 0}))
+
+
+def test_deterministic_adaptive_pooling_on_cuda_is_refused_at_resolve(tmp_path):
+    # VGG's 7x7 and AlexNet's 6x6 adaptive average pools have no deterministic CUDA backward: the run would
+    # fail at its first backward, after loading the data. Resolved against a GPU cluster, as for DDP workers.
+    for arch in ("tv_vgg16", "tv_alexnet"):
+        det = {"model.arch": arch, "train.deterministic": True, "dist.workers": 1}
+        with pytest.raises(HarnessError, match=rf"train.deterministic=true: {arch}'s avgpool .* no deterministic CUDA"):
+            resolve(_cfg(tmp_path, **det), cluster_gpus=1)
+        assert resolve(_cfg(tmp_path, **det), cluster_gpus=0).train.deterministic, "CPU kernels are deterministic"
+        assert not resolve(_cfg(tmp_path, **{**det, "train.deterministic": False}), cluster_gpus=1).train.deterministic
+        # Only the head after the pool trains: the pool's backward never runs.
+        resolve(_cfg(tmp_path, **{**det, "strategy.trainable": "head"}), cluster_gpus=1)
+    # A 1x1 adaptive pool is a mean (deterministic): ResNet's run stays allowed.
+    resolve(_cfg(tmp_path, **{"model.arch": "tv_resnet18", "train.deterministic": True, "dist.workers": 1}),
+            cluster_gpus=1)

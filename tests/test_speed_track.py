@@ -285,6 +285,32 @@ def test_conv_muon_orthogonalises_filters_and_round_trips():
     assert set(state) == {"outer", "sgd", "muon"}
 
 
+def test_conv_muon_steps_channels_last_filters_as_it_steps_contiguous_ones():
+    # channels_last is the CUDA default: its filters cannot be .view()ed flat (issue 21: "view size is not
+    # compatible"). The update must be the contiguous model's, in the filters' own storage.
+    def trained(channels_last: bool) -> nn.Module:
+        torch.manual_seed(0)
+        m = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 4, 3), nn.Flatten(), nn.LazyLinear(2))
+        m(torch.randn(1, 3, 8, 8))
+        fmt = torch.channels_last if channels_last else torch.contiguous_format
+        m = m.to(memory_format=fmt)
+        w0 = m[0].weight.detach().clone()
+        opt = ConvMuon([{"params": list(m.parameters()), "lr": 0.1, "name": "body"}], lr=0.1, momentum=0.9,
+                       weight_decay=0.0, muon_lr=0.05, muon_momentum=0.9)
+        x = torch.randn(4, 3, 8, 8, generator=torch.Generator().manual_seed(1)).contiguous(memory_format=fmt)
+        for _ in range(2):  # the second step uses Muon's momentum, kept per view
+            opt.zero_grad()
+            F.cross_entropy(m(x), torch.tensor([0, 1, 0, 1])).backward()
+            opt.step()
+        assert m[0].weight.is_contiguous(memory_format=fmt), "updated in place, layout kept"
+        assert (m[0].weight - w0).abs().max() > 1e-3, "Muon moved the filters"
+        return m
+
+    plain, cl = trained(False), trained(True)
+    for a, b in zip(plain.parameters(), cl.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
 # ---------------------------------------------------------------------------- fractional epochs
 
 def test_fractional_epochs_cut_the_last_epoch():

@@ -266,7 +266,9 @@ def evaluate(model: nn.Module, loader: Iterable, num_classes: int, ctx: WorkerCo
     with torch.inference_mode():
         for x, y in loader:
             n = x.size(0)
-            if pad_to and n < pad_to:
+            # A compiled model's guards include the batch size and the tensor's dispatch keys: an input made
+            # outside inference mode (a view of the training split) would recompile. _pad copies it into one.
+            if pad_to and (n < pad_to or not x.is_inference()):
                 x = _pad(x, pad_to)
             with autocast(precision, ctx.device):
                 out = tta_logits(model, x, tta)[:n]
@@ -281,8 +283,48 @@ def evaluate(model: nn.Module, loader: Iterable, num_classes: int, ctx: WorkerCo
 
 
 def _pad(x: torch.Tensor, size: int) -> torch.Tensor:
-    """``x`` padded with zero images to ``size``, in its memory format."""
+    """``x`` padded with zero images to ``size`` (a copy even when it has that many), in its memory format."""
     return keep_layout(torch.cat([x, x.new_zeros((size - x.size(0), *x.shape[1:]))]), x)
+
+
+class EvalGraph(nn.Module):
+    """The model as evaluation calls it, a module of its own so that ``torch.compile`` gives evaluation a
+    graph of its own.
+
+    Dynamo keeps its graphs per code object and guards each on the global state (grad mode) and the
+    inputs' dispatch keys. Evaluated through the training module, the training graph's ``forward`` was
+    recompiled for inference mode, then again for inference tensors (issue 21). This ``forward`` is
+    another code object, only ever called under ``torch.inference_mode`` (:func:`evaluate`, and the
+    inference-speed measurement).
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+
+def compiled_graphs() -> int:
+    """Graphs dynamo has compiled in this process so far (its counter only grows; a run reads the difference)."""
+    from torch._dynamo.utils import counters
+
+    return int(counters["stats"]["unique_graphs"])
+
+
+def fresh_compile_state() -> int:
+    """Drop dynamo's compiled code of earlier runs in this process; returns :func:`compiled_graphs` now.
+
+    Every run then compiles its own training and evaluation graphs: an earlier run's graphs for the same
+    model class would otherwise be reused or recompiled (so a run's count and ``compile_s`` depended on
+    what ran before it), and a code object's cache is capped (``recompile_limit``), past which dynamo
+    silently runs it eagerly.
+    """
+    import torch._dynamo
+
+    torch._dynamo.reset()
+    return compiled_graphs()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -302,7 +344,8 @@ class Run:
     train_loader: Any
     val_loader: Any
     model: nn.Module  # unwrapped: what checkpoints hold
-    fwd_model: nn.Module  # DDP-wrapped and compiled as asked: what batches go through
+    fwd_model: nn.Module  # DDP-wrapped and compiled as asked: what training batches go through
+    eval_model: nn.Module  # what evaluation goes through: under --compile the model in an EvalGraph, compiled apart
     step: Stepper
     steps: int  # optimizer steps per epoch
     params: int
@@ -314,6 +357,7 @@ class Run:
     pretrained: RunSummary | None = None  # transfer: stage one's summary, folded into this one's
     resume_from_disk: bool = False  # `harness run --resume`: continue from <run_dir>/last.pt
     compile_s: float | None = None  # --compile: the warm-up compilation, timed apart from epoch 1
+    graphs_at_start: int = 0  # --compile: compiled_graphs() when this run began (the count is per run)
     whiten_s: float = 0.0  # model.whiten: the whitening init (timed work of the recipe)
     cpu_t0: float = field(default_factory=time.process_time)  # this process's CPU clock at setup
     cpu_before: float = 0.0  # CPU seconds of earlier processes of this run (a resumed one)
@@ -340,8 +384,22 @@ def evaluate_weights(run: Run, loader: Any) -> dict[str, Any]:
     """:func:`evaluate` of ``run``'s model over ``loader``, on the averaged weights when there are some."""
     avg = run.step.averager
     with avg.swapped() if avg is not None else contextlib.nullcontext():
-        return evaluate(run.fwd_model, loader, run.num_classes, run.ctx, run.cfg.train.precision, run.eval_pad,
+        if run.cfg.train.compile and run.ctx.world_size > 1:
+            _broadcast_buffers(run.model)
+        return evaluate(run.eval_model, loader, run.num_classes, run.ctx, run.cfg.train.precision, run.eval_pad,
                         run.cfg.train.tta)
+
+
+def _broadcast_buffers(model: nn.Module) -> None:
+    """Rank 0's buffers (BatchNorm statistics) on every rank, as DDP's first forward after training sends them.
+
+    Compiled evaluation goes around the DDP wrapper (:class:`EvalGraph`), so it does this itself: each
+    rank's statistics moved on with its own last batch, and the shards are evaluated with one model.
+    """
+    import torch.distributed as dist
+
+    for b in model.buffers():
+        dist.broadcast(b, 0)
 
 
 def _seed(cfg: RunConfig, ctx: WorkerContext) -> None:
@@ -388,7 +446,7 @@ def _model(cfg: RunConfig, ctx: WorkerContext, meta: Any) -> tuple[nn.Module, st
 
 
 def _stepper(cfg: RunConfig, ctx: WorkerContext, model: nn.Module, head: str | None,
-             steps: int) -> tuple[Stepper, nn.Module]:
+             steps: int) -> tuple[Stepper, nn.Module, nn.Module]:
     split_groups = cfg.optim.head_lr is not None or cfg.optim.body_lr is not None
     groups = param_groups(model, cfg.optim, head if split_groups else None, cfg.optim.lr)
     if cfg.optim.decoupled:
@@ -400,7 +458,12 @@ def _stepper(cfg: RunConfig, ctx: WorkerContext, model: nn.Module, head: str | N
         from torch.nn.parallel import DistributedDataParallel as DDP
 
         fwd = DDP(model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
-    fwd = torch.compile(fwd, dynamic=False) if cfg.train.compile else fwd
+    ev = fwd
+    if cfg.train.compile:
+        # Evaluation skips the DDP wrapper: dynamo runs DDP's forward eagerly and would compile the model's own
+        # forward under it (the training graph's code again). Without grad DDP only syncs the buffers, once
+        # after training: evaluate_weights does that.
+        fwd, ev = torch.compile(fwd, dynamic=False), torch.compile(EvalGraph(model), dynamic=False)
     step = Stepper(fwd, list(model.parameters()), opt, sched, nn.CrossEntropyLoss(
         label_smoothing=cfg.train.label_smoothing), cfg.train.precision, ctx.device, cfg.train.grad_clip,
         torch.amp.GradScaler("cuda") if cfg.train.precision == "fp16" else None)
@@ -408,7 +471,7 @@ def _stepper(cfg: RunConfig, ctx: WorkerContext, model: nn.Module, head: str | N
     if t.ema != "none":
         step.averager = WeightAverager(model, t.ema, t.ema_decay, t.ema_every, round(t.epochs * max(steps, 1)),
                                        t.ema_ramp)
-    return step, fwd
+    return step, fwd, ev
 
 
 def setup(cfg: RunConfig, run_dir: Path, ctx: WorkerContext, run_hash: str | None = None) -> Run:
@@ -429,12 +492,13 @@ def setup(cfg: RunConfig, run_dir: Path, ctx: WorkerContext, run_hash: str | Non
     mflops = count_mflops(copy.deepcopy(model).cpu(), meta.shape[0], meta.shape[-1]) if ctx.is_main else 0.0
     steps = len(train_loader) if cfg.train.max_steps_per_epoch is None else min(len(train_loader),
                                                                                 cfg.train.max_steps_per_epoch)
-    step, fwd = _stepper(cfg, ctx, model, head, steps)
+    step, fwd, ev = _stepper(cfg, ctx, model, head, steps)
     progress = Progress(cfg.train.progress and ctx.is_main, cfg.train.epochs, ctx.tag)
     run = Run(cfg, ctx, Path(run_dir), run_hash or config_hash(cfg), splits, meta, train_loader, val_loader,
-              model, fwd, step, steps, sum(p.numel() for p in model.parameters()), mflops, progress, t_start)
+              model, fwd, ev, step, steps, sum(p.numel() for p in model.parameters()), mflops, progress, t_start)
     run.whiten_s, run.cpu_t0 = whiten_s, cpu_t0
     if cfg.train.compile:
+        run.graphs_at_start = fresh_compile_state()
         run.compile_s = compile_warmup(run)
     return run
 
@@ -452,7 +516,7 @@ def compile_warmup(run: Run) -> float:
     with autocast(run.cfg.train.precision, run.ctx.device):
         loss = run.step.crit(run.fwd_model(x), y)
     loss.backward()
-    evaluate(run.fwd_model, [(x[: run.cfg.train.eval_batch_size], y[: run.cfg.train.eval_batch_size])],
+    evaluate(run.eval_model, [(x[: run.cfg.train.eval_batch_size], y[: run.cfg.train.eval_batch_size])],
              run.num_classes, local_context(run.ctx.device), run.cfg.train.precision, run.eval_pad,
              run.cfg.train.tta)
     if run.ctx.device.type == "cuda":
@@ -625,9 +689,25 @@ def end_epoch(run: Run, state: TrainState, stats: EpochStats, val: dict, report:
     return row
 
 
+def budget_spent(run: Run, stats: EpochStats) -> bool:
+    """Whether the wall-clock budget is spent after this epoch, as every rank agrees.
+
+    Each rank's deadline is on its own clock, from its own start, so after validation one rank can be past
+    it while another is not; the one that stopped alone would leave the others waiting in the next
+    epoch's collectives. Under DDP the ranks take the max of their flags (one all-reduce an epoch).
+    """
+    if stats.stop == "budget":  # cut short inside the epoch: already agreed there
+        return True
+    if run.deadline is None:  # train.budget is unset on every rank alike
+        return False
+    spent = torch.tensor(1.0 if time.monotonic() > run.deadline else 0.0, device=run.ctx.device)
+    return bool(all_reduce(spent, run.ctx, "max") > 0)
+
+
 def stop_reason(run: Run, state: TrainState, stats: EpochStats) -> str | None:
-    """Why the loop stops after this epoch (budget, early_stop), or None to go on."""
-    if stats.stop == "budget" or (run.deadline is not None and time.monotonic() > run.deadline):
+    """Why the loop stops after this epoch (budget, target, early_stop), or None to go on; the same on every rank
+    (the budget by :func:`budget_spent`, the others from validation, which is summed over ranks)."""
+    if budget_spent(run, stats):
         return "budget"
     if run.cfg.train.stop_at_target and state.time_to_target_s is not None:
         run.progress.say(f"target val accuracy {run.cfg.train.target_acc:g} reached: stopping")
@@ -669,17 +749,19 @@ def finish(run: Run, state: TrainState, report: Report) -> RunSummary:
     test = None
     if state.best_model is not None:
         run.model.load_state_dict(state.best_model)  # (averaged weights already, under --ema)
-        test = evaluate(run.fwd_model, eval_loader(run.cfg, run.ctx, run.splits.test, run.meta), run.num_classes,
+        test = evaluate(run.eval_model, eval_loader(run.cfg, run.ctx, run.splits.test, run.meta), run.num_classes,
                         run.ctx, run.cfg.train.precision, run.eval_pad, run.cfg.train.tta)
     summary = _summary(run, state, test)
     summary.compile_s = run.compile_s
     summary.test_s = test["seconds"] if test else None
+    measured = run.ctx.is_main and run.cfg.train.measure_inference and not summary.diverged
+    if measured:
+        summary.infer_img_per_s = _inference_speed(run)
     if run.cfg.train.compile:
-        from torch._dynamo.utils import counters
-
-        summary.compiled_graphs = int(counters["stats"]["unique_graphs"])
-        run.progress.say(f"compile: {summary.compiled_graphs} graphs compiled in this process (training and "
-                         f"evaluation), {run.compile_s:.1f} s before epoch 1")
+        summary.compiled_graphs = compiled_graphs() - run.graphs_at_start
+        served = ", inference at batch 256" if measured and run.ctx.world_size == 1 else ""
+        run.progress.say(f"compile: {summary.compiled_graphs} graphs compiled for this run (training, evaluation"
+                         f"{served}), {run.compile_s:.1f} s before epoch 1")
     if run.pretrained is not None:  # every reader (summary.json, Tune, Ray Train) sees the whole cost
         summary = summary.with_pretraining(run.pretrained)
     final_ckpt = None
@@ -687,11 +769,6 @@ def finish(run: Run, state: TrainState, report: Report) -> RunSummary:
         if state.best_model is not None:
             torch.save({"model": state.best_model, "epoch": state.best_epoch, "val_acc": state.best_acc,
                         "config": _plain_config(run.cfg)}, run.run_dir / BEST_CKPT)
-        if run.cfg.train.measure_inference and not summary.diverged:
-            # The compiled model where one process trained it (under DDP its wrapper would sync ranks).
-            served = run.fwd_model if run.cfg.train.compile and run.ctx.world_size == 1 else run.model
-            summary.infer_img_per_s = inference_img_per_s(served, tuple(run.meta.shape), run.cfg.train.precision,
-                                                          bool(run.cfg.train.channels_last), run.ctx.device)
         summary.peak_mem_mb = peak_mem_mb(run.ctx.device)
         from harness.run.artifacts import write_artifacts
 
@@ -708,6 +785,17 @@ def finish(run: Run, state: TrainState, report: Report) -> RunSummary:
     if final_ckpt is not None:
         shutil.rmtree(final_ckpt, ignore_errors=True)
     return summary
+
+
+def _inference_speed(run: Run) -> float:
+    """Rank 0's inference images/s at batch 256 (:func:`~harness.run.measure.inference_img_per_s`).
+
+    Through the compiled evaluation graph where one process trained (under DDP its wrapper would sync
+    ranks): batch 256 is a new static shape for it, compiled in the measurement's untimed warm-up passes.
+    """
+    served = run.eval_model if run.cfg.train.compile and run.ctx.world_size == 1 else run.model
+    return inference_img_per_s(served, tuple(run.meta.shape), run.cfg.train.precision,
+                               bool(run.cfg.train.channels_last), run.ctx.device)
 
 
 # ---------------------------------------------------------------------------------------------

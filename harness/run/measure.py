@@ -58,11 +58,12 @@ def inference_img_per_s(model: nn.Module, shape: tuple[int, int, int], precision
     model as it would serve.
     """
     model.eval()
-    x = torch.randn(256, *shape, device=device)
-    if channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
     times = []
     with torch.inference_mode(), autocast(precision, device):
+        # Made in inference mode, as evaluation's batches are: a compiled model guards on the dispatch keys.
+        x = torch.randn(256, *shape, device=device)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         for i in range(warmup + iters):
             if device.type == "cuda":
                 torch.cuda.synchronize(device)

@@ -2,7 +2,10 @@
 
 ``torch.optim.Muon`` orthogonalises 2-D updates and refuses other shapes, so each 4-D filter bank
 (out, in, kh, kw) is handed to it as a 2-D view (out, in x kh x kw) that shares the filter's storage:
-Muon's in-place update is the filter's, and its momentum state is kept per view. The other parameters
+Muon's in-place update is the filter's, and its momentum state is kept per view. A channels_last filter
+(the CUDA default) is stored as (out, kh, kw, in), so its view's columns come in that order
+(:func:`flat_order`); orthogonalising a matrix commutes with permuting its columns, so the update is the
+same in either layout. The other parameters
 (biases, BatchNorm, the linear head) take SGD with Nesterov momentum, with their groups' learning rates
 and weight decay as built (:func:`harness.run.optim.param_groups`, :func:`~harness.run.optim.decouple`).
 
@@ -18,6 +21,26 @@ from typing import Any
 import torch
 
 _SYNCED = ("lr", "momentum", "weight_decay")
+_NCHW, _NHWC = (0, 1, 2, 3), (0, 2, 3, 1)
+
+
+def flat_order(p: torch.Tensor) -> tuple[int, ...]:
+    """The order of ``p``'s dimensions in memory: a 2-D view of ``p.permute(order)`` shares ``p``'s storage.
+
+    Raises:
+        ValueError: a filter in neither the contiguous nor the channels_last layout.
+    """
+    if p.is_contiguous():
+        return _NCHW
+    if p.is_contiguous(memory_format=torch.channels_last):
+        return _NHWC
+    raise ValueError(f"ConvMuon: a filter of shape {tuple(p.shape)} with strides {p.stride()} is neither "
+                     "contiguous nor channels_last; make the model contiguous or channels_last first")
+
+
+def _flat(t: torch.Tensor, order: tuple[int, ...]) -> torch.Tensor:
+    """``t`` as (out, rest) with its columns in ``order``: a view where the layout allows, else a copy."""
+    return t.permute(order).reshape(t.size(0), -1)
 
 
 class ConvMuon(torch.optim.Optimizer):
@@ -37,7 +60,9 @@ class ConvMuon(torch.optim.Optimizer):
         outer = [*rest, *([{"params": filters, "lr": muon_lr, "momentum": muon_momentum, "weight_decay": 0.0,
                             "name": "conv_muon", "muon": True}] if filters else [])]
         super().__init__(outer, {"lr": lr, "momentum": momentum, "weight_decay": weight_decay, "muon": False})
-        self._views = [p.detach().view(p.size(0), -1) for p in filters]
+        # .view, not _flat: Muon updates these in place, so they must be the filters' own storage.
+        self._orders = [flat_order(p) for p in filters]
+        self._views = [p.detach().permute(o).view(p.size(0), -1) for p, o in zip(filters, self._orders)]
         self._sgd = (torch.optim.SGD([{k: v for k, v in g.items() if k != "muon"} for g in self._groups(False)],
                                      lr=lr, momentum=momentum, nesterov=momentum > 0) if rest else None)
         self._muon = (torch.optim.Muon(self._views, lr=muon_lr, momentum=muon_momentum, nesterov=True,
@@ -63,8 +88,9 @@ class ConvMuon(torch.optim.Optimizer):
         self._sync()
         if self._muon is not None:
             filters = self._groups(True)[0]["params"]
-            for v, p in zip(self._views, filters):
-                v.grad = None if p.grad is None else p.grad.view(v.shape)
+            for v, p, o in zip(self._views, filters, self._orders):
+                # A gradient's layout need not be its parameter's; _flat orders its columns like the view's.
+                v.grad = None if p.grad is None else _flat(p.grad, o)
             self._muon.step()
         if self._sgd is not None:
             self._sgd.step()

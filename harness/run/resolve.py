@@ -110,22 +110,66 @@ def _check_recipe_options(cfg: RunConfig) -> None:
         backend.check_spec(augment_spec(cfg))
 
 
-def _check_stage_names(cfg: RunConfig) -> None:
-    """Resolve --trainable/--freeze against a model built on the meta device (no memory, no data)."""
+def _meta_model(cfg: RunConfig):  # -> nn.Module (torch is imported lazily)
+    """The run's model built on the meta device (no memory, no weights, no data), to inspect its layers."""
     import torch
 
     from architectures import create_model, model_info
-    from harness.run.strategies import resolve_frozen
 
     info = model_info(cfg.model.arch)
     in_chans = 1 if cfg.data.grayscale else 3
     if in_chans not in info.in_chans:
         in_chans = info.in_chans[0]
     with torch.device("meta"):
-        model = create_model(cfg.model.arch, num_classes=10, in_chans=in_chans,
-                             img_size=max(cfg.data.img_size or info.default_img_size, info.min_img_size),
-                             **cfg.model.kwargs)
-    resolve_frozen(model, info.head, cfg.strategy.trainable, cfg.strategy.freeze, cfg.model.arch)
+        return create_model(cfg.model.arch, num_classes=10, in_chans=in_chans,
+                            img_size=max(cfg.data.img_size or info.default_img_size, info.min_img_size),
+                            **cfg.model.kwargs)
+
+
+def _check_stage_names(cfg: RunConfig) -> None:
+    """Resolve --trainable/--freeze against the meta-device model."""
+    from architectures import model_info
+    from harness.run.strategies import resolve_frozen
+
+    resolve_frozen(_meta_model(cfg), model_info(cfg.model.arch).head, cfg.strategy.trainable, cfg.strategy.freeze,
+                   cfg.model.arch)
+
+
+def check_deterministic_cuda(cfg: RunConfig) -> None:
+    """Refuse ``train.deterministic`` on CUDA for a model whose backward has no deterministic CUDA kernel.
+
+    Adaptive average pooling to more than 1x1 (tv_vgg16's 7x7, tv_alexnet's 6x6) has none, and
+    ``torch.use_deterministic_algorithms`` raises at the first backward, after the data has loaded;
+    pooling to 1x1 is a mean, which is deterministic. The pool's backward runs only when a layer before
+    it trains, so a linear probe (only the head after it trains) is allowed. ``cfg`` is rewritten by its
+    strategy already (linear_probe's ``trainable: head``).
+
+    Raises:
+        ConfigError: one line naming the model, the layer and the ways out.
+    """
+    from torch import nn
+
+    from architectures import model_info
+    from harness.run.strategies import resolve_frozen
+
+    model = _meta_model(cfg)
+    frozen = resolve_frozen(model, model_info(cfg.model.arch).head, cfg.strategy.trainable, cfg.strategy.freeze,
+                            cfg.model.arch)
+    trains_before = False  # a trainable parameter registered before this module (torchvision's order is the graph's)
+    for name, mod in model.named_modules():
+        own = (f"{name}.{n}" if name else n for n, _ in mod.named_parameters(recurse=False))
+        trains_before = trains_before or any(not any(p == f or p.startswith(f + ".") for f in frozen) for p in own)
+        pooled = isinstance(mod, (nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d)) and _beyond_1x1(mod.output_size)
+        if pooled and trains_before:
+            raise ConfigError(f"train.deterministic=true: {cfg.model.arch}'s {name} ({mod}) has no deterministic "
+                              "CUDA backward; drop --deterministic, train on the CPU (dist.use_gpu=false), or train "
+                              "only the layers after it (--strategy linear_probe)")
+
+
+def _beyond_1x1(output_size: int | None | tuple) -> bool:
+    """Whether an adaptive pool's ``output_size`` is more than one value per channel (None keeps the input's)."""
+    sizes = output_size if isinstance(output_size, tuple) else (output_size,)
+    return any(s != 1 for s in sizes)
 
 
 def auto_precision(device_type: str, native_bf16: bool | None) -> str:
@@ -187,6 +231,8 @@ def resolve(cfg: RunConfig, cluster_gpus: float | None = None) -> RunConfig:
     check(cfg, cluster_gpus)
     out = STRATEGIES.get(cfg.strategy.name).rewrite(copy.deepcopy(cfg))
     device = target_device_type(out, cluster_gpus)
+    if out.train.deterministic and device == "cuda":  # after the rewrite: it says which layers train
+        check_deterministic_cuda(out)
     out.dist.use_gpu = device == "cuda"  # the saved config says where it ran (not part of its identity)
     device_defaults(out, device)
     scale_lr(out)
