@@ -112,3 +112,81 @@ def test_sweep_interrupt_keeps_finished_trials(tmp_path, env, sig, code):
     rows = read_rows(results / "leaderboard.csv")
     assert len(rows) == 4 and len({x["config_id"] for x in rows}) == 4, "each configuration exactly once"
     assert sorted(float(x["lr"]) for x in rows) == [0.02, 0.03, 0.04, 0.05]
+
+
+TWO_TRIALS = MATRIX.replace("lr: [0.05, 0.04, 0.03, 0.02]", "lr: [0.05, 0.02]")
+
+
+def _wait_for(p: subprocess.Popen, ready, what: str, logs: Path, timeout: float = 150) -> object:
+    """Poll ``ready()`` until it returns something truthy while the sweep runs; fail with its logs if not."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = ready()
+        if got:
+            return got
+        assert p.poll() is None, f"exited {p.returncode} before {what}:\n" + _logs(logs)
+        time.sleep(0.05)
+    raise AssertionError(f"no {what} in {timeout:.0f} s:\n" + _logs(logs))
+
+
+def _logs(d: Path) -> str:
+    return (d / "out.log").read_text()[-3000:] + "\n--- stderr ---\n" + (d / "err.log").read_text()[-3000:]
+
+
+def _open_writer(fifo: Path) -> int | None:
+    """The FIFO's write end once a reader has opened it (the sweep is then inside the merge), else None."""
+    try:
+        return os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+    except OSError:  # ENXIO: nobody reads it yet
+        return None
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("point", ["search_done", "merge"])
+def test_ctrl_c_after_tune_returned_still_exits_130(tmp_path, env, point):
+    """Ctrl-C after ``Tuner.fit`` returned: once the "search done" line is out (phase two is then skipped), and
+    while the final merge reads ``leaderboard.csv``. Tune's SIGINT handler used to stay installed and swallow
+    both: phase two ran to its end and the sweep exited 0.
+
+    The merge is held at a known point without a sleep: ``results/leaderboard.csv`` is a FIFO, whose write end
+    opens only once the merge opens it to read the existing rows; the signal is sent then, and the (empty)
+    CSV written after it.
+    """
+    (tmp_path / "m.yaml").write_text(TWO_TRIALS)
+    storage, results, docs = tmp_path / "sweeps", tmp_path / "results", tmp_path / "docs"
+    where = ["--storage", str(storage), "--results-dir", str(results), "--docs-dir", str(docs), "--num-cpus", "2"]
+    phases = ["--rerun-top", "1", "--seeds", "1"] if point == "search_done" else []
+    cmd = [sys.executable, "-m", "harness", "sweep", "--matrix", str(tmp_path / "m.yaml"), "--name", "s",
+           "--wandb", "off", "--max-concurrent", "2", "--grace-period", "2", *phases, *where]
+    results.mkdir()
+    fifo = results / "leaderboard.csv"
+    if point == "merge":
+        os.mkfifo(fifo)
+    out, err = open(tmp_path / "out.log", "w"), open(tmp_path / "err.log", "w")
+    p = subprocess.Popen(cmd, env=env, stdout=out, stderr=err, start_new_session=True,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        if point == "search_done":
+            _wait_for(p, lambda: "search done" in (tmp_path / "out.log").read_text(), "'search done' line", tmp_path)
+            os.kill(p.pid, signal.SIGINT)
+        else:
+            fd = _wait_for(p, lambda: _open_writer(fifo), "merge", tmp_path)
+            os.kill(p.pid, signal.SIGINT)
+            os.close(fd)  # EOF: no earlier rows; the merge goes on
+        rc = p.wait(120)
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+        out.close()
+        err.close()
+    assert rc == 130, _logs(tmp_path)
+    assert "Traceback" not in (tmp_path / "err.log").read_text(), _logs(tmp_path)
+    last = [line for line in (tmp_path / "err.log").read_text().splitlines() if line.strip()][-1]
+    assert "harness sweep --name s --resume" in last, _logs(tmp_path)
+    rows = read_rows(results / "leaderboard.csv")
+    assert sorted(float(x["lr"]) for x in rows) == [0.02, 0.05], "both search trials merged"
+    if point == "search_done":
+        reruns = _outcomes(storage / "s" / "rerun")
+        assert "completed" not in reruns.values(), f"phase two ran after the Ctrl-C: {reruns}"
+        assert {x["phase"] for x in rows} == {"search"}, rows
