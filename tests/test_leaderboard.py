@@ -212,3 +212,24 @@ def test_changed_results_and_docs_do_not_make_the_code_dirty(tmp_path):
     assert not code_changed(tmp_path)
     (tmp_path / "harness.py").write_text("b\n")
     assert code_changed(tmp_path)
+
+
+def test_page_and_closing_table_rank_on_validation_not_test(tmp_path):
+    """Three configurations whose validation and test orders disagree: every ranked table follows validation."""
+    from harness.report.closing import closing_rows
+
+    # (lr, test, val): by test the order would be 0.03, 0.02, 0.01; by validation it is 0.01, 0.02, 0.03.
+    recs = [_done(_cfg(lr=lr), test, val) for lr, test, val in [(0.03, 0.9, 0.5), (0.01, 0.4, 0.8), (0.02, 0.6, 0.7)]]
+    write_results(recs, tmp_path / "results")
+    md = render_docs(tmp_path / "results", tmp_path / "docs").read_text()
+    table = md.split("## synthetic\n")[1].split("\n## ")[0]
+    lines = [line for line in table.splitlines() if line.startswith("| ") and "tiny_cnn" in line]
+    header = [c.strip() for c in next(x for x in table.splitlines() if x.startswith("| rank")).strip("|").split("|")]
+    cells = [[c.strip() for c in line.strip("|").split("|")] for line in lines]
+    assert [(c[0], c[header.index("lr")]) for c in cells] == [("1", "0.01"), ("2", "0.02"), ("3", "0.03")]
+    assert [c[header.index("val acc %")] for c in cells] == ["80.00", "70.00", "50.00"]
+    assert [c[header.index("test acc %")] for c in cells] == ["40.00", "60.00", "90.00"], "test shown beside"
+    assert "ranked on validation" in md
+    closing = closing_rows(recs, "single")
+    assert [(r[0], r[3], r[4]) for r in closing] == [("1", "80.00", "40.00"), ("2", "70.00", "60.00"),
+                                                      ("3", "50.00", "90.00")]

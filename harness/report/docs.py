@@ -63,9 +63,12 @@ def _table(header: list[str], rows: list[list[Any]]) -> str:
 
 
 def _rank(r: Row) -> tuple:
-    """Order within a table: by test accuracy, then (runs without one) by validation accuracy."""
+    """Order within a table: by mean validation accuracy (rows without one last), test accuracy breaking ties.
+
+    Test accuracy is what a row reports, never what orders it: ranking on it would select on the test set.
+    """
     t, v = _f(r.get("test_acc_mean")), _f(r.get("val_acc_mean"))
-    return (t is None, -(t or 0.0), -(v or 0.0))
+    return (v is None, -(v or 0.0), -(t or 0.0))
 
 
 def _points(rows: list[Row], x_key: str) -> list[Point]:
@@ -91,8 +94,9 @@ def _intro(lb_name: str, n_rows: int) -> list[str]:
         "--rerun-top K --seeds S`, as `make bench` runs) first searches with ASHA, one seed per "
         "configuration (phase `search`), then reruns the best K configurations of each architecture "
         "at full budget with S fresh seeds (phase `rerun`); only the reruns are ranked. Configurations "
-        "are selected on **validation** accuracy; test accuracy is measured once per run, at the end, "
-        "on the weights of its best validation epoch. `n` counts the runs (seeds x folds) behind a "
+        "are selected and **ranked on validation** accuracy (mean over the runs): every table is in that "
+        "order, and test accuracy, measured once per run at the end on the weights of its best validation "
+        "epoch, is shown beside it but never orders a table. `n` counts the runs (seeds x folds) behind a "
         "row; accuracies are their mean ± sample standard deviation; `train s` is training time per "
         "run, a transfer run's pretraining stage included. Trials that ASHA stopped early are listed "
         f"apart, under *Pruned trials* (`{PRUNED_CSV}`), with the epoch they reached.",
@@ -131,14 +135,14 @@ def _config_cells(r: Row) -> list[Any]:
 
 
 def _dataset_section(ds: str, rows: list[Row]) -> list[str]:
-    """Every ranked configuration on one dataset, best first."""
+    """Every ranked configuration on one dataset, best validation accuracy first."""
     sub = sorted((r for r in rows if r["dataset"] == ds), key=_rank)
     return [f"## {ds}", "", _table(
-        ["rank", *_CONFIG_HEADER, "params M", "MFLOPs", "phase", "n", "test acc %", "val acc %",
+        ["rank", *_CONFIG_HEADER, "params M", "MFLOPs", "phase", "n", "val acc %", "test acc %",
          "time to target s", "train s", "stop", "options", "error"],
         [[i, *_config_cells(r), _num_s(r["params_m"], "{:.3f}"), _num_s(r["mflops"], "{:.1f}"),
-          r.get("phase", ""), r["n_seeds"], _pct(r["test_acc_mean"], r.get("test_acc_std")),
-          _pct(r["val_acc_mean"]), _num_s(r.get("time_to_target_s"), "{:.1f}"), _num_s(r["train_s"]),
+          r.get("phase", ""), r["n_seeds"], _pct(r["val_acc_mean"]),
+          _pct(r["test_acc_mean"], r.get("test_acc_std")), _num_s(r.get("time_to_target_s"), "{:.1f}"), _num_s(r["train_s"]),
           r["stop_reason"], r.get("options", ""), (r.get("error") or "")[:80]] for i, r in enumerate(sub, 1)])]
 
 
