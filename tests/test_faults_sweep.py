@@ -190,3 +190,36 @@ def test_ctrl_c_after_tune_returned_still_exits_130(tmp_path, env, point):
         reruns = _outcomes(storage / "s" / "rerun")
         assert "completed" not in reruns.values(), f"phase two ran after the Ctrl-C: {reruns}"
         assert {x["phase"] for x in rows} == {"search"}, rows
+
+
+def _slow_trainable(config: dict) -> None:
+    from ray import tune
+
+    for i in range(1, 41):  # 40 x 0.2 s: far longer than a stop takes
+        time.sleep(0.2)
+        tune.report({"it": i})
+
+
+@pytest.mark.timeout(120)
+def test_ctrl_c_while_fit_starts_is_passed_to_tune_at_its_first_step(ray_cluster, tmp_path, monkeypatch):
+    """A Ctrl-C after ``fit`` was entered but before Tune listens (the window between the "search done" line and
+    phase two's first step) is held, then passed on at Tune's first step: the real Tune run stops early instead
+    of running to its end, and the sweep knows it was interrupted."""
+    from ray import cloudpickle, tune
+
+    from harness.sweep.interrupt import SweepInterrupt
+    from harness.sweep.progress import Progress
+
+    cloudpickle.register_pickle_by_value(sys.modules[_slow_trainable.__module__])  # workers cannot import tests/
+    monkeypatch.delenv("TUNE_DISABLE_SIGINT_HANDLER", raising=False)
+    tuner = tune.Tuner(_slow_trainable, run_config=tune.RunConfig(
+        name="t", storage_path=str(tmp_path), verbose=0, callbacks=[Progress("t", 1)]))
+    with SweepInterrupt("t") as stop, stop.fit():
+        signal.raise_signal(signal.SIGINT)  # Tune has no handler yet: held, not lost and not raised
+        assert stop.interrupted
+        t0 = time.monotonic()
+        grid = tuner.fit()
+    assert grid[0].error is None, grid[0].error  # (a trial that cannot start would also end early)
+    its = grid[0].metrics.get("it", 0)
+    assert its < 40, f"Tune ran to the end ({its} reports in {time.monotonic() - t0:.1f} s): the Ctrl-C was lost"
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler, "the handler is restored after the sweep"

@@ -7,6 +7,8 @@ and the sweep exited 0. So the sweep owns SIGINT from Ray's start to its last li
 :class:`SweepInterrupt` records each signal and, while a ``fit`` runs, asks Tune to stop through
 Tune's own graceful path (the SIGUSR1 handler every ``fit`` installs, which saves the experiment);
 Tune's SIGINT handler is disabled with ``TUNE_DISABLE_SIGINT_HANDLER``, Tune's documented switch.
+A Ctrl-C that comes while ``fit`` starts, before Tune listens, is held and passed on at Tune's first
+step (:func:`relay_to_tune`, called by the sweep's progress callback).
 The driver skips phase two and exits 130 once a signal was recorded. A second Ctrl-C stops at
 once (``KeyboardInterrupt``), as Tune's second Ctrl-C does.
 """
@@ -21,6 +23,8 @@ from collections.abc import Iterator
 from types import FrameType
 from typing import Any
 
+_ACTIVE: SweepInterrupt | None = None  # the sweep this process runs (one at a time), for relay_to_tune
+
 
 class SweepInterrupt:
     """SIGINT's handler for the length of a sweep (a context manager); ``interrupted`` says one came."""
@@ -30,6 +34,7 @@ class SweepInterrupt:
         self.signals: list[int] = []
         self._before: Any = None
         self._usr1_before: Any = None  # SIGUSR1's handler before the running fit; None outside a fit
+        self._held = False  # a Ctrl-C came during this fit before Tune listened: pass it on at its first step
 
     @property
     def interrupted(self) -> bool:
@@ -37,12 +42,16 @@ class SweepInterrupt:
         return bool(self.signals)
 
     def __enter__(self) -> SweepInterrupt:
+        global _ACTIVE
         self._before = signal.getsignal(signal.SIGINT)
         signal.signal(signal.SIGINT, self._on_sigint)
+        _ACTIVE = self
         return self
 
     def __exit__(self, *exc: object) -> None:
+        global _ACTIVE
         signal.signal(signal.SIGINT, self._before)
+        _ACTIVE = None
 
     @contextlib.contextmanager
     def fit(self) -> Iterator[None]:
@@ -54,15 +63,34 @@ class SweepInterrupt:
         finally:
             signal.signal(signal.SIGUSR1, self._usr1_before)
             self._usr1_before = None
+            self._held = False
+
+    def _tune_stop(self) -> Any:
+        """Tune's stop handler while a fit listens for one, else None."""
+        handler = signal.getsignal(signal.SIGUSR1)
+        if self._usr1_before is None or handler is self._usr1_before or not callable(handler):
+            return None
+        return handler
 
     def _on_sigint(self, signum: int, frame: FrameType | None) -> None:
         if self.interrupted:
             raise KeyboardInterrupt  # the second Ctrl-C: stop now, skipping the final save and merge
         self.signals.append(signum)
-        if self._usr1_before is not None:
-            tune_stop = signal.getsignal(signal.SIGUSR1)
-            if tune_stop is self._usr1_before or not callable(tune_stop):
-                raise KeyboardInterrupt  # fit has not started any trial yet: nothing to save
+        tune_stop = self._tune_stop()
+        if tune_stop is not None:
             tune_stop(signal.SIGUSR1, frame)  # Tune ends the experiment after saving its state
+        elif self._usr1_before is not None:
+            self._held = True  # fit is starting: relay_to_tune passes it on once Tune listens
         print(f"sweep {self.name}: interrupted; finishing what ran (Ctrl-C again to stop now)", file=sys.stderr,
               flush=True)
+
+
+def relay_to_tune() -> None:
+    """Pass a held Ctrl-C to Tune, which now listens (called at each Tune step); nothing otherwise."""
+    stop = _ACTIVE
+    if stop is None or not stop._held:
+        return
+    tune_stop = stop._tune_stop()
+    if tune_stop is not None:
+        stop._held = False
+        tune_stop(signal.SIGUSR1, None)
