@@ -66,8 +66,26 @@ def test_every_optimizer_trains(tmp_path, name):
 
 @pytest.mark.parametrize("name", SCHEDULERS.names())
 def test_every_scheduler_trains(tmp_path, name):
-    s = fit(make_cfg(tmp_path, **{"sched.name": name, "train.epochs": 2, "train.max_steps_per_epoch": 2}))
-    assert s.epochs_run == 2
+    """Each schedule drives the lr the run records in ``metrics.csv`` (the lr of each epoch's last step)."""
+    over = {"sched.name": name, "train.epochs": 3, "train.max_steps_per_epoch": 2, "sched.step_size": 1,
+            "sched.milestones": [1], "sched.patience": 0}
+    s = fit(make_cfg(tmp_path, **over))
+    assert s.epochs_run == 3
+    rows = metrics_rows(s.run_dir)
+    lrs = [float(r["lr"]) for r in rows]
+    if name == "constant":
+        assert lrs == [0.01] * 3
+    elif name == "plateau":
+        # Replay the run's own val losses through torch's ReduceLROnPlateau: the lrs must be the ones it gives.
+        opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.01)
+        ref = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=0.1, patience=0)
+        want = []
+        for r in rows:
+            want.append(opt.param_groups[0]["lr"])
+            ref.step(float(r["val_loss"]))
+        assert lrs == pytest.approx(want)
+    else:
+        assert len(set(lrs)) > 1, f"{name} never changed the lr: {lrs}"
 
 
 def test_every_strategy_is_exercised_here():
@@ -75,8 +93,25 @@ def test_every_strategy_is_exercised_here():
     assert set(STRATEGIES.names()) == {"scratch", "finetune", "linear_probe", "transfer"}
 
 
-@pytest.mark.parametrize("init", ["default", "xavier", "kaiming"])
+# model.init -> the std its weights must have on vanilla_cnn's FC layer (4096 -> 512: 2M weights, so the
+# sample std is within 1 % of it): torch's default (uniform, bound 1/sqrt(fan_in)), xavier_uniform, and
+# kaiming_normal on fan_out.
+_FAN_IN, _FAN_OUT = 64 * 8 * 8, 512
+INIT_STD = {"default": (1 / _FAN_IN) ** 0.5 / 3 ** 0.5, "xavier": (2 / (_FAN_IN + _FAN_OUT)) ** 0.5,
+            "kaiming": (2 / _FAN_OUT) ** 0.5}
+
+
+@pytest.mark.parametrize("init", list(INIT_STD))
 def test_scratch_inits(tmp_path, init):
+    """The scratch strategy's model has each scheme's own weight statistics, and the run trains with it."""
+    cfg = make_cfg(tmp_path, **{"model.arch": "vanilla_cnn", "model.init": init})
+    torch.manual_seed(0)
+    fc = STRATEGIES.get("scratch").prepare(cfg, 10, 3, 32).model.fc[0]
+    assert fc.weight.std().item() == pytest.approx(INIT_STD[init], rel=0.01)
+    if init != "default":  # the re-initialised layers get zero biases; torch's default biases are not zero
+        assert torch.count_nonzero(fc.bias) == 0
+    else:
+        assert torch.count_nonzero(fc.bias) > 0
     assert fit(make_cfg(tmp_path, **{"model.init": init})).strategy == "scratch"
 
 
