@@ -58,6 +58,23 @@ def test_run_directory_holds_everything(tmp_path):
     assert len(report) == 10 + 2 and report[0].keys() >= {"precision", "recall", "f1", "support"}
 
 
+@pytest.mark.parametrize("lr", [0.01, 0.5])
+def test_best_epoch_is_the_argmax_of_val_acc_in_metrics_csv(tmp_path, lr):
+    """Selection is the first epoch with the highest val_acc that metrics.csv records; best.pt holds that epoch.
+
+    Seeded runs, so each is the same every time: at lr 0.01 every epoch ties at 100 % (the first must win), at
+    lr 0.5 the val accuracy peaks mid-run; in neither is the last epoch the best, so picking the last
+    (or the lowest val loss, or the test split) shows.
+    """
+    s = fit(make_cfg(tmp_path, **{"train.epochs": 3, "optim.lr": lr}))
+    vals = [float(r["val_acc"]) for r in metrics_rows(s.run_dir)]
+    want = vals.index(max(vals)) + 1
+    assert want < len(vals), f"this run must not peak at its last epoch to test selection: {vals}"
+    assert s.best_epoch == want and s.val_acc == pytest.approx(max(vals)), (vals, s.best_epoch)
+    best = torch.load(Path(s.run_dir) / "best.pt", weights_only=True)
+    assert best["epoch"] == want
+
+
 @pytest.mark.parametrize("name", OPTIMIZERS.names())
 def test_every_optimizer_trains(tmp_path, name):
     s = fit(make_cfg(tmp_path, **{"optim.name": name, "train.max_steps_per_epoch": 3}))
