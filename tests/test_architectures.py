@@ -223,15 +223,13 @@ def test_count_mflops_convention_and_device():
 
 
 def _offline(monkeypatch, tmp_path):
-    """An empty torch cache and a download that fails as it does with no network."""
-    import urllib.error
-
+    """An empty torch cache, and HTTPS through a proxy on a closed local port: the real download fails as
+    it does with no network (connection refused), with no patched torch."""
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
-
-    def no_network(url, dst, *args, **kwargs):
-        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
-
-    monkeypatch.setattr(torch.hub, "download_url_to_file", no_network)
+    for var in ("https_proxy", "HTTPS_PROXY", "http_proxy", "HTTP_PROXY"):
+        monkeypatch.setenv(var, "http://127.0.0.1:9")  # the discard port: nothing listens there
+    for var in ("no_proxy", "NO_PROXY"):
+        monkeypatch.delenv(var, raising=False)
 
 
 def test_pretrained_weights_without_internet_is_one_clear_error(monkeypatch, tmp_path):
@@ -243,12 +241,18 @@ def test_pretrained_weights_without_internet_is_one_clear_error(monkeypatch, tmp
 
 
 def test_pretrained_weights_get_a_new_head_and_summed_first_conv(monkeypatch, tmp_path):
-    # A fake "download" writes a 1000-class SqueezeNet's weights where torch would cache the real ones.
+    # A 1000-class SqueezeNet's state dict, saved where torch caches the real download ($TORCH_HOME/hub/
+    # checkpoints/<the URL's file name>): torch loads the cached file and downloads nothing (offline, too).
+    import os
+
     import torchvision
 
     reference = torchvision.models.squeezenet1_1(weights=None).state_dict()
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
-    monkeypatch.setattr(torch.hub, "download_url_to_file", lambda url, dst, *a, **k: torch.save(reference, dst))
+    _offline(monkeypatch, tmp_path)
+    url = torchvision.models.SqueezeNet1_1_Weights.DEFAULT.url
+    cached = tmp_path / "hub" / "checkpoints" / os.path.basename(url)
+    cached.parent.mkdir(parents=True)
+    torch.save(reference, cached)
     model = create_model("tv_squeezenet1_1", num_classes=5, in_chans=1, weights="DEFAULT")
     first = model.features[0]
     assert first.in_channels == 1
