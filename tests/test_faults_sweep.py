@@ -181,8 +181,14 @@ def test_ctrl_c_after_tune_returned_still_exits_130(tmp_path, env, point):
         out.close()
         err.close()
     assert rc == 130, _logs(tmp_path)
-    assert "Traceback" not in (tmp_path / "err.log").read_text(), _logs(tmp_path)
-    last = [line for line in (tmp_path / "err.log").read_text().splitlines() if line.strip()][-1]
+    err_text = (tmp_path / "err.log").read_text()
+    # Tune itself may log a traceback when it is stopped just after a fit started: its background upload of
+    # the experiment state races the search state's temp-file rename ("Saving experiment state ... failed",
+    # FileNotFoundError on a *-tmp-basic-variant-state file; logged, not raised). Any other
+    # traceback, and any through the harness's own code, fails.
+    assert err_text.count("Traceback") == err_text.count("Saving experiment state to storage at"), _logs(tmp_path)
+    assert "/harness/" not in err_text, _logs(tmp_path)
+    last = [line for line in err_text.splitlines() if line.strip()][-1]
     assert "harness sweep --name s --resume" in last, _logs(tmp_path)
     rows = read_rows(results / "leaderboard.csv")
     assert sorted(float(x["lr"]) for x in rows) == [0.02, 0.05], "both search trials merged"
