@@ -210,8 +210,26 @@ def test_changed_results_and_docs_do_not_make_the_code_dirty(tmp_path):
     (tmp_path / "docs/leaderboard.md").write_text("b\n")
     (tmp_path / "notes.txt").write_text("untracked\n")
     assert not code_changed(tmp_path)
+    (tmp_path / "harness").mkdir()
+    (tmp_path / "harness" / "new_module.py").write_text("x = 1\n")  # untracked, in a package: code that can run
+    assert code_changed(tmp_path)
+    (tmp_path / "harness" / "new_module.py").unlink()
+    assert not code_changed(tmp_path)
     (tmp_path / "harness.py").write_text("b\n")
     assert code_changed(tmp_path)
+
+
+def test_a_sha_from_the_environment_is_shown_as_such_and_dirty_shas_are_not_publishable(monkeypatch):
+    from harness.provenance import ENV_MARK, git_sha, publishable
+
+    git_sha.cache_clear()
+    monkeypatch.setenv("HARNESS_GIT_SHA", "0123456789")
+    try:
+        assert git_sha() == "0123456789" + ENV_MARK == "0123456789 (HARNESS_GIT_SHA)"
+    finally:
+        git_sha.cache_clear()
+    assert publishable("0123456789") and publishable("0123456789" + ENV_MARK)
+    assert not any(publishable(s) for s in ("cf12163377+dirty", "unknown", "", "abc+dirty" + ENV_MARK))
 
 
 def test_page_and_closing_table_rank_on_validation_not_test(tmp_path):
