@@ -251,3 +251,30 @@ def test_page_and_closing_table_rank_on_validation_not_test(tmp_path):
     closing = closing_rows(recs, "single")
     assert [(r[0], r[3], r[4]) for r in closing] == [("1", "80.00", "40.00"), ("2", "70.00", "60.00"),
                                                       ("3", "50.00", "90.00")]
+
+
+def test_page_publishes_only_committed_code_and_throughput_of_the_same_runs(tmp_path):
+    """A row made by uncommitted code is kept in the CSV but left out of every table; the throughput table holds
+    only rows of the ranked runs (same arch, dataset, hardware and sha), never another machine's or sha's."""
+    import dataclasses
+
+    from harness.results_csv import THROUGHPUT_COLUMNS, append_rows
+
+    clean = _done(_cfg(lr=0.01), 0.5, 0.6)
+    dirty = _done(_cfg(lr=0.02), 0.9, 0.9)
+    dirty.summary = dataclasses.replace(dirty.summary, git_sha="abc+dirty")
+    write_results([clean, dirty], tmp_path / "results")
+    assert {r["git_sha"] for r in read_rows(tmp_path / "results" / "leaderboard.csv")} == {"abc", "abc+dirty"}
+    tp = read_rows(tmp_path / "results" / "throughput.csv")
+    assert [(r["git_sha"], r["runs"], r["seeds"]) for r in tp] == [("abc", "1", "0"), ("abc+dirty", "1", "0")]
+    other = {**tp[0], "hardware": "8x CPU elsewhere", "img_per_s": "12345"}
+    append_rows(tmp_path / "results" / "throughput.csv", [other], THROUGHPUT_COLUMNS)
+    md = render_docs(tmp_path / "results", tmp_path / "docs").read_text()
+    published = md.split("## Not published")[0]
+    assert "| 0.01 |" in published and "| 0.02 |" not in published and "abc+dirty" not in published
+    assert "1 row(s)" in md.split("## Not published")[1] and "abc+dirty" in md.split("## Not published")[1]
+    throughput = md.split("## Throughput")[1].split("\n## ")[0]
+    rows = [line for line in throughput.splitlines() if line.startswith("| tiny_cnn")]
+    assert len(rows) == 1 and "12345" not in throughput and "| abc |" in rows[0], throughput
+    pruned_cols = read_rows(tmp_path / "results" / "pruned.csv")
+    assert pruned_cols == [] and {"git_sha", "hardware", "torch", "ray", "device"} <= set(PRUNED_COLUMNS)

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.files import LEADERBOARD_CSV, write_text_atomic
+from harness.provenance import publishable
 from harness.report.leaderboard import ranked
 from harness.report.plots import save_figure
 from harness.results_csv import read_rows
@@ -94,7 +95,9 @@ def join(m: Matrix, rows: list[dict[str, Any]]) -> list[Row]:
             mine = [r for r in rows if any(part.strip().startswith(tag) for part in str(r.get("reference", "")).split(";"))]
             row = Row(ref=ref, overrides=trial["overrides"])
             # Full-budget rows only: a two-phase sweep's search rows chose, they are not results.
-            done = [r for r in mine if ranked(r) and _num(r.get(f"{ref['metric']}_acc_mean")) is not None]
+            # ... and made by committed code: a +dirty row names no code anyone can check out.
+            done = [r for r in mine if ranked(r) and publishable(str(r.get("git_sha", "")))
+                    and _num(r.get(f"{ref['metric']}_acc_mean")) is not None]
             if done:
                 # Several configurations answer a search's row (O2: every Optuna trial): the one with the
                 # best validation accuracy is the search's choice. Selection never looks at test accuracy.
