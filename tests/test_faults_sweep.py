@@ -156,7 +156,9 @@ def test_ctrl_c_after_tune_returned_still_exits_130(tmp_path, env, point):
     (tmp_path / "m.yaml").write_text(TWO_TRIALS)
     storage, results, docs = tmp_path / "sweeps", tmp_path / "results", tmp_path / "docs"
     where = ["--storage", str(storage), "--results-dir", str(results), "--docs-dir", str(docs), "--num-cpus", "2"]
-    phases = ["--rerun-top", "1", "--seeds", "1"] if point == "search_done" else []
+    # Phase two: 3 seeds on 2 CPUs, so it cannot have completed by the time the signal follows the line (a loaded
+    # machine once let one rerun finish first); if it runs to its end, the Ctrl-C was swallowed.
+    phases = ["--rerun-top", "1", "--seeds", "3"] if point == "search_done" else []
     cmd = [sys.executable, "-m", "harness", "sweep", "--matrix", str(tmp_path / "m.yaml"), "--name", "s",
            "--wandb", "off", "--max-concurrent", "2", "--grace-period", "2", *phases, *where]
     results.mkdir()
@@ -191,11 +193,11 @@ def test_ctrl_c_after_tune_returned_still_exits_130(tmp_path, env, point):
     last = [line for line in err_text.splitlines() if line.strip()][-1]
     assert "harness sweep --name s --resume" in last, _logs(tmp_path)
     rows = read_rows(results / "leaderboard.csv")
-    assert sorted(float(x["lr"]) for x in rows) == [0.02, 0.05], "both search trials merged"
+    search = [x for x in rows if x["phase"] in ("search", "single")]
+    assert sorted(float(x["lr"]) for x in search) == [0.02, 0.05], "both search trials merged"
     if point == "search_done":
         reruns = _outcomes(storage / "s" / "rerun")
-        assert "completed" not in reruns.values(), f"phase two ran after the Ctrl-C: {reruns}"
-        assert {x["phase"] for x in rows} == {"search"}, rows
+        assert list(reruns.values()).count("completed") < 3, f"phase two ran to its end after the Ctrl-C: {reruns}"
 
 
 def _slow_trainable(config: dict) -> None:
