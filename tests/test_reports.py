@@ -423,3 +423,16 @@ def test_rows_compared_on_validation_say_optimistic_and_show_the_held_out_figure
     k1, a2 = table_lines([val, test], None)[2:]
     assert "optimistic" in k1 and "held-out test 66.0 %" in k1, k1
     assert "optimistic" not in a2 and "held-out" not in a2, a2
+
+
+def test_plateau_rows_say_whether_the_schedule_cut_the_lr():
+    from harness.report.reproduce import Row, table_lines
+
+    ref = {"row": "S4.2", "figure": 0.5, "metric": "test"}
+    never = Row(ref, {}, ours=0.5, n=2, source={"lr_reductions": "0 0"})
+    twice = Row({**ref, "row": "S4.5"}, {}, ours=0.5, n=2, source={"lr_reductions": "2 1"})
+    other = Row({**ref, "row": "S4.1"}, {}, ours=0.5, n=2, source={"lr_reductions": ""})
+    a, b, c = table_lines([never, twice, other], None)[2:]
+    assert "plateau never cut the lr (trained as constant lr)" in a
+    assert "plateau cut the lr 2/1 time(s) per run" in b
+    assert "plateau" not in c

@@ -75,6 +75,22 @@ def test_best_epoch_is_the_argmax_of_val_acc_in_metrics_csv(tmp_path, lr):
     assert best["epoch"] == want
 
 
+def test_plateau_cuts_are_counted_in_the_summary_and_the_leaderboard(tmp_path):
+    """At lr 0.1 the val loss of this easy synthetic set reaches 0 by epoch 4 (seeded: the same every time) and
+    cannot improve after it, so plateau with patience 0 must cut."""
+    from harness.report.leaderboard import aggregate
+    from harness.report.records import collect
+
+    s = fit(make_cfg(tmp_path, **{"sched.name": "plateau", "sched.patience": 0, "optim.lr": 0.1,
+                                  "train.epochs": 6}))
+    lrs = [float(r["lr"]) for r in metrics_rows(s.run_dir)]
+    assert s.lr_reductions == sum(b < a for a, b in zip(lrs, lrs[1:])) >= 1, lrs
+    assert json.loads((Path(s.run_dir) / "summary.json").read_text())["lr_reductions"] == s.lr_reductions
+    assert fit(make_cfg(tmp_path)).lr_reductions is None  # constant: nothing to count
+    rows = aggregate([r for r in collect([tmp_path / "runs"]) if r.config.sched.name == "plateau"])
+    assert [row["lr_reductions"] for row in rows] == [str(s.lr_reductions)]
+
+
 @pytest.mark.parametrize("name", OPTIMIZERS.names())
 def test_every_optimizer_trains(tmp_path, name):
     s = fit(make_cfg(tmp_path, **{"optim.name": name, "train.max_steps_per_epoch": 3}))
@@ -101,6 +117,7 @@ def test_every_scheduler_trains(tmp_path, name):
             want.append(opt.param_groups[0]["lr"])
             ref.step(float(r["val_loss"]))
         assert lrs == pytest.approx(want)
+        assert s.lr_reductions == sum(b < a for a, b in zip(want, want[1:]))
     else:
         assert len(set(lrs)) > 1, f"{name} never changed the lr: {lrs}"
 

@@ -98,7 +98,8 @@ def _intro(lb_name: str, n_rows: int) -> list[str]:
         "order, and test accuracy, measured once per run at the end on the weights of its best validation "
         "epoch, is shown beside it but never orders a table. `n` counts the runs (seeds x folds) behind a "
         "row; accuracies are their mean ± sample standard deviation; `train s` is training time per "
-        "run, a transfer run's pretraining stage included. Trials that ASHA stopped early are listed "
+        "run, a transfer run's pretraining stage included; `lr cuts`, for plateau schedules, how many times "
+        "ReduceLROnPlateau cut the lr in each run (0: the run trained exactly as with a constant lr). Trials that ASHA stopped early are listed "
         f"apart, under *Pruned trials* (`{PRUNED_CSV}`), with the epoch they reached.",
         "",
         "![test accuracy against training time, Pareto front marked](img/acc_vs_time.png)",
@@ -139,11 +140,12 @@ def _dataset_section(ds: str, rows: list[Row]) -> list[str]:
     sub = sorted((r for r in rows if r["dataset"] == ds), key=_rank)
     return [f"## {ds}", "", _table(
         ["rank", *_CONFIG_HEADER, "params M", "MFLOPs", "phase", "n", "val acc %", "test acc %",
-         "time to target s", "train s", "stop", "options", "error"],
+         "time to target s", "train s", "stop", "lr cuts", "options", "error"],
         [[i, *_config_cells(r), _num_s(r["params_m"], "{:.3f}"), _num_s(r["mflops"], "{:.1f}"),
           r.get("phase", ""), r["n_seeds"], _pct(r["val_acc_mean"]),
           _pct(r["test_acc_mean"], r.get("test_acc_std")), _num_s(r.get("time_to_target_s"), "{:.1f}"), _num_s(r["train_s"]),
-          r["stop_reason"], r.get("options", ""), (r.get("error") or "")[:80]] for i, r in enumerate(sub, 1)])]
+          r["stop_reason"], r.get("lr_reductions", ""), r.get("options", ""), (r.get("error") or "")[:80]]
+         for i, r in enumerate(sub, 1)])]
 
 
 def _search_section(rows: list[Row]) -> list[str]:

@@ -49,7 +49,7 @@ DOCUMENTED_COLUMNS: list[str] = [
 ]
 #: Appended after the documented columns: what else tells configurations apart, and the row key.
 EXTRA_COLUMNS: list[str] = ["weight_decay", "seeds", "folds", "hardware", "options", "val_acc_std", "reference",
-                             "phase", "config_id"]
+                             "lr_reductions", "phase", "config_id"]
 LEADERBOARD_COLUMNS: list[str] = DOCUMENTED_COLUMNS + EXTRA_COLUMNS
 #: ``results/pruned.csv``: one row per trial the scheduler stopped, with the rung (epoch) it reached.
 PRUNED_COLUMNS: list[str] = [
@@ -182,6 +182,9 @@ def _result_columns(recs: Sequence[RunRecord], summaries: Sequence[RunSummary]) 
         "stop_reason": "+".join(sorted({r.stop_reason for r in recs})),
         "error": next((r.error for r in recs if r.error), ""),
         "seeds": " ".join(map(str, sorted({r.config.train.seed for r in recs}))),
+        # per run, in seed order: "0 0" says the plateau schedule never fired in either run
+        "lr_reductions": " ".join(str(s.lr_reductions) for s in sorted(summaries, key=lambda s: s.seed or 0)
+                                  if s.lr_reductions is not None),
         "phase": recs[0].phase,
     }
 

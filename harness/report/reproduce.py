@@ -206,6 +206,10 @@ def _ours(r: Row, rate: float | None) -> str:
         # on the split they are measured on. The held-out figure of the same weights sits beside it.
         text += " (best epoch's val: optimistic)"
         text += f"; held-out test {_pct(r.test)}" if r.test is not None else "; held-out test –"
+    cuts = str((r.source or {}).get("lr_reductions") or "").split()
+    if cuts:  # a plateau row: say whether the schedule did anything
+        text += (f"; plateau cut the lr {'/'.join(cuts)} time(s) per run" if any(c != "0" for c in cuts)
+                 else "; plateau never cut the lr (trained as constant lr)")
     return text
 
 
