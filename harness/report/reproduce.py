@@ -258,7 +258,7 @@ def page_text(m: Matrix, rows: list[Row], plot_name: str) -> str:
             "measures test accuracy once, at the end, and each row is n seeds (mean and sample standard "
             "deviation). The report made single runs, some of them chosen by looking at test accuracy, so its "
             "figures carry that selection; ours can be lower and still be the more honest estimate.", ""]
-    on_val = [r.ref["row"] for r in rows if r.ref.get("metric") == "val"]
+    on_val = list(dict.fromkeys(r.ref["row"] for r in rows if r.ref.get("metric") == "val"))  # K2 has two refs
     if on_val:
         out += [f"Rows compared on validation ({', '.join(on_val)}) use what the report published: the validation "
                 "accuracy of the best epoch, chosen on that same validation split. That figure is optimistic (the "
