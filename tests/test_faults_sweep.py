@@ -209,10 +209,12 @@ def _slow_trainable(config: dict) -> None:
 
 
 @pytest.mark.timeout(120)
-def test_ctrl_c_while_fit_starts_is_passed_to_tune_at_its_first_step(ray_cluster, tmp_path, monkeypatch):
+@pytest.mark.parametrize("when", ["in_fit", "before_fit"])
+def test_ctrl_c_while_fit_starts_is_passed_to_tune_at_its_first_step(ray_cluster, tmp_path, monkeypatch, when):
     """A Ctrl-C after ``fit`` was entered but before Tune listens (the window between the "search done" line and
     phase two's first step) is held, then passed on at Tune's first step: the real Tune run stops early instead
-    of running to its end, and the sweep knows it was interrupted."""
+    of running to its end, and the sweep knows it was interrupted. ``before_fit``: the Ctrl-C comes while the Tuner
+    is built, after the driver last looked (seen in the 10x loop: phase two then ran to its end)."""
     from ray import cloudpickle, tune
 
     from harness.sweep.interrupt import SweepInterrupt
@@ -222,11 +224,15 @@ def test_ctrl_c_while_fit_starts_is_passed_to_tune_at_its_first_step(ray_cluster
     monkeypatch.delenv("TUNE_DISABLE_SIGINT_HANDLER", raising=False)
     tuner = tune.Tuner(_slow_trainable, run_config=tune.RunConfig(
         name="t", storage_path=str(tmp_path), verbose=0, callbacks=[Progress("t", 1)]))
-    with SweepInterrupt("t") as stop, stop.fit():
-        signal.raise_signal(signal.SIGINT)  # Tune has no handler yet: held, not lost and not raised
-        assert stop.interrupted
-        t0 = time.monotonic()
-        grid = tuner.fit()
+    with SweepInterrupt("t") as stop:
+        if when == "before_fit":
+            signal.raise_signal(signal.SIGINT)
+        with stop.fit():
+            if when == "in_fit":
+                signal.raise_signal(signal.SIGINT)  # Tune has no handler yet: held, not lost and not raised
+            assert stop.interrupted
+            t0 = time.monotonic()
+            grid = tuner.fit()
     assert grid[0].error is None, grid[0].error  # (a trial that cannot start would also end early)
     its = grid[0].metrics.get("it", 0)
     assert its < 40, f"Tune ran to the end ({its} reports in {time.monotonic() - t0:.1f} s): the Ctrl-C was lost"

@@ -196,6 +196,8 @@ def _run_tune(s: SweepSettings, m: Matrix, cells: list[dict] | None, n_trials: i
 def _fit(s: SweepSettings, tuner: Any, stop: SweepInterrupt) -> float:
     """Run one Tune experiment to its end (or to Ctrl-C); the seconds it ran."""
     t0 = time.monotonic()
+    if stop.interrupted:  # a Ctrl-C while the Tuner was built: do not start the phase
+        return 0.0
     try:
         with stop.fit():
             tuner.fit()

@@ -58,6 +58,9 @@ class SweepInterrupt:
         """Around one ``Tuner.fit``: Tune's SIGINT handler stays off, SIGUSR1's is put back after."""
         os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
         self._usr1_before = signal.getsignal(signal.SIGUSR1)
+        # A Ctrl-C between the caller's last look at ``interrupted`` and here (building the Tuner takes a
+        # while) is held too: Tune gets it at its first step instead of running the phase to its end.
+        self._held = self.interrupted
         try:
             yield
         finally:
