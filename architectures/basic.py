@@ -8,6 +8,11 @@ below only choose the stages. Parameter counts at ``num_classes=10`` (checked by
 - ``basic_cnn``: 1,340,650 at 1x64x64 (the report's figure).
 - ``vanilla_cnn``: 2,122,186 at 3x32x32.
 - ``tiny_cnn``: 25,578 at 3x32x32 (the report says 20k to 26k).
+- ``simple_cnn_bn``: 1,070,890 at 3x32x32. The optuna report states no count. Its convs have no
+  bias because BatchNorm follows (BN's shift makes a bias redundant); with biased convs, as a
+  Keras-style or default ``nn.Conv2d`` port would have, the same design has 1,070,986 (+96). An
+  earlier test reference of 1,071,146 is this count plus 256, the FC layer's biases counted twice;
+  no layout of the described layers reaches it.
 """
 
 from __future__ import annotations

@@ -9,15 +9,21 @@ import platform
 import subprocess
 from pathlib import Path
 
+#: Marks a sha that ``$HARNESS_GIT_SHA`` gave (a cluster job's upload has no .git): stated, not read from git.
+ENV_MARK = " (HARNESS_GIT_SHA)"
+#: The folders Python imports the harness from: an untracked file there is code that may have run.
+PACKAGES = ("harness", "architectures", "loaders")
+
 
 @functools.lru_cache(maxsize=1)
 def git_sha() -> str:
     """Short git sha of the harness checkout, with ``+dirty`` if its code has local changes (``results/`` and
-    ``docs/`` do not count); ``unknown`` if none. Cached: the sha of the code this process started with."""
+    ``docs/`` do not count); ``unknown`` if none. Cached: the sha of the code this process started with
+    (``harness`` reads it first thing). A sha given by ``$HARNESS_GIT_SHA`` ends with :data:`ENV_MARK`."""
     root = Path(__file__).resolve().parent.parent
     env = os.environ.get("HARNESS_GIT_SHA")
     if env:
-        return env
+        return env if env.endswith(ENV_MARK) else env + ENV_MARK
     try:
         sha = subprocess.run(
             ["git", "rev-parse", "--short=10", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5
@@ -31,11 +37,24 @@ def git_sha() -> str:
 
 def code_changed(root: Path) -> bool:
     """Whether the checkout at ``root`` has uncommitted changes to tracked files outside ``results/`` and
-    ``docs/``: results and generated pages are outputs, so a sweep run after an uncommitted one is not dirty."""
-    return bool(subprocess.run(
-        ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)results", ":(exclude)docs"],
-        cwd=root, capture_output=True, text=True, timeout=5,
-    ).stdout.strip())
+    ``docs/`` (results and generated pages are outputs, so a sweep run after an uncommitted one is not dirty),
+    or untracked files in the packages (:data:`PACKAGES`: a new module imports as readily as a changed one)."""
+    def status(*args: str) -> str:
+        return subprocess.run(["git", "status", "--porcelain", *args], cwd=root, capture_output=True, text=True,
+                              timeout=5).stdout.strip()
+
+    return bool(status("--untracked-files=no", "--", ".", ":(exclude)results", ":(exclude)docs")
+                or status("--untracked-files=all", "--", *PACKAGES))
+
+
+def publishable(sha: str) -> bool:
+    """Whether a row with this ``git_sha`` may be published as a result: it names committed code that git read.
+
+    ``+dirty`` (uncommitted changes), ``unknown`` and empty name no commit that can be checked out. A sha from
+    ``$HARNESS_GIT_SHA`` is published: it is shown as stated (:data:`ENV_MARK`).
+    """
+    sha = sha.removesuffix(ENV_MARK).strip()
+    return bool(sha) and sha != "unknown" and "+dirty" not in sha
 
 
 @functools.lru_cache(maxsize=1)

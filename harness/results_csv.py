@@ -22,6 +22,8 @@ THROUGHPUT_COLUMNS: list[str] = [
     # kind speed (harness bench speed): test accuracy and timed seconds to the target, mean and std over
     # `runs`, and the fraction of runs that reached it
     "acc", "acc_std", "time_s", "time_s_std", "reached", "runs", "tta",
+    # every kind with runs behind it: the seeds of the runs a figure is the mean or median of (`runs` counts them)
+    "seeds",
     "note", "hardware", "torch", "ray", "git_sha", "date",
 ]
 

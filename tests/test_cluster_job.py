@@ -210,7 +210,7 @@ def test_submit_sweep_and_collect_leaderboard(head):
     assert sorted(r["arch"] for r in rows) == ["mlp", "tiny_cnn"]
     assert all(r["dataset"] == "synthetic" and not r["error"] for r in rows), rows
     # The upload has no .git: harness submit passes the code version along.
-    assert {r["git_sha"] for r in rows} == {"0123456789+test"}
+    assert {r["git_sha"] for r in rows} == {"0123456789+test (HARNESS_GIT_SHA)"}
     assert (dest / "throughput.csv").is_file()
     # The sweep's Tune experiment went to the shared path too, not only to the head's scratch space.
     assert list(storage.glob("smoke-matrix-*")), sorted(p.name for p in storage.iterdir())

@@ -31,7 +31,9 @@ def _env(tmp_path: Path) -> dict:
 
 def test_two_cpu_workers(tmp_path):
     out = tmp_path / "runs"
-    proc = subprocess.run([*RUN, "--workers", "2", "--cpus-per-worker", "1", "--epochs", "2",
+    # lr 1e-6: accuracies stay near chance, so a count over 52 images cannot pass for one over 51 (at 100 % both
+    # are 1.0).
+    proc = subprocess.run([*RUN, "--workers", "2", "--cpus-per-worker", "1", "--epochs", "2", "--lr", "1e-6",
                            "--set", "data.synthetic_size=512", "--out", str(out)],
                           capture_output=True, text=True, env=_env(tmp_path), timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -43,8 +45,24 @@ def test_two_cpu_workers(tmp_path):
     with open(run_dir / "metrics.csv") as fh:
         rows = list(csv.DictReader(fh))
     assert [r["epoch"] for r in rows] == ["1", "2"]
-    # Validation is sharded across ranks and summed: every val image counted once.
-    assert summary["test_acc"] is not None and (run_dir / "best.pt").is_file()
+    # Validation and test are sharded across ranks and summed: every image counted once. 512 synthetic images
+    # make 51 validation images, an odd count that 2 ranks cannot split evenly (a padded or doubled shard
+    # shows), and 102 test images.
+    from harness.run.config import load_config
+    from harness.run.data import data_options
+    from loaders import load_splits
+
+    splits = load_splits(data_options(load_config(run_dir / "config.yaml")))
+    assert (len(splits.val), len(splits.test)) == (51, 102)
+    with open(run_dir / "confusion.csv") as fh:
+        confusion = [[int(v) for v in row[1:]] for row in list(csv.reader(fh))[1:]]
+    assert sum(map(sum, confusion)) == len(splits.test), "every test image counted once across the ranks"
+    assert sum(confusion[i][i] for i in range(len(confusion))) / len(splits.test) == pytest.approx(summary["test_acc"])
+    assert all(0 < float(r["val_acc"]) < 1 for r in rows), rows
+    for r in rows:  # an accuracy over 51 images is k/51; over 52 (one image twice) it cannot be
+        k = float(r["val_acc"]) * len(splits.val)
+        assert abs(k - round(k)) < 0.01, f"epoch {r['epoch']}: val_acc {r['val_acc']} is not a count over 51 images"
+    assert (run_dir / "best.pt").is_file()
 
 
 def test_killed_worker_resumes_from_checkpoint(tmp_path):

@@ -7,7 +7,6 @@ files in test_datasets.py, the job server in test_cluster_job.py.
 
 from __future__ import annotations
 
-import random
 import resource
 import signal
 import subprocess
@@ -17,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.results_csv import read_rows
+from harness.results_csv import merge_rows, read_rows
 from harness.run.config import RunConfig, apply_overrides
 from harness.run.trainer import fit
 
@@ -37,16 +36,30 @@ while True:
 
 
 def test_kill_9_during_merges_leaves_the_old_or_the_new_csv(tmp_path):
+    """SIGKILL while a merge is writing: the file is still all of one version, never partial or mixed.
+
+    The kill comes at a known point, not after a guessed sleep: the merge writes a temp file beside the CSV and
+    renames it over; the child is killed as soon as that temp file exists, and a temp file left behind after the
+    kill proves the write was cut (a round whose rename won the race is counted apart).
+    """
     path, n = tmp_path / "leaderboard.csv", 3000  # ~600 kB: a write takes long enough to be cut
-    rng = random.Random(0)
+    merge_rows(path, [{"key": k, "value": "b", "pad": "x" * 200} for k in range(n)], COLUMNS, lambda r: (str(r["key"]),))
+    cut = 0
     for _ in range(6):
         p = subprocess.Popen([sys.executable, "-c", _WRITER, str(path), str(n)])
-        time.sleep(rng.uniform(0.6, 1.5))
+        deadline = time.monotonic() + 60
+        while not list(tmp_path.glob(f".{path.name}.*.tmp")):  # the merge's own temp file: it is writing now
+            assert p.poll() is None and time.monotonic() < deadline, "the writer never started a write"
         p.send_signal(signal.SIGKILL)
         p.wait(timeout=30)
+        left = list(tmp_path.glob(f".{path.name}.*.tmp"))
+        cut += bool(left)
         rows = read_rows(path)
         assert len(rows) == n and list(rows[0]) == COLUMNS, "never a partial file"
         assert len({r["value"] for r in rows}) == 1, "all of one version, never a mix"
+        for t in left:
+            t.unlink()
+    assert cut >= 3, f"only {cut} of 6 kills landed mid-write"
 
 
 def _tiny_run(tmp_path: Path) -> Path:

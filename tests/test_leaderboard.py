@@ -210,5 +210,71 @@ def test_changed_results_and_docs_do_not_make_the_code_dirty(tmp_path):
     (tmp_path / "docs/leaderboard.md").write_text("b\n")
     (tmp_path / "notes.txt").write_text("untracked\n")
     assert not code_changed(tmp_path)
+    (tmp_path / "harness").mkdir()
+    (tmp_path / "harness" / "new_module.py").write_text("x = 1\n")  # untracked, in a package: code that can run
+    assert code_changed(tmp_path)
+    (tmp_path / "harness" / "new_module.py").unlink()
+    assert not code_changed(tmp_path)
     (tmp_path / "harness.py").write_text("b\n")
     assert code_changed(tmp_path)
+
+
+def test_a_sha_from_the_environment_is_shown_as_such_and_dirty_shas_are_not_publishable(monkeypatch):
+    from harness.provenance import ENV_MARK, git_sha, publishable
+
+    git_sha.cache_clear()
+    monkeypatch.setenv("HARNESS_GIT_SHA", "0123456789")
+    try:
+        assert git_sha() == "0123456789" + ENV_MARK == "0123456789 (HARNESS_GIT_SHA)"
+    finally:
+        git_sha.cache_clear()
+    assert publishable("0123456789") and publishable("0123456789" + ENV_MARK)
+    assert not any(publishable(s) for s in ("cf12163377+dirty", "unknown", "", "abc+dirty" + ENV_MARK))
+
+
+def test_page_and_closing_table_rank_on_validation_not_test(tmp_path):
+    """Three configurations whose validation and test orders disagree: every ranked table follows validation."""
+    from harness.report.closing import closing_rows
+
+    # (lr, test, val): by test the order would be 0.03, 0.02, 0.01; by validation it is 0.01, 0.02, 0.03.
+    recs = [_done(_cfg(lr=lr), test, val) for lr, test, val in [(0.03, 0.9, 0.5), (0.01, 0.4, 0.8), (0.02, 0.6, 0.7)]]
+    write_results(recs, tmp_path / "results")
+    md = render_docs(tmp_path / "results", tmp_path / "docs").read_text()
+    table = md.split("## synthetic\n")[1].split("\n## ")[0]
+    lines = [line for line in table.splitlines() if line.startswith("| ") and "tiny_cnn" in line]
+    header = [c.strip() for c in next(x for x in table.splitlines() if x.startswith("| rank")).strip("|").split("|")]
+    cells = [[c.strip() for c in line.strip("|").split("|")] for line in lines]
+    assert [(c[0], c[header.index("lr")]) for c in cells] == [("1", "0.01"), ("2", "0.02"), ("3", "0.03")]
+    assert [c[header.index("val acc %")] for c in cells] == ["80.00", "70.00", "50.00"]
+    assert [c[header.index("test acc %")] for c in cells] == ["40.00", "60.00", "90.00"], "test shown beside"
+    assert "ranked on validation" in md
+    closing = closing_rows(recs, "single")
+    assert [(r[0], r[3], r[4]) for r in closing] == [("1", "80.00", "40.00"), ("2", "70.00", "60.00"),
+                                                      ("3", "50.00", "90.00")]
+
+
+def test_page_publishes_only_committed_code_and_throughput_of_the_same_runs(tmp_path):
+    """A row made by uncommitted code is kept in the CSV but left out of every table; the throughput table holds
+    only rows of the ranked runs (same arch, dataset, hardware and sha), never another machine's or sha's."""
+    import dataclasses
+
+    from harness.results_csv import THROUGHPUT_COLUMNS, append_rows
+
+    clean = _done(_cfg(lr=0.01), 0.5, 0.6)
+    dirty = _done(_cfg(lr=0.02), 0.9, 0.9)
+    dirty.summary = dataclasses.replace(dirty.summary, git_sha="abc+dirty")
+    write_results([clean, dirty], tmp_path / "results")
+    assert {r["git_sha"] for r in read_rows(tmp_path / "results" / "leaderboard.csv")} == {"abc", "abc+dirty"}
+    tp = read_rows(tmp_path / "results" / "throughput.csv")
+    assert [(r["git_sha"], r["runs"], r["seeds"]) for r in tp] == [("abc", "1", "0"), ("abc+dirty", "1", "0")]
+    other = {**tp[0], "hardware": "8x CPU elsewhere", "img_per_s": "12345"}
+    append_rows(tmp_path / "results" / "throughput.csv", [other], THROUGHPUT_COLUMNS)
+    md = render_docs(tmp_path / "results", tmp_path / "docs").read_text()
+    published = md.split("## Not published")[0]
+    assert "| 0.01 |" in published and "| 0.02 |" not in published and "abc+dirty" not in published
+    assert "1 row(s)" in md.split("## Not published")[1] and "abc+dirty" in md.split("## Not published")[1]
+    throughput = md.split("## Throughput")[1].split("\n## ")[0]
+    rows = [line for line in throughput.splitlines() if line.startswith("| tiny_cnn")]
+    assert len(rows) == 1 and "12345" not in throughput and "| abc |" in rows[0], throughput
+    pruned_cols = read_rows(tmp_path / "results" / "pruned.csv")
+    assert pruned_cols == [] and {"git_sha", "hardware", "torch", "ray", "device"} <= set(PRUNED_COLUMNS)

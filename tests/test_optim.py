@@ -41,19 +41,33 @@ def test_every_scheduler_runs(name, warmup):
     c = OptimConfig(lr=0.1)
     opt = build_optimizer(param_groups(m, c, None, c.lr), c)
     s = build_schedule(opt, SchedConfig(name=name, warmup_epochs=warmup, step_size=1, milestones=[1]), 3, 5)
-    lrs = []
+    lrs = []  # the lr after every optimizer step, then after each epoch's end
     for _epoch in range(3):
         for _ in range(5):
             opt.step()
             s.step_batch()
-        s.step_epoch(val_loss=1.0)
+            lrs.append(opt.param_groups[0]["lr"])
+        s.step_epoch(val_loss=1.0)  # never improves after the first epoch: plateau (patience 2) waits
         lrs.append(opt.param_groups[0]["lr"])
     assert all(lr >= 0 for lr in lrs)
     if name in ("step", "multistep", "exponential", "cosine", "linear", "poly"):
         assert lrs[-1] < 0.1  # decayed
-    if name == "constant":
-        assert lrs == [0.1, 0.1, 0.1]
+    if name in ("constant", "plateau") and not warmup:
+        assert set(lrs) == {0.1}  # plateau: 2 epochs without improvement are not more than its patience of 2
+    else:
+        assert len(set(lrs)) > 1, f"{name} never changed the lr: {lrs}"
     assert s.interval == ("epoch" if name in ("step", "multistep", "exponential", "plateau") else "step")
+
+
+def test_plateau_reduces_after_patience_epochs_without_improvement():
+    m = _model()
+    opt = build_optimizer(param_groups(m, OptimConfig(lr=0.1), None, 0.1), OptimConfig(lr=0.1))
+    s = build_schedule(opt, SchedConfig(name="plateau", patience=1, gamma=0.5), 5, 1)
+    lrs = []
+    for loss in (1.0, 0.9, 0.95, 0.97, 0.99):  # improves once, then two epochs without improvement: > patience 1
+        s.step_epoch(val_loss=loss)
+        lrs.append(opt.param_groups[0]["lr"])
+    assert lrs == pytest.approx([0.1, 0.1, 0.1, 0.05, 0.05])
 
 
 def test_warmup_rejected_with_onecycle():

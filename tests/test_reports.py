@@ -278,7 +278,7 @@ def test_simple_cnn_bn_search_knobs_change_the_model():
 
     base = create_model("simple_cnn_bn", num_classes=10)
     wide = create_model("simple_cnn_bn", num_classes=10, filters1=16, filters2=128, kernel_size=5, dense=512)
-    assert sum(p.numel() for p in base.parameters()) == 1_071_146 or base is not None
+    assert sum(p.numel() for p in base.parameters()) == 1_070_890  # the O1 defaults (architectures/basic.py)
     assert wide.layer1[0].kernel_size == (5, 5) and wide.head.in_features == 512
     with pytest.raises(Exception, match="odd"):
         create_model("simple_cnn_bn", num_classes=10, kernel_size=4)
@@ -298,6 +298,64 @@ def test_verdicts_hold_within_noise_and_never_number_a_row_not_run():
     assert Row(ref, {}, ours=0.70, std=None, n=1).verdict == "better"
     assert Row(ref, {}).verdict == "not run" and Row(ref, {}).diff is None
     assert Row({**ref, "figure": None}, {}, ours=0.5, n=2).verdict == "no figure"
+
+
+@pytest.mark.parametrize("ours, std, verdict", [
+    (0.63, None, "holds"), (0.57, None, "holds"),  # exactly 3 pp either way
+    (0.6301, None, "better"), (0.5699, None, "worse"),
+    (0.64, 0.02, "holds"), (0.56, 0.02, "holds"),  # exactly 2 x std = 4 pp
+    (0.6401, 0.02, "better"), (0.5599, 0.02, "worse"),
+    (0.6301, 0.01, "better"),  # 2 x std = 2 pp is below the 3 pp floor: the floor applies
+])
+def test_verdict_holds_at_exactly_max_3pp_2std(ours, std, verdict):
+    from harness.report.reproduce import Row
+
+    assert Row({"row": "X", "figure": 0.6, "metric": "test"}, {}, ours=ours, std=std, n=2).verdict == verdict
+
+
+REPORTS_MD = Path(__file__).resolve().parents[2] / "shared" / "reports.md"  # ../shared/reports.md of the checkout
+T3_NAMES = {"step": "StepLR", "cyclic": "CyclicLR", "onecycle": "OneCycleLR", "plateau": "ReduceLROnPlateau"}
+
+
+def _reported_figure(text: str, row: str, metric: str) -> float | None:
+    """The figure ``reports.md`` gives for ``row`` on ``metric``, as a fraction; None where it gives none."""
+    import re
+
+    cells = {}  # row id or range -> the "reported" cell of its table line
+    for line in text.splitlines():
+        parts = [p.strip() for p in line.strip().strip("|").split("|")]
+        if line.startswith("| ") and len(parts) >= 3 and re.fullmatch(r"[A-Z]\d+(\.\d+)?(-[A-Z]\d+\.\d+)?", parts[0]):
+            cells[parts[0]] = parts[-1]
+    if row == "T4":  # the SequentialLR schedule, in the prose after the attention table
+        return float(re.search(r"SequentialLR \(PolyLR then CyclicLR:\s+(\d+\.\d+) %", text)[1]) / 100
+    if row.startswith("T3."):
+        return float(re.search(rf"{T3_NAMES[row[3:]]} (\d+\.\d+) %", cells["T3"])[1]) / 100
+    for key, cell in cells.items():
+        if "-" in key:  # "S1.1-S1.6": the cell's decimals, in row order
+            head, last = key.split("-")
+            stem = head.rsplit(".", 1)[0]
+            n = int(last.rsplit(".", 1)[1])
+            numbers = re.findall(r"\d+\.\d+", cell)
+            assert len(numbers) == n, (key, numbers)
+            if row.rsplit(".", 1)[0] == stem and 1 <= int(row.rsplit(".", 1)[1]) <= n:
+                return float(numbers[int(row.rsplit(".", 1)[1]) - 1])
+    found = re.search(rf"\b{metric} (\d+(?:\.\d+)?) %", cells[row])
+    return float(found[1]) / 100 if found else None
+
+
+@pytest.mark.skipif(not REPORTS_MD.is_file(), reason=f"{REPORTS_MD} is not in this workspace")
+@pytest.mark.parametrize("name", ["allcnn", "optuna", "optuna-search", "kfold", "attention", "strategies"])
+def test_every_reference_figure_is_the_reports_own(name):
+    """Each matrix reference's figure (and its metric) is the number ``../shared/reports.md`` prints for that row."""
+    from harness.sweep.matrix import load_matrix
+
+    text = REPORTS_MD.read_text()
+    refs = load_matrix(name).all_references()
+    assert refs
+    for ref in refs:
+        want = _reported_figure(text, ref["row"], ref["metric"])
+        got = ref.get("figure")
+        assert (got is None and want is None) or got == pytest.approx(want, abs=1e-9), (name, ref)
 
 
 def _report_matrix(path: Path) -> Path:
@@ -355,3 +413,26 @@ def test_reproduce_bad_input_is_one_line(capsys):
     assert "did you mean strategies" in capsys.readouterr().err
     assert main(["reproduce", "kfold", "--only", "row=K1"]) == 2
     assert "add --run" in capsys.readouterr().err
+
+
+def test_rows_compared_on_validation_say_optimistic_and_show_the_held_out_figure():
+    from harness.report.reproduce import Row, table_lines
+
+    val = Row({"row": "K1", "figure": 0.688, "metric": "val"}, {}, ours=0.70, std=0.01, n=2, test=0.66)
+    test = Row({"row": "A2", "figure": 0.5645, "metric": "test"}, {}, ours=0.56, std=0.01, n=2)
+    k1, a2 = table_lines([val, test], None)[2:]
+    assert "optimistic" in k1 and "held-out test 66.0 %" in k1, k1
+    assert "optimistic" not in a2 and "held-out" not in a2, a2
+
+
+def test_plateau_rows_say_whether_the_schedule_cut_the_lr():
+    from harness.report.reproduce import Row, table_lines
+
+    ref = {"row": "S4.2", "figure": 0.5, "metric": "test"}
+    never = Row(ref, {}, ours=0.5, n=2, source={"lr_reductions": "0 0"})
+    twice = Row({**ref, "row": "S4.5"}, {}, ours=0.5, n=2, source={"lr_reductions": "2 1"})
+    other = Row({**ref, "row": "S4.1"}, {}, ours=0.5, n=2, source={"lr_reductions": ""})
+    a, b, c = table_lines([never, twice, other], None)[2:]
+    assert "plateau never cut the lr (trained as constant lr)" in a
+    assert "plateau cut the lr 2/1 time(s) per run" in b
+    assert "plateau" not in c

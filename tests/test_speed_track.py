@@ -365,8 +365,20 @@ def test_recipe_flag_errors_are_one_line(capsys):
     assert "arch: airbench94" in out and "tta: flip" in out and "ema: ema" in out
 
 
-def test_bench_speed_writes_speed_rows(tmp_path, capsys):
+@pytest.fixture
+def clean_sha(monkeypatch):
+    """Rows name a fixed committed sha (stated by HARNESS_GIT_SHA), whatever state this checkout is in."""
+    from harness.provenance import git_sha
+
+    git_sha.cache_clear()
+    monkeypatch.setenv("HARNESS_GIT_SHA", "0123456789")
+    yield
+    git_sha.cache_clear()
+
+
+def test_bench_speed_writes_speed_rows(tmp_path, capsys, clean_sha):
     from harness.report.docs import render_speed_docs
+    from harness.results_csv import THROUGHPUT_COLUMNS, append_rows
 
     out = tmp_path / "throughput.csv"
     argv = ["bench", "speed", "--recipe", "speed94", "--recipe", "resnet20", "--target", "0.01", "--runs", "1",
@@ -383,6 +395,14 @@ def test_bench_speed_writes_speed_rows(tmp_path, capsys):
     page = render_speed_docs(tmp_path, tmp_path / "docs").read_text()  # one table for the call, then the records
     assert "## Target 0.01 val" in page and page.count("| speed94 | tiny_cnn |") == 1 and "| 1.00 | flip |" in page
     assert "| 100 % |" in page and "94.01" in page
+    assert "| 0123456789 (HARNESS_GIT_SHA) |" in page, "each row names its own sha"
+    # A row made by uncommitted code stays in the CSV but is not published.
+    append_rows(out, [{**rows[0], "git_sha": "cf12163377+dirty", "date": "2026-01-01T00:00:00+00:00"}],
+                THROUGHPUT_COLUMNS)
+    page = render_speed_docs(tmp_path, tmp_path / "docs").read_text()
+    assert "cf12163377+dirty" not in page.split("Not published")[0] and "2026-01-01" not in page
+    assert "Not published: 1 speed row(s)" in page and "cf12163377+dirty" in page
+    assert rows[0]["seeds"] == "0" and rows[0]["runs"] == "1"
     assert main(["bench", "speed", "--recipe", "nope"]) == 2
     assert main(["bench", "speed", "--recipe", "speed94", "--target", "2"]) == 2
 

@@ -58,6 +58,39 @@ def test_run_directory_holds_everything(tmp_path):
     assert len(report) == 10 + 2 and report[0].keys() >= {"precision", "recall", "f1", "support"}
 
 
+@pytest.mark.parametrize("lr", [0.01, 0.5])
+def test_best_epoch_is_the_argmax_of_val_acc_in_metrics_csv(tmp_path, lr):
+    """Selection is the first epoch with the highest val_acc that metrics.csv records; best.pt holds that epoch.
+
+    Seeded runs, so each is the same every time: at lr 0.01 every epoch ties at 100 % (the first must win), at
+    lr 0.5 the val accuracy peaks mid-run; in neither is the last epoch the best, so picking the last
+    (or the lowest val loss, or the test split) shows.
+    """
+    s = fit(make_cfg(tmp_path, **{"train.epochs": 3, "optim.lr": lr}))
+    vals = [float(r["val_acc"]) for r in metrics_rows(s.run_dir)]
+    want = vals.index(max(vals)) + 1
+    assert want < len(vals), f"this run must not peak at its last epoch to test selection: {vals}"
+    assert s.best_epoch == want and s.val_acc == pytest.approx(max(vals)), (vals, s.best_epoch)
+    best = torch.load(Path(s.run_dir) / "best.pt", weights_only=True)
+    assert best["epoch"] == want
+
+
+def test_plateau_cuts_are_counted_in_the_summary_and_the_leaderboard(tmp_path):
+    """At lr 0.1 the val loss of this easy synthetic set reaches 0 by epoch 4 (seeded: the same every time) and
+    cannot improve after it, so plateau with patience 0 must cut."""
+    from harness.report.leaderboard import aggregate
+    from harness.report.records import collect
+
+    s = fit(make_cfg(tmp_path, **{"sched.name": "plateau", "sched.patience": 0, "optim.lr": 0.1,
+                                  "train.epochs": 6}))
+    lrs = [float(r["lr"]) for r in metrics_rows(s.run_dir)]
+    assert s.lr_reductions == sum(b < a for a, b in zip(lrs, lrs[1:])) >= 1, lrs
+    assert json.loads((Path(s.run_dir) / "summary.json").read_text())["lr_reductions"] == s.lr_reductions
+    assert fit(make_cfg(tmp_path)).lr_reductions is None  # constant: nothing to count
+    rows = aggregate([r for r in collect([tmp_path / "runs"]) if r.config.sched.name == "plateau"])
+    assert [row["lr_reductions"] for row in rows] == [str(s.lr_reductions)]
+
+
 @pytest.mark.parametrize("name", OPTIMIZERS.names())
 def test_every_optimizer_trains(tmp_path, name):
     s = fit(make_cfg(tmp_path, **{"optim.name": name, "train.max_steps_per_epoch": 3}))
@@ -66,8 +99,27 @@ def test_every_optimizer_trains(tmp_path, name):
 
 @pytest.mark.parametrize("name", SCHEDULERS.names())
 def test_every_scheduler_trains(tmp_path, name):
-    s = fit(make_cfg(tmp_path, **{"sched.name": name, "train.epochs": 2, "train.max_steps_per_epoch": 2}))
-    assert s.epochs_run == 2
+    """Each schedule drives the lr the run records in ``metrics.csv`` (the lr of each epoch's last step)."""
+    over = {"sched.name": name, "train.epochs": 3, "train.max_steps_per_epoch": 2, "sched.step_size": 1,
+            "sched.milestones": [1], "sched.patience": 0}
+    s = fit(make_cfg(tmp_path, **over))
+    assert s.epochs_run == 3
+    rows = metrics_rows(s.run_dir)
+    lrs = [float(r["lr"]) for r in rows]
+    if name == "constant":
+        assert lrs == [0.01] * 3
+    elif name == "plateau":
+        # Replay the run's own val losses through torch's ReduceLROnPlateau: the lrs must be the ones it gives.
+        opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.01)
+        ref = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=0.1, patience=0)
+        want = []
+        for r in rows:
+            want.append(opt.param_groups[0]["lr"])
+            ref.step(float(r["val_loss"]))
+        assert lrs == pytest.approx(want)
+        assert s.lr_reductions == sum(b < a for a, b in zip(want, want[1:]))
+    else:
+        assert len(set(lrs)) > 1, f"{name} never changed the lr: {lrs}"
 
 
 def test_every_strategy_is_exercised_here():
@@ -75,8 +127,25 @@ def test_every_strategy_is_exercised_here():
     assert set(STRATEGIES.names()) == {"scratch", "finetune", "linear_probe", "transfer"}
 
 
-@pytest.mark.parametrize("init", ["default", "xavier", "kaiming"])
+# model.init -> the std its weights must have on vanilla_cnn's FC layer (4096 -> 512: 2M weights, so the
+# sample std is within 1 % of it): torch's default (uniform, bound 1/sqrt(fan_in)), xavier_uniform, and
+# kaiming_normal on fan_out.
+_FAN_IN, _FAN_OUT = 64 * 8 * 8, 512
+INIT_STD = {"default": (1 / _FAN_IN) ** 0.5 / 3 ** 0.5, "xavier": (2 / (_FAN_IN + _FAN_OUT)) ** 0.5,
+            "kaiming": (2 / _FAN_OUT) ** 0.5}
+
+
+@pytest.mark.parametrize("init", list(INIT_STD))
 def test_scratch_inits(tmp_path, init):
+    """The scratch strategy's model has each scheme's own weight statistics, and the run trains with it."""
+    cfg = make_cfg(tmp_path, **{"model.arch": "vanilla_cnn", "model.init": init})
+    torch.manual_seed(0)
+    fc = STRATEGIES.get("scratch").prepare(cfg, 10, 3, 32).model.fc[0]
+    assert fc.weight.std().item() == pytest.approx(INIT_STD[init], rel=0.01)
+    if init != "default":  # the re-initialised layers get zero biases; torch's default biases are not zero
+        assert torch.count_nonzero(fc.bias) == 0
+    else:
+        assert torch.count_nonzero(fc.bias) > 0
     assert fit(make_cfg(tmp_path, **{"model.init": init})).strategy == "scratch"
 
 

@@ -193,6 +193,7 @@ def rows(results: list[RecipeResult], args: argparse.Namespace) -> list[dict]:
                     "precision": s0.precision, "world_size": s0.world_size, "workers": 0,
                     "img_per_s": s0.train_img_per_s, "ratio": ratio, "acc": am, "acc_std": asd, "time_s": tm,
                     "time_s_std": tsd, "reached": r.reached, "runs": len(r.summaries), "tta": s0.tta,
+                    "seeds": " ".join(str(s.seed) for s in r.summaries),
                     "note": note, **prov})
     return out
 

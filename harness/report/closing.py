@@ -1,7 +1,8 @@
 """The closing table a sweep prints last: its ranked full-budget runs, one line per configuration.
 
 It answers "what did this bench find?" without opening the docs page: rank, architecture, recipe
-(the trial's axis labels other than the architecture), test accuracy mean ± std over the seeds, n,
+(the trial's axis labels other than the architecture), mean validation accuracy (the order), test
+accuracy mean ± std over the seeds (shown beside, never ranked on), n,
 training time per run, and the report's figure where the configuration reproduces a report row. The
 runs ranked are the sweep's reruns (a two-phase sweep) or its finished trials (a one-phase sweep);
 pruned and search-phase trials are never in it.
@@ -16,7 +17,7 @@ from harness.report.leaderboard import aggregate
 from harness.report.records import RunRecord
 from harness.run.config import config_id
 
-_HEADER = ["rank", "arch", "recipe", "test acc %", "n", "train s", "reported"]
+_HEADER = ["rank", "arch", "recipe", "val acc %", "test acc %", "n", "train s", "reported"]
 
 
 def _recipe(rec: RunRecord) -> str:
@@ -40,18 +41,21 @@ def _pct(mean: float | None, std: float | None) -> str:
 
 
 def closing_rows(records: Sequence[RunRecord], phase: str) -> list[list[str]]:
-    """The table's rows: the ``phase`` runs aggregated per configuration, best test accuracy first."""
+    """The table's rows: the ``phase`` runs aggregated per configuration, best mean validation accuracy first
+    (test accuracy is shown, never ranked on: that would select on the test set)."""
     mine = [r for r in records if r.phase == phase]
     first: dict[str, RunRecord] = {}
     for r in mine:
         first.setdefault(config_id(r.config), r)
-    rows = sorted(aggregate(mine), key=lambda row: (row["test_acc_mean"] is None, -(row["test_acc_mean"] or 0.0)))
+    rows = sorted(aggregate(mine), key=lambda row: (row["val_acc_mean"] is None, -(row["val_acc_mean"] or 0.0),
+                                                    -(row["test_acc_mean"] or 0.0)))
     out = []
     for i, row in enumerate(rows, start=1):
         rec = first[row["config_id"]]
         train = "–" if row["train_s"] is None else f"{row['train_s']:.0f}"
         test = _pct(row["test_acc_mean"], row["test_acc_std"]) if not row["error"] else f"error: {row['error'][:40]}"
-        out.append([str(i), row["arch"], _recipe(rec), test, str(row["n_seeds"]), train, _reported(rec)])
+        val = _pct(row["val_acc_mean"], None)
+        out.append([str(i), row["arch"], _recipe(rec), val, test, str(row["n_seeds"]), train, _reported(rec)])
     return out
 
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from harness.errors import HarnessError
 from harness.files import LEADERBOARD_CSV, PRUNED_CSV, THROUGHPUT_CSV, write_text_atomic
-from harness.provenance import now
+from harness.provenance import now, publishable
 from harness.report.leaderboard import LEADERBOARD_COLUMNS, ranked
 from harness.report.plots import Point, plot_accuracy
 from harness.results_csv import read_rows, results_dir
@@ -63,9 +63,12 @@ def _table(header: list[str], rows: list[list[Any]]) -> str:
 
 
 def _rank(r: Row) -> tuple:
-    """Order within a table: by test accuracy, then (runs without one) by validation accuracy."""
+    """Order within a table: by mean validation accuracy (rows without one last), test accuracy breaking ties.
+
+    Test accuracy is what a row reports, never what orders it: ranking on it would select on the test set.
+    """
     t, v = _f(r.get("test_acc_mean")), _f(r.get("val_acc_mean"))
-    return (t is None, -(t or 0.0), -(v or 0.0))
+    return (v is None, -(v or 0.0), -(t or 0.0))
 
 
 def _points(rows: list[Row], x_key: str) -> list[Point]:
@@ -91,10 +94,12 @@ def _intro(lb_name: str, n_rows: int) -> list[str]:
         "--rerun-top K --seeds S`, as `make bench` runs) first searches with ASHA, one seed per "
         "configuration (phase `search`), then reruns the best K configurations of each architecture "
         "at full budget with S fresh seeds (phase `rerun`); only the reruns are ranked. Configurations "
-        "are selected on **validation** accuracy; test accuracy is measured once per run, at the end, "
-        "on the weights of its best validation epoch. `n` counts the runs (seeds x folds) behind a "
+        "are selected and **ranked on validation** accuracy (mean over the runs): every table is in that "
+        "order, and test accuracy, measured once per run at the end on the weights of its best validation "
+        "epoch, is shown beside it but never orders a table. `n` counts the runs (seeds x folds) behind a "
         "row; accuracies are their mean ± sample standard deviation; `train s` is training time per "
-        "run, a transfer run's pretraining stage included. Trials that ASHA stopped early are listed "
+        "run, a transfer run's pretraining stage included; `lr cuts`, for plateau schedules, how many times "
+        "ReduceLROnPlateau cut the lr in each run (0: the run trained exactly as with a constant lr). Trials that ASHA stopped early are listed "
         f"apart, under *Pruned trials* (`{PRUNED_CSV}`), with the epoch they reached.",
         "",
         "![test accuracy against training time, Pareto front marked](img/acc_vs_time.png)",
@@ -131,15 +136,16 @@ def _config_cells(r: Row) -> list[Any]:
 
 
 def _dataset_section(ds: str, rows: list[Row]) -> list[str]:
-    """Every ranked configuration on one dataset, best first."""
+    """Every ranked configuration on one dataset, best validation accuracy first."""
     sub = sorted((r for r in rows if r["dataset"] == ds), key=_rank)
     return [f"## {ds}", "", _table(
-        ["rank", *_CONFIG_HEADER, "params M", "MFLOPs", "phase", "n", "test acc %", "val acc %",
-         "time to target s", "train s", "stop", "options", "error"],
+        ["rank", *_CONFIG_HEADER, "params M", "MFLOPs", "phase", "n", "val acc %", "test acc %",
+         "time to target s", "train s", "stop", "lr cuts", "options", "error"],
         [[i, *_config_cells(r), _num_s(r["params_m"], "{:.3f}"), _num_s(r["mflops"], "{:.1f}"),
-          r.get("phase", ""), r["n_seeds"], _pct(r["test_acc_mean"], r.get("test_acc_std")),
-          _pct(r["val_acc_mean"]), _num_s(r.get("time_to_target_s"), "{:.1f}"), _num_s(r["train_s"]),
-          r["stop_reason"], r.get("options", ""), (r.get("error") or "")[:80]] for i, r in enumerate(sub, 1)])]
+          r.get("phase", ""), r["n_seeds"], _pct(r["val_acc_mean"]),
+          _pct(r["test_acc_mean"], r.get("test_acc_std")), _num_s(r.get("time_to_target_s"), "{:.1f}"), _num_s(r["train_s"]),
+          r["stop_reason"], r.get("lr_reductions", ""), r.get("options", ""), (r.get("error") or "")[:80]]
+         for i, r in enumerate(sub, 1)])]
 
 
 def _search_section(rows: list[Row]) -> list[str]:
@@ -166,16 +172,35 @@ def _pruned_section(pruned: list[Row]) -> list[str]:
                  for r in sub])]
 
 
+def same_runs(tp: list[Row], rows: list[Row]) -> list[Row]:
+    """The throughput rows measured by the ranked ``rows``' runs: same arch, dataset, hardware and code (sha).
+
+    A throughput row is keyed by arch, loader, dataset, device and hardware, not by configuration, so rows of
+    other machines, other datasets (a subset is another dataset label) or other code are left out here.
+    """
+    have = {(r["arch"], r["dataset"], r.get("hardware", ""), r.get("git_sha", "")) for r in rows}
+    return [t for t in tp if (t["arch"], t["dataset"], t.get("hardware", ""), t.get("git_sha", "")) in have]
+
+
 def _throughput_section(tp: list[Row]) -> list[str]:
     """Training and inference images/s and peak memory of the same runs."""
-    return ["## Throughput", "", "Training images/s (median over epochs, then over runs), inference "
-            "images/s at batch 256, and peak memory, from the same runs.", "", _table(
+    return ["## Throughput", "", "Training images/s (median over epochs, then over `runs` runs), inference "
+            "images/s at batch 256, and peak memory, from the same runs as the tables above (same "
+            "architecture, dataset, hardware and git sha).", "", _table(
                 ["arch", "dataset", "loader", "device", "precision", "batch", "world", "train img/s",
-                 "infer img/s", "peak MB", "hardware"],
+                 "infer img/s", "peak MB", "runs", "seeds", "hardware", "git sha"],
                 [[r["arch"], r["dataset"], r["backend"], r["device"], r["precision"], r["batch_size"],
                   r["world_size"], _num_s(r["img_per_s"]), _num_s(r["infer_img_per_s"]),
-                  _num_s(r["peak_mem_mb"]), r["hardware"]]
+                  _num_s(r["peak_mem_mb"]), r.get("runs", ""), r.get("seeds", ""), r["hardware"], r["git_sha"]]
                  for r in sorted(tp, key=lambda r: (r["arch"], r["dataset"]))])]
+
+
+def _unpublished_section(rows: list[Row]) -> list[str]:
+    """Rows left out of every table because their sha names no committed code (``+dirty``, ``unknown``)."""
+    shas = sorted({r.get("git_sha") or "(none)" for r in rows})
+    return ["## Not published", "", f"{len(rows)} row(s) of `{LEADERBOARD_CSV}` were made by code that no commit "
+            f"holds (git sha {', '.join(shas)}): they stay in the CSV, marked by their sha, and are left out of "
+            "every table and plot here. Rerun them from a clean checkout to publish them."]
 
 
 def _provenance_section(rows: list[Row]) -> list[str]:
@@ -191,16 +216,21 @@ def _provenance_section(rows: list[Row]) -> list[str]:
 
 def _page(lb_name: str, all_rows: list[Row], tp: list[Row], pruned: list[Row]) -> str:
     """The whole page: its sections, a blank line between blocks."""
-    rows = [r for r in all_rows if ranked(r)]
-    search = [r for r in all_rows if r.get("phase") == "search"]
+    rows = [r for r in all_rows if ranked(r) and publishable(r.get("git_sha", ""))]
+    search = [r for r in all_rows if r.get("phase") == "search" and publishable(r.get("git_sha", ""))]
+    hidden = [r for r in all_rows if not publishable(r.get("git_sha", ""))]
     sections = [_intro(lb_name, len(rows)), _best_section(rows)]
     sections += [_dataset_section(ds, rows) for ds in sorted({r["dataset"] for r in rows})]
     if search:
         sections.append(_search_section(search))
+    pruned = [r for r in pruned if publishable(r.get("git_sha", "")) or not r.get("git_sha")]  # old rows: no sha
     if pruned:
         sections.append(_pruned_section(pruned))
+    tp = same_runs([t for t in tp if publishable(t.get("git_sha", ""))], rows)
     if tp:
         sections.append(_throughput_section(tp))
+    if hidden:
+        sections.append(_unpublished_section(hidden))
     sections.append(_provenance_section(rows))
     return "\n\n".join("\n".join(s) for s in sections) + "\n"
 
@@ -239,21 +269,26 @@ def _speed_page(speed: list[Row]) -> str:
            "earlier validations. Test accuracy is measured once, at the end, on the weights selected on "
            "validation, with the recipe's TTA. `ratio` is a recipe's mean time over the first recipe's in the "
            "same call, so it compares only within one table; absolute times compare only on one machine.", ""]
+    hidden = [r for r in speed if not publishable(r.get("git_sha", ""))]
     calls: dict[str, list[Row]] = {}
     for r in speed:
-        calls.setdefault(r.get("date", ""), []).append(r)
+        if publishable(r.get("git_sha", "")):
+            calls.setdefault(r.get("date", ""), []).append(r)
     for date, rows in sorted(calls.items(), reverse=True):
         r0 = rows[0]
         out += [f"## Target {_speed_target(r0)} val, {date}", "",
-                f"{r0.get('hardware', '')}, {r0.get('device', '')}; torch {r0.get('torch', '')}, git "
-                f"{r0.get('git_sha', '')}.", "", _table(
+                f"{r0.get('hardware', '')}, {r0.get('device', '')}; torch {r0.get('torch', '')}.", "", _table(
                     ["recipe", "arch", "test acc % (TTA)", "time to target s", "reached", "runs", "ratio", "tta",
-                     "train img/s"],
+                     "train img/s", "git sha"],
                     [[r["preset"], r["arch"], _pct(r.get("acc"), r.get("acc_std")),
                       _speed_time(r),
                       _num_s(_f(r.get("reached")) * 100 if _f(r.get("reached")) is not None else None) + " %",
                       r.get("runs", ""), _num_s(r.get("ratio"), "{:.2f}"), r.get("tta", ""),
-                      _num_s(r.get("img_per_s"))] for r in rows]), ""]
+                      _num_s(r.get("img_per_s")), r.get("git_sha", "")] for r in rows]), ""]
+    if hidden:
+        shas = ", ".join(sorted({r.get("git_sha") or "(none)" for r in hidden}))
+        out += [f"Not published: {len(hidden)} speed row(s) made by code that no commit holds (git sha {shas}); "
+                f"they stay in `{THROUGHPUT_CSV}`, marked by their sha. Rerun them from a clean checkout.", ""]
     if not calls:
         out += ["No speed rows yet: run `harness bench speed --recipe speed94 --target 0.94 --runs 2`.", ""]
     out += ["## The published figures", "", "For orientation only: other hardware, other timing code.", "",
@@ -290,7 +325,7 @@ def render_docs(results: Path | None = None, docs: Path | None = None) -> Path:
     if not lb_path.is_file():
         raise HarnessError(f"no {lb_path} yet: run `harness sweep` or `harness leaderboard --from DIR` first")
     all_rows = read_rows(lb_path)
-    rows = [r for r in all_rows if ranked(r)]
+    rows = [r for r in all_rows if ranked(r) and publishable(r.get("git_sha", ""))]
     tp = [r for r in read_rows(results / THROUGHPUT_CSV) if r.get("kind") in ("sweep", "run")]
     pruned = read_rows(results / PRUNED_CSV)
     img = docs / "img"

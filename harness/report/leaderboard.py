@@ -49,13 +49,16 @@ DOCUMENTED_COLUMNS: list[str] = [
 ]
 #: Appended after the documented columns: what else tells configurations apart, and the row key.
 EXTRA_COLUMNS: list[str] = ["weight_decay", "seeds", "folds", "hardware", "options", "val_acc_std", "reference",
-                             "phase", "config_id", "total_s", "cpu_s"]
+                             "lr_reductions", "phase", "config_id", "total_s", "cpu_s"]
 LEADERBOARD_COLUMNS: list[str] = DOCUMENTED_COLUMNS + EXTRA_COLUMNS
 #: ``results/pruned.csv``: one row per trial the scheduler stopped, with the rung (epoch) it reached.
 PRUNED_COLUMNS: list[str] = [
     "dataset", "arch", "strategy", "optimizer", "scheduler", "augment", "batch_size", "lr", "weight_decay",
     "epochs_planned", "rung", "val_acc_at_rung", "best_val_acc", "train_s", "seed", "fold", "phase", "sweep",
-    "date", "options", "config_id",
+    "date", "options",
+    # the leaderboard's provenance columns: a pruned trial names its code and machine as a ranked row does
+    "device", "world_size", "torch", "ray", "git_sha", "hardware",
+    "config_id",
 ]
 #: The phases whose rows a leaderboard ranks; ``search`` rows (phase one of a two-phase sweep) only chose.
 RANKED_PHASES = ("rerun", "single", "run", "")  # "": a row written before phases existed
@@ -181,6 +184,9 @@ def _result_columns(recs: Sequence[RunRecord], summaries: Sequence[RunSummary]) 
         "stop_reason": "+".join(sorted({r.stop_reason for r in recs})),
         "error": next((r.error for r in recs if r.error), ""),
         "seeds": " ".join(map(str, sorted({r.config.train.seed for r in recs}))),
+        # per run, in seed order: "0 0" says the plateau schedule never fired in either run
+        "lr_reductions": " ".join(str(s.lr_reductions) for s in sorted(summaries, key=lambda s: s.seed or 0)
+                                  if s.lr_reductions is not None),
         "phase": recs[0].phase,
     }
 
@@ -250,7 +256,8 @@ def pruned_rows(records: Sequence[RunRecord]) -> list[dict[str, Any]]:
         at_rung = next((x["val_acc"] for x in r.reports if x.get("epoch") == r.epochs_reached), None)
         row = {**_config_columns(cfg), "rung": r.epochs_reached, "val_acc_at_rung": at_rung,
                "best_val_acc": max(vals) if vals else None, "train_s": _train_s(r), "seed": cfg.train.seed,
-               "fold": cfg.data.fold if cfg.data.folds else "", "phase": r.phase, "sweep": r.sweep, "date": r.date,
+               "fold": cfg.data.fold if cfg.data.folds else "", "phase": r.phase,
+               **_provenance_columns([r], r.summary, cfg), "sweep": r.sweep, "date": r.date,
                "config_id": config_id(cfg)}
         out.append({c: row.get(c) for c in PRUNED_COLUMNS})
     return out
@@ -270,7 +277,7 @@ def _throughput_row(r: RunRecord, s: RunSummary) -> dict[str, Any]:
         "precision": s.precision or cfg.train.precision, "world_size": s.world_size or 1,
         "hardware": s.hardware, "torch": s.torch, "ray": s.ray, "git_sha": s.git_sha, "date": r.date,
         "img_per_s": s.train_img_per_s, "infer_img_per_s": s.infer_img_per_s, "peak_mem_mb": s.peak_mem_mb,
-        "note": f"sweep {r.sweep}" if r.sweep else "harness run",
+        "note": f"sweep {r.sweep}" if r.sweep else "harness run", "seeds": cfg.train.seed,
     }
 
 
@@ -283,6 +290,8 @@ def _median_row(rows: list[dict[str, Any]]) -> dict[str, Any]:
     if row["img_per_s"]:
         row["ms_per_step"] = 1000 * float(row["batch_size"]) / row["img_per_s"]
     row["note"] = f"{row['note']}; median of {len(rows)} run(s)"
+    row["runs"] = len(rows)
+    row["seeds"] = " ".join(sorted({str(x["seeds"]) for x in rows if x.get("seeds") not in (None, "")}, key=int))
     return row
 
 
@@ -301,9 +310,10 @@ def throughput_rows(records: Sequence[RunRecord]) -> list[dict[str, Any]]:
 
 
 def throughput_key(row: dict[str, Any]) -> tuple:
-    """Rows of ``throughput.csv`` written by sweeps are keyed by these columns."""
+    """Rows of ``throughput.csv`` written by sweeps are keyed by these columns; the sha among them, so that a
+    figure is a median over runs of one code version only and names it."""
     return tuple(str(row.get(k, "")) for k in ("kind", "arch", "backend", "dataset", "device", "hardware",
-                                               "precision", "batch_size", "world_size"))
+                                               "precision", "batch_size", "world_size", "git_sha"))
 
 
 def _lb_key(row: dict[str, Any]) -> tuple:

@@ -741,7 +741,19 @@ def _summary(run: Run, state: TrainState, test: dict | None) -> RunSummary:
         loader=run.train_loader.backend, torch=prov["torch"], ray=prov["ray"], git_sha=prov["git_sha"],
         run_date=prov["date"], run_dir=str(run.run_dir), config_hash=run.run_hash, tta=cfg.train.tta,
         ema=cfg.train.ema, whiten_s=run.whiten_s if cfg.model.whiten else None, val_s=state.val_s,
-        timed_to_target_s=state.timed_to_target_s)
+        timed_to_target_s=state.timed_to_target_s, lr_reductions=lr_reductions(cfg.sched.name, state.history))
+
+
+def lr_reductions(scheduler: str, history: list[dict]) -> int | None:
+    """How many times a ``plateau`` schedule cut the lr between two epochs of ``history`` (None for others).
+
+    Read from the lr each epoch trained with (``metrics.csv``), so a resumed run counts the cuts before its
+    interruption too; a cut after the last epoch changed nothing and is not counted.
+    """
+    if scheduler != "plateau":
+        return None
+    lrs = [float(r["lr"]) for r in history]
+    return sum(1 for a, b in zip(lrs, lrs[1:]) if b < a)
 
 
 def finish(run: Run, state: TrainState, report: Report) -> RunSummary:

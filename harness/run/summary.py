@@ -57,6 +57,9 @@ class RunSummary:
     best_epoch: int = 0
     time_to_target_s: float | None = None  # wall clock from the start of setup (data loading included)
     timed_to_target_s: float | None = None  # the recipe's timed work only (RunState.timed_to_target_s)
+    # plateau schedules only: how many times ReduceLROnPlateau cut the lr before an epoch that then trained
+    # (a plateau run with 0 trained exactly as a constant-lr one)
+    lr_reductions: int | None = None
     tta: str = "none"  # test-time augmentation of val and test: none | flip | flip_translate
     ema: str = "none"  # weight averaging evaluated: none | ema | lookahead
     # how it ended: completed | early_stop | target (train.stop_at_target) | budget | diverged | interrupted | error

@@ -46,6 +46,7 @@ from harness.files import LEADERBOARD_CSV, OUTCOME_FILE, PRUNED_CSV, RERUN_DIR, 
 from harness.raycluster import init_ray
 from harness.run.config import RunConfig
 from harness.sweep.asha import asha_params, asha_warning
+from harness.sweep.interrupt import SweepInterrupt
 from harness.sweep.matrix import Matrix, load_matrix
 from harness.sweep.resources import local_cpus, trial_resources
 from harness.sweep.settings import (
@@ -102,8 +103,9 @@ def run_sweep(s: SweepSettings, resume: bool = False) -> int:
         _prepare_data(configs)
     n_trials = len(cells) if cells is not None else (s.num_samples or m.num_samples)
     exp_dir = storage / s.name
-    elapsed, n_rerun = _run_tune(s, m, cells, n_trials, storage, mode, resume, asha)
-    return _finish(s, exp_dir, elapsed, mode, n_trials + n_rerun)
+    with SweepInterrupt(s.name) as stop:  # from Ray's start to the last line: no phase swallows a Ctrl-C
+        elapsed, n_rerun = _run_tune(s, m, cells, n_trials, storage, mode, resume, asha, stop)
+        return _finish(s, exp_dir, elapsed, mode, n_trials + n_rerun, stop)
 
 
 def _resumed_settings(s: SweepSettings, storage: Path) -> tuple[SweepSettings, Matrix]:
@@ -146,8 +148,10 @@ def _make_paths_absolute(s: SweepSettings) -> None:
 
 
 def _run_tune(s: SweepSettings, m: Matrix, cells: list[dict] | None, n_trials: int, storage: Path,
-              mode: str | None, resume: bool, asha: tuple[int, int, float]) -> tuple[float, int]:
+              mode: str | None, resume: bool, asha: tuple[int, int, float], stop: SweepInterrupt) -> tuple[float, int]:
     """Start Ray, run (or restore and finish) the search and, with ``--rerun-top``, the rerun; stop Ray.
+
+    A Ctrl-C recorded in ``stop`` ends the running phase and skips the ones after it.
 
     Returns:
         The seconds Tune ran, and the number of phase two's trials (0 when there is none, or when the
@@ -169,7 +173,7 @@ def _run_tune(s: SweepSettings, m: Matrix, cells: list[dict] | None, n_trials: i
         elapsed = 0.0
         from harness.sweep.phases import read_state
 
-        if not (resume and read_state(exp_dir).search_done):
+        if not (resume and read_state(exp_dir).search_done) and not stop.interrupted:
             _print_start(s, m, n_trials, cap, mode, exp_dir, asha)
             if resume:
                 # Tune restores the run config it saved, our callbacks included.
@@ -177,23 +181,26 @@ def _run_tune(s: SweepSettings, m: Matrix, cells: list[dict] | None, n_trials: i
                                            resume_errored=False, restart_errored=True)
             else:
                 tuner = _new_tuner(s, m, cells, n_trials, storage, trainable, cap, mode, asha)
-            elapsed += _fit(s, tuner)
-        if not s.rerun_top:
+            elapsed += _fit(s, tuner, stop)
+        if not s.rerun_top or stop.interrupted:
             return elapsed, 0
         rerun = _plan_rerun(s, exp_dir, n_trials)
-        if not rerun:  # the search was cut short (--resume finishes it), or no trial can be rerun
+        if not rerun or stop.interrupted:  # the search was cut short (--resume finishes it), or nothing to rerun
             return elapsed, 0
-        elapsed += _fit(s, _rerun_tuner(s, exp_dir, rerun, trainable, cap, mode))
+        elapsed += _fit(s, _rerun_tuner(s, exp_dir, rerun, trainable, cap, mode), stop)
         return elapsed, len(rerun)
     finally:
         ray.shutdown()
 
 
-def _fit(s: SweepSettings, tuner: Any) -> float:
+def _fit(s: SweepSettings, tuner: Any, stop: SweepInterrupt) -> float:
     """Run one Tune experiment to its end (or to Ctrl-C); the seconds it ran."""
     t0 = time.monotonic()
+    if stop.interrupted:  # a Ctrl-C while the Tuner was built: do not start the phase
+        return 0.0
     try:
-        tuner.fit()
+        with stop.fit():
+            tuner.fit()
     except Exception as e:  # noqa: BLE001 - e.g. the local Ray node was killed; keep what finished
         print(f"sweep {s.name}: Tune stopped: {one_line(e)}", file=sys.stderr, flush=True)
     return time.monotonic() - t0
@@ -416,8 +423,14 @@ def _has_experiment(exp_dir: Path) -> bool:
     return exp_dir.is_dir() and any(exp_dir.glob(_TUNE_STATE_GLOB))
 
 
-def _finish(s: SweepSettings, exp_dir: Path, elapsed: float, mode: str | None, n_trials: int) -> int:
-    """Merge the leaderboards, regenerate the docs page, print what happened and the closing table."""
+def _finish(s: SweepSettings, exp_dir: Path, elapsed: float, mode: str | None, n_trials: int,
+            stop: SweepInterrupt) -> int:
+    """Merge the leaderboards, regenerate the docs page, print what happened and the closing table.
+
+    Returns:
+        0, or 130 when trials are unfinished or a Ctrl-C came (``stop``, read at the end so that one
+        during the merge counts).
+    """
     from harness.report.closing import closing_table
     from harness.report.docs import render_docs
     from harness.report.leaderboard import write_results
@@ -451,8 +464,8 @@ def _finish(s: SweepSettings, exp_dir: Path, elapsed: float, mode: str | None, n
     if mode == "offline":
         print(f"W&B runs are offline; upload them with: wandb sync {exp_dir}/*/wandb/offline-run-*"
               + (f" {exp_dir}/{RERUN_DIR}/*/wandb/offline-run-*" if s.rerun_top else ""), flush=True)
-    if incomplete > 0:
-        print(f"sweep {s.name} was interrupted with {incomplete} trial(s) unfinished; finish it with: "
+    if incomplete > 0 or stop.interrupted:
+        print(f"sweep {s.name} was interrupted with {max(incomplete, 0)} trial(s) unfinished; finish it with: "
               f"harness sweep --name {s.name} --resume" + (f" --storage {s.storage}" if s.storage else ""),
               file=sys.stderr, flush=True)
         return 130

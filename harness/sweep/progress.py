@@ -3,7 +3,8 @@
 Tune's own progress output is off (``verbose=0``); :class:`Progress` prints a table instead (counts
 of running, pending, finished, stopped-early and failed trials, the best so far, each running
 trial's epoch) at most every 30 s and whenever a trial ends, and writes each ended trial's outcome
-(``outcome.json``) next to it: completed, stopped_by_scheduler (ASHA), error or excluded.
+(``outcome.json``) next to it: completed, stopped_by_scheduler (ASHA), error or excluded. Each
+step it also passes on a Ctrl-C that came before Tune listened (:mod:`harness.sweep.interrupt`).
 
 Importing this module imports Ray Tune, whose ``Callback`` :class:`Progress` is.
 """
@@ -20,6 +21,7 @@ from ray.tune import Callback
 from harness.files import OUTCOME_FILE, TUNE_ERROR_FILE
 from harness.report.records import STOPPED
 from harness.run.summary import RunSummary
+from harness.sweep.interrupt import relay_to_tune
 from harness.sweep.settings import METRIC, TIME_ATTR
 from harness.sweep.trials import is_excluded, trial_index, trial_label
 
@@ -64,6 +66,10 @@ class Progress(Callback):
         _write_outcome(trial, "error")
         self.events.append(f"  {trial_index(trial)} {trial_label(trial.config)}: FAILED (see {TUNE_ERROR_FILE})")
         self.print_table(trials, force=True, ended=trial)
+
+    def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
+        # A Ctrl-C that came while ``fit`` was starting, before Tune listened for a stop, is passed on now.
+        relay_to_tune()
 
     def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
         self.trials = trials
