@@ -218,6 +218,9 @@ def test_ctrl_c_while_fit_starts_is_passed_to_tune_at_its_first_step(ray_cluster
     from ray import cloudpickle, tune
 
     from harness.sweep.interrupt import SweepInterrupt
+
+    # (pytest started in the background by a non-interactive shell inherits SIGINT ignored: compare with it)
+    handler_before = signal.getsignal(signal.SIGINT)
     from harness.sweep.progress import Progress
 
     cloudpickle.register_pickle_by_value(sys.modules[_slow_trainable.__module__])  # workers cannot import tests/
@@ -236,4 +239,4 @@ def test_ctrl_c_while_fit_starts_is_passed_to_tune_at_its_first_step(ray_cluster
     assert grid[0].error is None, grid[0].error  # (a trial that cannot start would also end early)
     its = grid[0].metrics.get("it", 0)
     assert its < 40, f"Tune ran to the end ({its} reports in {time.monotonic() - t0:.1f} s): the Ctrl-C was lost"
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler, "the handler is restored after the sweep"
+    assert signal.getsignal(signal.SIGINT) is handler_before, "the handler is restored after the sweep"

@@ -118,7 +118,8 @@ def test_two_phase_sweep_reruns_the_best_per_architecture_and_ranks_only_them(tm
     assert "## Pruned trials (not ranked)" in (tmp_path / "docs" / "leaderboard.md").read_text()
     tail = r.stdout[r.stdout.index("ranked: the full-budget reruns"):]
     lines = tail.splitlines()
-    assert lines[1].split() == ["rank", "arch", "recipe", "test", "acc", "%", "n", "train", "s", "reported"]
+    assert lines[1].split() == ["rank", "arch", "recipe", "val", "acc", "%", "test", "acc", "%", "n", "train", "s",
+                                "reported"]
     assert len([ln for ln in lines if ln.startswith(("1 ", "2 "))]) == 2 and "± " in tail
     assert lines[-1] == f"leaderboard page: {tmp_path / 'docs' / 'leaderboard.md'}"
 

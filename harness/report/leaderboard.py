@@ -49,7 +49,7 @@ DOCUMENTED_COLUMNS: list[str] = [
 ]
 #: Appended after the documented columns: what else tells configurations apart, and the row key.
 EXTRA_COLUMNS: list[str] = ["weight_decay", "seeds", "folds", "hardware", "options", "val_acc_std", "reference",
-                             "lr_reductions", "phase", "config_id", "total_s", "cpu_s"]
+                             "lr_reductions", "phase", "total_s", "cpu_s", "config_id"]
 LEADERBOARD_COLUMNS: list[str] = DOCUMENTED_COLUMNS + EXTRA_COLUMNS
 #: ``results/pruned.csv``: one row per trial the scheduler stopped, with the rung (epoch) it reached.
 PRUNED_COLUMNS: list[str] = [
