@@ -189,13 +189,9 @@ def _pct(x: float | None) -> str:
 
 
 def _duration(seconds: float) -> str:
-    if seconds < 1:
-        return "< 1 s"
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    if seconds < 5400:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
+    from harness.report.costs import duration
+
+    return "< 1 s" if seconds < 1 else duration(seconds)
 
 
 def _cost(r: Row, rate: float | None) -> str:
