@@ -23,6 +23,8 @@ os.environ["WANDB_MODE"] = "offline"
 os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
 os.environ.pop("RAY_ADDRESS", None)
+# auto on a CPU is fp32 NCHW without timing a probe first; tests/test_probe.py turns the probe on itself.
+os.environ["HARNESS_PROBE"] = "off"
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 

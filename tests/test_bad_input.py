@@ -81,6 +81,9 @@ def guards(monkeypatch):
         return fail
 
     import harness.bench.overhead
+    import harness.bench.probe
+    import harness.bench.roofline
+    import harness.run.probe
     import harness.run.trainer
     import harness.sweep.driver
     import loaders.bench
@@ -90,6 +93,9 @@ def guards(monkeypatch):
     monkeypatch.setattr(harness.sweep.driver, "_prepare_data", reached("the sweep's data preparation"))
     monkeypatch.setattr(harness.bench.overhead, "_measure", reached("the overhead measurement"))
     monkeypatch.setattr(loaders.bench, "load_splits", reached("the loader benchmark's data"))
+    monkeypatch.setattr(harness.run.probe, "time_candidates", reached("the probe's timing"))
+    monkeypatch.setattr(harness.bench.probe, "time_candidates", reached("the probe's timing"))
+    monkeypatch.setattr(harness.bench.roofline, "matmul_gflops", reached("the roofline's matmul"))
 
 
 def _tree(root: Path) -> set[str]:
@@ -288,6 +294,20 @@ BENCH_OVERHEAD = [
     P(["--out", "{dir}"], "--out", "{dir}", "folder", id="out-is-a-folder"),
 ]
 
+BENCH_PROBE = [
+    P(["--arch", "nope"], "--arch nope", "unknown model 'nope'", "valid:", id="arch-unknown"),
+    P(["--recipe", "speed9"], "--recipe speed9", "did you mean", "speed94", id="recipe-typo"),
+    P(["--arch", "", "--recipe", ""], "--arch and --recipe", id="no-target"),
+    P(["--dataset", "cifar11"], "--dataset", "'cifar11'", "cifar10", id="dataset-unknown"),
+    P(["--rounds", "0"], "--rounds", ">= 1", id="rounds-zero"),
+    P(["--threads", "0"], "--threads", ">= 1", id="threads-zero"),
+    P(["--batch-size", "0"], "--batch-size", ">= 1", id="batch-size-zero"),
+    P(["--rounds", "x"], "--rounds", "'x'", id="rounds-type"),
+    P(["--set", "train.nope=1"], "train.nope", id="set-unknown-key"),
+    P(["--data-dir", "{file}"], "--data-dir", "{file}", id="data-dir-is-a-file"),
+    P(["--out", "{dir}"], "--out", "{dir}", "folder", id="out-is-a-folder"),
+]
+
 SWEEP = [
     P(["--matrix", "quik"], "--matrix", "did you mean quick", id="matrix-typo"),
     P(["--matrix", "{missing}.yaml"], "--matrix", "{missing}.yaml", id="matrix-file-missing"),
@@ -436,6 +456,12 @@ def test_bench_loaders(sandbox, guards, capsys, argv, needles):
 @pytest.mark.parametrize("argv,needles", BENCH_OVERHEAD)
 def test_bench_overhead(sandbox, guards, capsys, argv, needles):
     check_one_line(sandbox, capsys, ["bench", "overhead", *argv], needles)
+
+
+@pytest.mark.parametrize("bench", ["probe", "roofline"])
+@pytest.mark.parametrize("argv,needles", BENCH_PROBE)
+def test_bench_probe_and_roofline(sandbox, guards, capsys, bench, argv, needles):
+    check_one_line(sandbox, capsys, ["bench", bench, *argv], needles)
 
 
 @pytest.mark.parametrize("argv,needles", SWEEP)

@@ -1,4 +1,4 @@
-"""``harness bench loaders|overhead|speed``: throughput and time-to-target benchmarks that append to ``results/throughput.csv``."""
+"""``harness bench loaders|overhead|speed|probe|roofline``: throughput and time-to-target benchmarks that append to ``results/throughput.csv``."""
 
 from __future__ import annotations
 
@@ -60,6 +60,36 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     sp.add_argument("--runs-dir", default=None, help="where the run directories go (default: a temp folder)")
     sp.add_argument("--out", default=None, help="CSV to append to (default: results/throughput.csv)")
     sp.set_defaults(func=_speed)
+
+    for name, helptext, desc in (
+            ("probe", "time each layout x precision of a model's training step; the one `auto` picks on a CPU",
+             "Times a model's training step in NCHW and channels_last, fp32 and (where the CPU has native bf16: "
+             "amx_bf16/avx512_bf16) bf16 autocast, over several rounds, and prints images/s, the ratio to fp32 "
+             "NCHW, the loader's share of a step and the choice train.precision=auto / an unset "
+             "train.channels_last resolve to on this CPU (channels_last when >= 1.05x, bf16 when >= 1.2x). "
+             "The timings replace the cached ones that auto reads. Rows go to results/throughput.csv (kind probe)."),
+            ("roofline", "this CPU's matmul GFLOP/s and the fraction of it training reaches",
+             "Prints this machine's fp32 (and native bf16) matmul GFLOP/s, and the training GFLOP/s of each "
+             "target under fp32 NCHW and under auto's choice, as a fraction of that peak. Rows go to "
+             "results/throughput.csv (kind roofline).")):
+        q = bsub.add_parser(name, help=helptext, description=desc)
+        q.add_argument("--arch", default="resnet20" if name == "probe" else "resnet20,tv_resnet18",
+                       help="comma list of models (harness list models); default %(default)s")
+        q.add_argument("--recipe", default="speed94", help="comma list of shipped recipes (harness list recipes), "
+                       "each probed with its own batch and settings; '' for none (default %(default)s)")
+        q.add_argument("--dataset", default="cifar10", help="the shape of the --arch targets' images (default %(default)s)")
+        q.add_argument("--batch-size", type=int, default=None, help="batch of every target (default: its own, 128 for --arch)")
+        q.add_argument("--rounds", type=int, default=3, help="timed rounds per candidate, interleaved; the median counts")
+        q.add_argument("--threads", type=int, default=None, help="intra-op threads (default: torch's, all cores)")
+        q.add_argument("--data-dir", default=None, help="data root, whose cache holds auto's probe (default: "
+                       "$HARNESS_DATA_DIR or ./data)")
+        q.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="dotted override applied to every target, e.g. --set model.kwargs.width=2")
+        if name == "probe":
+            q.add_argument("--compile", action="store_true",
+                           help="also time auto's choice under torch.compile: compile seconds and payback epochs")
+        q.add_argument("--out", default=None, help="CSV to append to (default: results/throughput.csv)")
+        q.set_defaults(func=_probe if name == "probe" else _roofline)
 
 
 def _check_loaders(args: argparse.Namespace) -> None:
@@ -124,6 +154,44 @@ def _check_speed(args: argparse.Namespace) -> None:
 
     for name in args.recipe:  # a bad --set is one line now, not after the first recipe's runs
         recipe_config(name, args.target, 0, args.set, args.data_dir, args.runs_dir or "runs", args.stop_at_target)
+
+
+def _check_probe(args: argparse.Namespace) -> None:
+    """Every option of ``bench probe`` and ``bench roofline``, before anything is timed (targets resolved)."""
+    from harness.bench.probe import target_config, targets
+    from harness.commands import checks
+    from harness.errors import HarnessError
+    from loaders import DATASETS
+
+    args.targets = targets(args.arch, args.recipe)
+    if not args.targets:
+        raise HarnessError("--arch and --recipe are both empty: name at least one model or recipe")
+    checks.names_in("--dataset", [args.dataset], DATASETS)
+    checks.at_least("--batch-size", args.batch_size, 1)
+    checks.at_least("--rounds", args.rounds, 1)
+    checks.at_least("--threads", args.threads, 1)
+    checks.folder("--data-dir", args.data_dir)
+    checks.output_file("--out", args.out, "CSV file")
+    for t in args.targets:  # an unknown model or recipe, or a bad --set: one line now, not after the first target
+        kind, name = t.split(":", 1)
+        try:
+            target_config(t, args)
+        except HarnessError as e:
+            raise HarnessError(f"--{kind} {name}: {e}") from None
+
+
+def _probe(args: argparse.Namespace) -> int:
+    from harness.bench.probe import main
+
+    _check_probe(args)
+    return main(args)
+
+
+def _roofline(args: argparse.Namespace) -> int:
+    from harness.bench.roofline import main
+
+    _check_probe(args)
+    return main(args)
 
 
 def _speed(args: argparse.Namespace) -> int:

@@ -86,13 +86,13 @@ def dataset_label(cfg: RunConfig) -> str:
 def options_label(cfg: RunConfig) -> str:
     """The settings that differ from the defaults and have no column of their own (``k=v`` pairs).
 
-    The defaults are resolved for the device the run used, so ``precision: auto`` that became fp32 on a
-    CPU is not shown as a choice.
+    The defaults are resolved for the device the run used, without a probe, so ``precision: auto`` that
+    became fp32 on a CPU is not shown as a choice (a layout the probe chose is, since it ran).
     """
     from harness.run.resolve import device_defaults
 
     base = RunConfig()
-    device_defaults(base, "cuda" if cfg.dist.use_gpu else "cpu")
+    device_defaults(base, "cuda" if cfg.dist.use_gpu else "cpu", probe=False)
     have, default = flat_config(cfg), flat_config(base)
     parts = []
     for k in sorted(have):

@@ -159,10 +159,12 @@ class TrainConfig:
     target_acc: float | None = knob(None, "record the time when val accuracy first reaches this")
     stop_at_target: bool = knob(False, "stop after the epoch whose val accuracy first reaches train.target_acc "
                                 "(AlgoPerf's time to target; the test still runs)")
-    precision: str = knob("auto", "auto (bf16 on GPUs with native bf16, else fp16 + GradScaler; fp32 on CPU), "
+    precision: str = knob("auto", "auto (bf16 on GPUs with native bf16, else fp16 + GradScaler; on a CPU what "
+                          "`harness bench probe` measures fastest: bf16 only where native and >= 1.2x), "
                           "fp32 (TF32 matmuls on CUDA), bf16 or fp16 (CUDA); the resolved config holds what ran",
                           choices=("auto", "fp32", "bf16", "fp16"))
-    channels_last: bool | None = knob(None, "channels_last memory format (unset: on for CUDA)")
+    channels_last: bool | None = knob(None, "channels_last memory format (unset: on for CUDA; on a CPU "
+                                         "where the probe measures it >= 1.05x faster)")
     compile: bool = knob(False, "torch.compile the model: static shapes (the short last training batch is dropped, "
                          "evaluation pads its last batch), compile time measured apart from epoch 1")
     seed: int = knob(0, "random seed (weights, split, augmentation)", identity=REPLICATE, sweep=True)

@@ -5,8 +5,9 @@ the summary's ``config_hash`` all describe what really ran:
 
 - every registry name and strategy option is checked (:func:`check`), with one line per problem;
 - the strategy rewrites what it implies (``linear_probe`` trains the head only);
-- ``dist.use_gpu`` records the target device, and ``auto`` speed options become its choice (bf16 autocast and channels_last on CUDA, fp32 on
-  CPU);
+- ``dist.use_gpu`` records the target device, and ``auto`` speed options become its choice: bf16 autocast
+  and channels_last on CUDA; on a CPU, the layout and precision the probe measured fastest for this model
+  here (:mod:`harness.run.probe`);
 - ``optim.lr_scaling: linear`` is applied: ``optim.lr`` (and head/body lrs) hold the scaled values and
   the rule is marked as applied (``none``), so the same run is one configuration however it was asked.
 """
@@ -173,13 +174,13 @@ def _beyond_1x1(output_size: int | None | tuple) -> bool:
 
 
 def auto_precision(device_type: str, native_bf16: bool | None) -> str:
-    """What ``train.precision: auto`` becomes.
+    """What ``train.precision: auto`` becomes on a GPU.
 
-    CPU: fp32 (bf16 autocast is slower than fp32 for these small convnets there). CUDA: bf16 where the
-    GPU computes it natively (Ampere and later: no loss scaling needed), else fp16 with a GradScaler.
-    ``torch.cuda.is_bf16_supported()`` alone counts emulated bf16 (pre-Ampere GPUs), which is slow:
-    ``native_bf16`` is the check without emulation, or None when no GPU is visible here (a CPU head
-    resolving for GPU workers), where bf16 is assumed.
+    bf16 where the GPU computes it natively (Ampere and later: no loss scaling needed), else fp16 with a
+    GradScaler. ``torch.cuda.is_bf16_supported()`` alone counts emulated bf16 (pre-Ampere GPUs), which is
+    slow: ``native_bf16`` is the check without emulation, or None when no GPU is visible here (a CPU head
+    resolving for GPU workers), where bf16 is assumed. On a CPU the probe decides
+    (:func:`harness.run.probe.settle_cpu_auto`); without it, fp32.
     """
     if device_type != "cuda":
         return "fp32"
@@ -195,12 +196,22 @@ def native_bf16() -> bool | None:
     return torch.cuda.is_bf16_supported(including_emulation=False)
 
 
-def device_defaults(cfg: RunConfig, device_type: str) -> None:
-    """Settle the ``auto`` speed options for ``device_type`` in place (see :func:`auto_precision`)."""
+def device_defaults(cfg: RunConfig, device_type: str, probe: bool = True) -> None:
+    """Settle the ``auto`` speed options for ``device_type`` in place.
+
+    CUDA: see :func:`auto_precision`, and channels_last. CPU: what the probe measured fastest for this
+    model's shape on this machine (:mod:`harness.run.probe`); fp32 NCHW with ``probe=False`` (the
+    defaults as such, e.g. to tell which settings a run chose).
+    """
+    if device_type != "cuda":
+        from harness.run.probe import settle_cpu_auto
+
+        settle_cpu_auto(cfg, probe)
+        return
     if cfg.train.precision == "auto":
-        cfg.train.precision = auto_precision(device_type, native_bf16() if device_type == "cuda" else None)
+        cfg.train.precision = auto_precision(device_type, native_bf16())
     if cfg.train.channels_last is None:
-        cfg.train.channels_last = device_type == "cuda"
+        cfg.train.channels_last = True
 
 
 def scale_lr(cfg: RunConfig) -> None:
@@ -215,12 +226,13 @@ def scale_lr(cfg: RunConfig) -> None:
     o.lr_scaling = "none"
 
 
-def resolve(cfg: RunConfig, cluster_gpus: float | None = None) -> RunConfig:
+def resolve(cfg: RunConfig, cluster_gpus: float | None = None, probe: bool = True) -> RunConfig:
     """The config as it will run: checked, rewritten by its strategy, device defaults and lr scaling applied.
 
     Resolving a resolved config changes nothing. The input is not modified. ``cluster_gpus``: the GPUs
     of the Ray cluster that DDP workers (``dist.workers > 0``) will run on (see
-    :func:`target_device_type`).
+    :func:`target_device_type`). ``probe=False``: a CPU's ``auto`` speed options become fp32 NCHW without
+    timing anything (:func:`device_defaults`).
 
     Raises:
         HarnessError: see :func:`check`.
@@ -234,7 +246,7 @@ def resolve(cfg: RunConfig, cluster_gpus: float | None = None) -> RunConfig:
     if out.train.deterministic and device == "cuda":  # after the rewrite: it says which layers train
         check_deterministic_cuda(out)
     out.dist.use_gpu = device == "cuda"  # the saved config says where it ran (not part of its identity)
-    device_defaults(out, device)
+    device_defaults(out, device, probe)
     scale_lr(out)
     validate(out)
     return out

@@ -180,6 +180,9 @@ def run_trial(config: dict, settings: dict) -> None:
         tune.report(dict(_EXCLUDED))
         return
     cfg, info = resolved
+    in_process = s.workers_per_trial <= 1
+    if in_process:  # before resolving: the probe of an auto layout times steps at the trial's own thread count
+        torch.set_num_threads(s.cpus_per_worker or 1)  # Ray pins the trial to its CPU share; more threads thrash
     try:
         cfg = resolve(cfg)  # trial.json and config_id hold what runs, as a `harness run` directory does
     except HarnessError as e:  # e.g. a GPU trial on a node without CUDA: a failed row, not a lost trial
@@ -199,9 +202,6 @@ def run_trial(config: dict, settings: dict) -> None:
         m.setdefault(METRIC, None)
         tune.report({**m, **tags})
 
-    in_process = s.workers_per_trial <= 1
-    if in_process:
-        torch.set_num_threads(s.cpus_per_worker or 1)  # Ray pins the trial to its CPU share; more threads thrash
     run_dir = trial_dir / TRIAL_RUN_DIR
     # A trial restored after its sweep was stopped continues its run from last.pt (the finished epochs are
     # kept, not trained again), as `harness run --resume` would; a run that had not started starts afresh.
