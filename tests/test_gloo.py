@@ -60,3 +60,59 @@ def test_ranks_agree_to_stop_on_the_budget_when_their_clocks_disagree(tmp_path):
     assert all(p.exitcode == 0 for p in procs), [p.exitcode for p in procs]
     assert reasons == {0: "budget", 1: "budget"}, (
         f"one rank stopping alone leaves the other in the next epoch's collectives: {reasons}")
+
+
+def _bn_rank(rank: int, init_file: str, run_dir: str, out: mp.Queue) -> None:
+    """One rank: a few DDP steps on its own batches, then a validation; sends its BatchNorm statistics."""
+    import torch.distributed as dist
+
+    from harness.run.config import RunConfig, apply_overrides
+    from harness.run.loop import WorkerContext, setup
+    from harness.run.resolve import resolve
+    from harness.run.strategies import set_train_mode
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD,
+                            timeout=timedelta(seconds=60))
+    try:
+        cfg = resolve(apply_overrides(RunConfig(), {
+            "data.dataset": "synthetic", "data.synthetic_size": 256, "model.arch": "simple_cnn_bn",
+            "train.batch_size": 16, "train.progress": False, "dist.use_gpu": False}))
+        run = setup(cfg, Path(run_dir), WorkerContext(rank, WORLD, 0, torch.device("cpu"), False))
+        set_train_mode(run.model)
+        run.train_loader.set_epoch(0)
+        batches = iter(run.train_loader)
+        for _ in range(3):
+            run.step(*next(batches))
+        # Plain lists: tensors cross a multiprocessing queue as shared memory that dies with this process.
+        stats = lambda: [b.tolist() for n, b in run.model.named_buffers() if "running_mean" in n]  # noqa: E731
+        trained = stats()
+        val = run.validate()
+        out.put((rank, trained, stats(), val["acc"], val["n"]))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_ddp_ranks_evaluate_with_rank_zeros_batchnorm_statistics(tmp_path):
+    """DDP runs with broadcast_buffers=False (no collective before every training forward), so each rank's
+    BatchNorm statistics follow its own batches; a validation must still evaluate every shard with one
+    model, rank 0's, which is also the one checkpoints hold."""
+    ctx = mp.get_context("spawn")
+    out = ctx.Queue()
+    init = str(tmp_path / "gloo-init")
+    procs = [ctx.Process(target=_bn_rank, args=(r, init, str(tmp_path / "run"), out)) for r in range(WORLD)]
+    for p in procs:
+        p.start()
+    try:
+        got = {r: rest for r, *rest in (out.get(timeout=240) for _ in procs)}
+    finally:
+        for p in procs:
+            p.join(timeout=60)
+            if p.is_alive():
+                os.kill(p.pid, 9)
+    assert all(p.exitcode == 0 for p in procs), [p.exitcode for p in procs]
+    (trained0, evaluated0, acc0, n0), (trained1, evaluated1, acc1, n1) = got[0], got[1]
+    assert trained0 != trained1, "the ranks trained on different batches"
+    assert evaluated1 == trained0, "rank 1 evaluated with rank 0's statistics"
+    assert evaluated0 == trained0
+    assert (acc0, n0) == (acc1, n1), "the summed validation is one result on every rank"

@@ -43,11 +43,12 @@ class WeightAverager:
         if self.steps % self.every:
             return
         d = self.decay_at(self.steps)
-        for k, v in self._float_state().items():
-            a = self.avg[k]
-            a.lerp_(v, 1 - d)
-            if self.mode == "lookahead":
-                v.copy_(a)
+        live = self._float_state()
+        avg, cur = [self.avg[k] for k in live], list(live.values())
+        # One multi-tensor kernel per update, not one launch per tensor (hundreds on a GPU).
+        torch._foreach_lerp_(avg, cur, 1 - d)
+        if self.mode == "lookahead":
+            torch._foreach_copy_(cur, avg)
 
     def checkpoint(self) -> dict:
         """What ``last.pt`` keeps so a resumed run goes on averaging (not restarting from the live weights)."""

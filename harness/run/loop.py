@@ -263,8 +263,11 @@ def evaluate(model: nn.Module, loader: Iterable, num_classes: int, ctx: WorkerCo
     loss_sum = torch.zeros((), dtype=torch.float64, device=ctx.device)
     conf = torch.zeros(num_classes * num_classes, dtype=torch.int64, device=ctx.device)
     crit = nn.CrossEntropyLoss(reduction="sum")
+    ones = torch.ones(0, dtype=torch.int64, device=ctx.device)
     with torch.inference_mode():
         for x, y in loader:
+            if ones.numel() < y.size(0):
+                ones = torch.ones(y.size(0), dtype=torch.int64, device=ctx.device)
             n = x.size(0)
             # A compiled model's guards include the batch size and the tensor's dispatch keys: an input made
             # outside inference mode (a view of the training split) would recompile. _pad copies it into one.
@@ -273,7 +276,8 @@ def evaluate(model: nn.Module, loader: Iterable, num_classes: int, ctx: WorkerCo
             with autocast(precision, ctx.device):
                 out = tta_logits(model, x, tta)[:n]
             loss_sum += crit(out.float(), y).double()
-            conf += torch.bincount(y * num_classes + out.argmax(1), minlength=num_classes * num_classes)
+            # index_add_, not bincount: CUDA's bincount reads its input's min and max back (a sync per batch).
+            conf.index_add_(0, y * num_classes + out.argmax(1), ones[: y.size(0)])
     all_reduce(loss_sum, ctx)
     all_reduce(conf, ctx)
     conf = conf.view(num_classes, num_classes).cpu()
@@ -384,17 +388,18 @@ def evaluate_weights(run: Run, loader: Any) -> dict[str, Any]:
     """:func:`evaluate` of ``run``'s model over ``loader``, on the averaged weights when there are some."""
     avg = run.step.averager
     with avg.swapped() if avg is not None else contextlib.nullcontext():
-        if run.cfg.train.compile and run.ctx.world_size > 1:
+        if run.ctx.world_size > 1:  # DDP does not broadcast buffers in its forward (broadcast_buffers=False)
             _broadcast_buffers(run.model)
         return evaluate(run.eval_model, loader, run.num_classes, run.ctx, run.cfg.train.precision, run.eval_pad,
                         run.cfg.train.tta)
 
 
 def _broadcast_buffers(model: nn.Module) -> None:
-    """Rank 0's buffers (BatchNorm statistics) on every rank, as DDP's first forward after training sends them.
+    """Rank 0's buffers (BatchNorm statistics) on every rank, before an evaluation.
 
-    Compiled evaluation goes around the DDP wrapper (:class:`EvalGraph`), so it does this itself: each
-    rank's statistics moved on with its own last batch, and the shards are evaluated with one model.
+    DDP runs with ``broadcast_buffers=False`` (and compiled evaluation goes around its wrapper anyway,
+    :class:`EvalGraph`): each rank's statistics moved on with its own batches, and the shards must be
+    evaluated with one model, rank 0's, which is also what checkpoints hold.
     """
     import torch.distributed as dist
 
@@ -457,7 +462,11 @@ def _stepper(cfg: RunConfig, ctx: WorkerContext, model: nn.Module, head: str | N
     if ctx.world_size > 1:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
-        fwd = DDP(model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
+        # No buffer broadcast before every training forward (a collective per step; evaluation broadcasts
+        # rank 0's BatchNorm statistics itself), and gradients that are views of the all-reduce buckets
+        # (no copy in and out of them each step).
+        fwd = DDP(model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None,
+                  broadcast_buffers=False, gradient_as_bucket_view=True)
     ev = fwd
     if cfg.train.compile:
         # Evaluation skips the DDP wrapper: dynamo runs DDP's forward eagerly and would compile the model's own
