@@ -70,6 +70,7 @@ class RunSummary:
     train_s: float | None = None
     total_s: float | None = None
     cpu_s: float | None = None  # CPU time the run's process got (every thread), across restarts
+    threads: int | None = None  # torch intra-op threads it trained with (a CPU run: the cores it owned)
     first_step_at: float | None = None  # unix time of the first optimizer step
     compile_s: float | None = None  # --compile: warm-up compilation, timed apart from the epochs
     whiten_s: float | None = None  # model.whiten: the whitening init
