@@ -131,3 +131,19 @@ def test_bench_probe_and_roofline_write_rows(probing, tmp_path, capsys):
     fractions = [float(r["ratio"]) for r in roof if r["arch"] == "tiny_cnn"]
     assert len(fractions) == 2 and all(0 < f < 1 for f in fractions), "training reaches a fraction of the matmul peak"
     assert all(r["hardware"] and r["git_sha"] for r in roof)
+
+
+def test_speed_page_shows_the_probe_and_roofline_tables_of_committed_code(probing, tmp_path):
+    from harness.report.docs import _speed_page
+
+    out = tmp_path / "throughput.csv"
+    common = ["--arch", "lenet_cnn", "--recipe", "", "--dataset", "synthetic", "--batch-size", "16", "--rounds", "1",
+              "--out", str(out)]
+    assert main(["bench", "probe", *common]) == 0
+    rows = read_rows(out)
+    committed = [{**r, "git_sha": "0123456789"} for r in rows]
+    page = _speed_page([], committed)
+    assert "## CPU choices" in page and "### probe," in page and "x fp32 NCHW" in page
+    assert page.count("| arch:lenet_cnn |") == len(rows)
+    dirty = [{**r, "git_sha": "0123456789+dirty"} for r in rows]
+    assert "## CPU choices" not in _speed_page([], dirty), "rows of uncommitted code are not published"

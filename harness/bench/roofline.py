@@ -100,4 +100,8 @@ def main(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else results_dir() / THROUGHPUT_CSV
     append_rows(out, rows, THROUGHPUT_COLUMNS)
     print(f"rows appended to {out}")
+    if not args.out:  # the repo's results: docs/speed.md shows them
+        from harness.report.docs import render_speed_docs
+
+        print(f"page: {render_speed_docs()}")
     return 0

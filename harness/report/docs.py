@@ -260,8 +260,33 @@ def _speed_time(r: Row) -> str:
     return f"{t:.1f}{spread}" + (f" ({k} of {runs:.0f} runs)" if k is not None and runs and k < runs else "")
 
 
-def _speed_page(speed: list[Row]) -> str:
-    """One table per ``harness bench speed`` call (rows sharing a date): ratios compare only within one."""
+def _cpu_choices_section(rows: list[Row]) -> list[str]:
+    """The ``probe`` and ``roofline`` rows, one table per call (rows sharing a kind and a date), published only."""
+    calls: dict[tuple[str, str], list[Row]] = {}
+    for r in rows:
+        if publishable(r.get("git_sha", "")):
+            calls.setdefault((r.get("kind", ""), r.get("date", "")), []).append(r)
+    if not calls:
+        return []
+    out = ["## CPU choices: layout, precision and compile (`harness bench probe`), and the roofline", "",
+           "`auto` on a CPU takes what the probe measures: channels_last at >= 1.05x fp32 NCHW, bf16 (only where "
+           "the CPU has it natively) at >= 1.2x. Ratios compare within one table only. The roofline's fraction "
+           "is training GFLOP/s (3 x forward FLOPs x img/s) over this CPU's fp32 matmul GFLOP/s.", ""]
+    for (kind, date), rs in sorted(calls.items(), key=lambda kv: kv[0][1], reverse=True):
+        out += [f"### {kind}, {date}", "", f"{rs[0].get('hardware', '')}; torch {rs[0].get('torch', '')}; git sha "
+                f"{rs[0].get('git_sha', '')}.", ""]
+        head = "x fp32 NCHW" if kind == "probe" else "of peak"
+        fmt = "{:.2f}x" if kind == "probe" else "{:.1%}"
+        out += [_table(["target", "batch", "img/s", head, "runs", "what"],
+                       [[r.get("preset") or r.get("arch", ""), r.get("batch_size", ""), _num_s(r.get("img_per_s")),
+                         fmt.format(_f(r["ratio"])) if _f(r.get("ratio")) is not None else "–", r.get("runs", ""),
+                         r.get("note", "")] for r in rs]), ""]
+    return out
+
+
+def _speed_page(speed: list[Row], cpu: list[Row] | None = None) -> str:
+    """One table per ``harness bench speed`` call (rows sharing a date): ratios compare only within one; then the
+    CPU's probe and roofline tables (``cpu``)."""
     out = ["# Speed track: time to a validation target", "",
            f"Generated {now()} from the `speed` rows of `{THROUGHPUT_CSV}` (`harness bench speed`). Timed: the "
            "whitening init, the training epochs up to the one whose validation (with the recipe's TTA) first "
@@ -291,6 +316,7 @@ def _speed_page(speed: list[Row]) -> str:
                 f"they stay in `{THROUGHPUT_CSV}`, marked by their sha. Rerun them from a clean checkout.", ""]
     if not calls:
         out += ["No speed rows yet: run `harness bench speed --recipe speed94 --target 0.94 --runs 2`.", ""]
+    out += _cpu_choices_section(cpu or [])
     out += ["## The published figures", "", "For orientation only: other hardware, other timing code.", "",
             _table(["recipe", "source", "test acc %", "time", "hardware"], SPEED_RECORDS)]
     return "\n".join(out) + "\n"
@@ -300,9 +326,10 @@ def render_speed_docs(results: Path | None = None, docs: Path | None = None) -> 
     """Write ``<docs>/speed.md`` from the ``speed`` rows of ``throughput.csv`` (see :func:`render_docs`)."""
     results = Path(results) if results is not None else results_dir()
     docs = Path(docs) if docs is not None else Path(os.environ.get("HARNESS_DOCS_DIR", "docs"))
-    speed = [r for r in read_rows(results / THROUGHPUT_CSV) if r.get("kind") == "speed"]
+    rows = read_rows(results / THROUGHPUT_CSV)
+    speed = [r for r in rows if r.get("kind") == "speed"]
     docs.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(docs / "speed.md", _speed_page(speed))
+    write_text_atomic(docs / "speed.md", _speed_page(speed, [r for r in rows if r.get("kind") in ("probe", "roofline")]))
     return docs / "speed.md"
 
 
