@@ -278,3 +278,25 @@ def test_page_publishes_only_committed_code_and_throughput_of_the_same_runs(tmp_
     assert len(rows) == 1 and "12345" not in throughput and "| abc |" in rows[0], throughput
     pruned_cols = read_rows(tmp_path / "results" / "pruned.csv")
     assert pruned_cols == [] and {"git_sha", "hardware", "torch", "ray", "device"} <= set(PRUNED_COLUMNS)
+
+
+def test_a_page_of_thousands_of_configurations_shows_the_top_k_and_links_the_csv(tmp_path):
+    """Issue 25 item 4: the page stays readable at sweep scale (the CSV keeps every row), and the plots label
+    only the front and the best points (every label is text matplotlib lays out: minutes at thousands)."""
+    from harness.report.docs import TOP_K
+    from harness.report.plots import MAX_LABELS, Point, labelled
+
+    n = TOP_K + 150
+    recs = [_done(_cfg(lr=0.001 * (i + 1)), test=0.3 + 0.5 * i / n, val=0.3 + 0.5 * i / n) for i in range(n)]
+    write_results(recs, tmp_path / "results")
+    assert len(read_rows(tmp_path / "results" / "leaderboard.csv")) == n, "the CSV keeps every configuration"
+    md = render_docs(tmp_path / "results", tmp_path / "docs").read_text()
+    table = md.split("## synthetic")[1].split("\n## ")[0]
+    assert table.count("\n| ") == TOP_K + 1, "header and the top K rows"
+    assert f"The top {TOP_K} of {n} are shown" in table and "(../results/leaderboard.csv)" in table
+    first = table.split("\n| 1 | ")[1].split("\n")[0]
+    assert f" | {0.001 * n:g} | " in first, f"the best validation accuracy ranks first: {first}"
+    pts = [Point("synthetic", f"p{i}", x=float(i + 1), y=(i % 97) / 97) for i in range(3000)]
+    idx = labelled(pts)
+    front = pareto_front([(p.x, p.y) for p in pts])
+    assert len(idx) == MAX_LABELS and set(front[:MAX_LABELS]) <= set(idx)

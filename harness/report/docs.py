@@ -135,9 +135,21 @@ def _config_cells(r: Row) -> list[Any]:
             f"{r['epochs_run']}/{r['epochs_planned']}", r["batch_size"], r["lr"], r.get("weight_decay", "")]
 
 
+#: Rows per table on the page: a sweep of thousands of trials would make a page nobody reads (17 MB at
+#: 100,000 rows). The CSV keeps every row, and the page links it where a table is cut.
+TOP_K = 100
+
+
+def _cut(sub: list[Row], csv_name: str, k: int = TOP_K) -> tuple[list[Row], list[str]]:
+    """The first ``k`` of ``sub`` (already in order), and a line saying what was left out, where anything was."""
+    if len(sub) <= k:
+        return sub, []
+    return sub[:k], ["", f"The top {k} of {len(sub)} are shown; every row is in [`{csv_name}`](../results/{csv_name})."]
+
+
 def _dataset_section(ds: str, rows: list[Row]) -> list[str]:
-    """Every ranked configuration on one dataset, best validation accuracy first."""
-    sub = sorted((r for r in rows if r["dataset"] == ds), key=_rank)
+    """The ranked configurations on one dataset, best validation accuracy first (the top :data:`TOP_K`)."""
+    sub, more = _cut(sorted((r for r in rows if r["dataset"] == ds), key=_rank), LEADERBOARD_CSV)
     return [f"## {ds}", "", _table(
         ["rank", *_CONFIG_HEADER, "params M", "MFLOPs", "phase", "n", "val acc %", "test acc %",
          "time to target s", "train s", "stop", "lr cuts", "options", "error"],
@@ -145,23 +157,24 @@ def _dataset_section(ds: str, rows: list[Row]) -> list[str]:
           r.get("phase", ""), r["n_seeds"], _pct(r["val_acc_mean"]),
           _pct(r["test_acc_mean"], r.get("test_acc_std")), _num_s(r.get("time_to_target_s"), "{:.1f}"), _num_s(r["train_s"]),
           r["stop_reason"], r.get("lr_reductions", ""), r.get("options", ""), (r.get("error") or "")[:80]]
-         for i, r in enumerate(sub, 1)])]
+         for i, r in enumerate(sub, 1)]), *more]
 
 
 def _search_section(rows: list[Row]) -> list[str]:
     """The search phase's trials that ran their whole budget: they chose what phase two reran; not ranked."""
-    sub = sorted(rows, key=lambda r: (r["dataset"], r["arch"], *_rank(r)))
+    sub, more = _cut(sorted(rows, key=lambda r: (r["dataset"], r["arch"], *_rank(r))), LEADERBOARD_CSV)
     return ["## Search phase (not ranked)", "", "Phase one of two-phase sweeps: one seed per configuration, "
             "trials that ASHA let run to the end. They chose what phase two reran; the ranking above uses "
             "the reruns only.", "", _table(
                 ["dataset", *_CONFIG_HEADER, "test acc %", "val acc %", "train s", "sweep"],
                 [[r["dataset"], *_config_cells(r), _pct(r["test_acc_mean"]), _pct(r["val_acc_mean"]),
-                  _num_s(r["train_s"]), r["sweep"]] for r in sub])]
+                  _num_s(r["train_s"]), r["sweep"]] for r in sub]), *more]
 
 
 def _pruned_section(pruned: list[Row]) -> list[str]:
     """Trials the scheduler stopped, with the rung they reached: never ranked beside finished runs."""
-    sub = sorted(pruned, key=lambda r: (r["dataset"], r["arch"], -(_f(r.get("val_acc_at_rung")) or 0.0)))
+    sub, more = _cut(sorted(pruned, key=lambda r: (r["dataset"], r["arch"], -(_f(r.get("val_acc_at_rung")) or 0.0))),
+                     PRUNED_CSV)
     return ["## Pruned trials (not ranked)", "", "Trials that ASHA stopped at a rung: they have no test "
             "accuracy, and a judgement at an early epoch says little about a full run.", "", _table(
                 ["dataset", "arch", "strategy", "optimizer", "lr", "batch", "rung (epoch)", "val acc at rung %",
@@ -169,7 +182,7 @@ def _pruned_section(pruned: list[Row]) -> list[str]:
                 [[r["dataset"], r["arch"], r["strategy"], r["optimizer"], r["lr"], r["batch_size"],
                   f"{r['rung']}/{r['epochs_planned']}", _pct(r.get("val_acc_at_rung")), _pct(r.get("best_val_acc")),
                   _num_s(r.get("train_s")), r.get("seed", ""), r.get("phase", ""), r.get("sweep", "")]
-                 for r in sub])]
+                 for r in sub]), *more]
 
 
 def same_runs(tp: list[Row], rows: list[Row]) -> list[Row]:

@@ -35,10 +35,32 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
     return front
 
 
+#: Labels per dataset: the Pareto front and the most accurate points up to this many. Every label is a text
+#: whose extent matplotlib measures at layout, so labelling thousands of points took minutes and was unreadable.
+MAX_LABELS = 12
+
+
+def labelled(sub: Sequence[Point], limit: int = MAX_LABELS) -> list[int]:
+    """Indices of the points worth a label: the Pareto front first, then the most accurate, ``limit`` at most."""
+    idx = pareto_front([(p.x, p.y) for p in sub])[:limit]
+    for i in sorted(range(len(sub)), key=lambda i: -sub[i].y):
+        if len(idx) >= limit:
+            break
+        if i not in idx:
+            idx.append(i)
+    return idx
+
+
 def _series(ax: Any, sub: list[Point], marker: str, front: bool) -> None:  # ax: Axes, matplotlib is lazy
-    """One dataset's points, labelled, with its Pareto front drawn when ``front``."""
-    ax.scatter([p.x for p in sub], [100 * p.y for p in sub], marker=marker, alpha=0.8, label=sub[0].dataset)
-    for p in sub:
+    """One dataset's points, the best of them labelled, with its Pareto front drawn when ``front``."""
+    import numpy as np
+
+    many = len(sub) > 500
+    # Arrays, not lists: matplotlib turns a list of floats into a masked array element by element (seconds at 100k).
+    ax.scatter(np.fromiter((p.x for p in sub), float, len(sub)), np.fromiter((100 * p.y for p in sub), float, len(sub)), marker=marker, alpha=0.3 if many else 0.8,
+               s=6 if many else None, label=f"{sub[0].dataset} ({len(sub)})" if many else sub[0].dataset)
+    for i in labelled(sub):
+        p = sub[i]
         ax.annotate(p.label, (p.x, 100 * p.y), fontsize=6, alpha=0.75, xytext=(3, 2), textcoords="offset points")
     if front:
         idx = pareto_front([(p.x, p.y) for p in sub])
@@ -71,8 +93,8 @@ def plot_accuracy(points: Sequence[Point], x_label: str, path: Path, front: bool
     ax.set_xlabel(x_label)
     ax.set_ylabel("test accuracy (%)")
     ax.grid(True, which="both", alpha=0.3)
-    if pts:
-        ax.legend(fontsize=7, loc="best")
+    if pts:  # "best" tests every point against every legend place: minutes at thousands of points
+        ax.legend(fontsize=7, loc="best" if len(pts) <= 500 else "lower right")
     else:
         ax.text(0.5, 0.5, "no runs with a test accuracy yet", ha="center", va="center", transform=ax.transAxes)
     save_figure(fig, path)
