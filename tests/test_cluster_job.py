@@ -97,7 +97,7 @@ class Head:
         base = {k: v for k, v in os.environ.items()
                 if not k.startswith(("RAY_", "HARNESS_", "WANDB_")) and k != "PYTHONPATH"}
         # What a real cluster node has: the env's python first on PATH, auth on, one temp dir.
-        self.env = {**base, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        self.env = {**base, "HARNESS_PROBE": "off", "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
                     "RAY_TMPDIR": str(self.temp), "RAY_AUTH_MODE": "token",
                     "RAY_AUTH_TOKEN_PATH": str(self.token_file), "HARNESS_CACHE_DIR": str(root / "cache"),
                     "RAY_USAGE_STATS_ENABLED": "0"}

@@ -37,6 +37,7 @@ def _free_port() -> int:
 
 def _env(tmp_path: Path, **extra: str) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "HARNESS_"))}
+    env["HARNESS_PROBE"] = "off"  # auto is fp32 NCHW without a probe, as in the whole suite
     env.update(HARNESS_RESULTS_DIR=str(tmp_path / "results"), RAY_AUTH_MODE="disabled", **extra)
     return env
 

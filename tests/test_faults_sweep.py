@@ -42,6 +42,7 @@ def env(tmp_path):
     """The sweep process's environment: nothing of the caller's Ray, W&B or harness settings; a short Ray temp dir."""
     ray_tmp = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # unix socket paths must stay short
     e = {k: v for k, v in os.environ.items() if not k.startswith(("WANDB_", "RAY_", "HARNESS_"))}
+    e["HARNESS_PROBE"] = "off"  # auto is fp32 NCHW without a probe, as in the whole suite
     e.update(HARNESS_CACHE_DIR=str(tmp_path / "cache"), RAY_TMPDIR=ray_tmp, PYTHONUNBUFFERED="1")
     yield e
     shutil.rmtree(ray_tmp, ignore_errors=True)
@@ -240,3 +241,43 @@ def test_ctrl_c_while_fit_starts_is_passed_to_tune_at_its_first_step(ray_cluster
     its = grid[0].metrics.get("it", 0)
     assert its < 40, f"Tune ran to the end ({its} reports in {time.monotonic() - t0:.1f} s): the Ctrl-C was lost"
     assert signal.getsignal(signal.SIGINT) is handler_before, "the handler is restored after the sweep"
+
+
+LONG_TRIALS = MATRIX.replace("train.epochs: 2", "train.epochs: 200").replace(
+    "lr: [0.05, 0.04, 0.03, 0.02]", "lr: [0.05, 0.02]").replace("grace_period: 1", "grace_period: 200")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_ctrl_c_finishes_the_wandb_runs_of_running_trials_at_once(tmp_path, env):
+    """Ctrl-C while trials run: their W&B runs are finished (not killed after Ray's upload timeout, 120 s here,
+    with their records unflushed), and the driver exits well before that timeout."""
+    (tmp_path / "m.yaml").write_text(LONG_TRIALS)
+    storage = tmp_path / "sweeps"
+    cmd = [sys.executable, "-m", "harness", "sweep", "--matrix", str(tmp_path / "m.yaml"), "--name", "w",
+           "--wandb", "offline", "--max-concurrent", "2", "--storage", str(storage), "--results-dir",
+           str(tmp_path / "results"), "--docs-dir", str(tmp_path / "docs"), "--num-cpus", "2"]
+    out, err = open(tmp_path / "out.log", "w"), open(tmp_path / "err.log", "w")
+    p = subprocess.Popen(cmd, env=env, stdout=out, stderr=err, start_new_session=True,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        def both_running() -> bool:  # each trial has reported an epoch: its W&B run is live
+            return len([f for f in storage.glob("w/*/result.json") if f.stat().st_size > 0]) == 2
+        _wait_for(p, both_running, "two running trials", tmp_path)
+        time.sleep(2)
+        t0 = time.monotonic()
+        os.kill(p.pid, signal.SIGINT)
+        rc = p.wait(100)
+        took = time.monotonic() - t0
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+        out.close()
+        err.close()
+    assert rc == 130, _logs(tmp_path)
+    assert took < 60, f"the driver waited {took:.0f} s for W&B actors nobody told to finish"
+    runs = sorted(storage.glob("w/*/wandb/offline-run-*"))
+    assert len(runs) == 2, runs
+    for run in runs:  # wandb's own log of the run says whether wandb.finish ran (offline runs have no summary file)
+        log = (run / "logs" / "debug.log").read_text()
+        assert "finishing run" in log and "got exitcode: 0" in log, f"{run.name} was not finished:\n{log[-2000:]}"

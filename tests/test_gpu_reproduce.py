@@ -18,6 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.mark.slow
 def test_gpu_reproduce_dry_run_trains_every_queued_row(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("WANDB_", "RAY_", "HARNESS_"))}
+    env["HARNESS_PROBE"] = "off"  # auto is fp32 NCHW without a probe, as in the whole suite
     env.update(OUT=str(tmp_path / "out"), DRY_RUN="1", PYTHON=sys.executable, HARNESS_CACHE_DIR=str(tmp_path / "c"))
     r = subprocess.run(["bash", str(ROOT / "scripts" / "gpu-reproduce.sh")], cwd=ROOT, env=env, capture_output=True,
                        text=True, timeout=900)

@@ -44,6 +44,7 @@ def test_sweep_writes_the_wandb_key_nowhere():
     root = Path(tempfile.mkdtemp(prefix="hs", dir="/tmp"))
     try:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "WANDB_", "HARNESS_"))}
+        env["HARNESS_PROBE"] = "off"  # auto is fp32 NCHW without a probe, as in the whole suite
         env.update({"WANDB_API_KEY": SECRET, "RAY_TMPDIR": str(root / "ray"), "HARNESS_RESULTS_DIR": str(root / "results"),
                     "HARNESS_CACHE_DIR": str(root / "cache"), "HARNESS_SWEEPS_DIR": str(root / "sweeps"),
                     "HARNESS_DOCS_DIR": str(root / "docs"), "WANDB_DIR": str(root / "wandb"),

@@ -38,6 +38,7 @@ def env(tmp_path):
     """A clean environment for the sweep process: tmp results/docs/sweeps and a short Ray temp dir."""
     ray_tmp = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # unix socket paths must stay short
     e = {k: v for k, v in os.environ.items() if not k.startswith(("WANDB_", "RAY_", "HARNESS_"))}
+    e["HARNESS_PROBE"] = "off"  # auto is fp32 NCHW without a probe, as in the whole suite
     e.update(HARNESS_RESULTS_DIR=str(tmp_path / "results"), HARNESS_DOCS_DIR=str(tmp_path / "docs"),
              HARNESS_SWEEPS_DIR=str(tmp_path / "sweeps"), RAY_TMPDIR=ray_tmp, PYTHONUNBUFFERED="1")
     yield e

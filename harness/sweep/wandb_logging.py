@@ -110,6 +110,12 @@ class WandbCallback(WandbLoggerCallback):
         stopped at its first result) was copied while wandb-core still buffered its records: a 7-byte
         ``.wandb``, or none. That was the sweep test's one-in-seven flake.
         """
+        # A trial that never ended (the sweep was interrupted, or stopped with it) never got its actor's END
+        # message: Ray's callback would wait the whole upload_timeout for it, then kill it with its W&B run
+        # unfinished (lost). Tell every actor still running to finish its run first.
+        for trial in list(self._trial_queues):
+            if trial in self._trial_logging_futures:
+                self._signal_logging_actor_stop(trial)
         super().on_experiment_end(trials, **info)
         for trial in trials:
             _copy_wandb_to_storage(trial)
