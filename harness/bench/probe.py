@@ -7,7 +7,7 @@ candidate ``auto`` takes. The timings replace the cached ones, so later runs of 
 Rows (kind ``probe``) go to ``results/throughput.csv``.
 
 ``--compile`` adds the chosen candidate under ``torch.compile`` (inductor): its compile seconds, its
-speed-up per step and the epochs of CIFAR-10 (45,000 images) after which the compile has paid for itself.
+speed-up per step and the epochs of the target's training split after which the compile has paid for itself.
 """
 
 from __future__ import annotations
@@ -20,9 +20,6 @@ from harness.files import THROUGHPUT_CSV
 from harness.provenance import provenance
 from harness.results_csv import THROUGHPUT_COLUMNS, append_rows, results_dir
 from harness.run.probe import DEFAULT, Candidate, Timing, candidates, choose, measured, table, time_candidates
-
-#: Training images per CIFAR-10 epoch at the default validation fraction (for the compile's payback).
-EPOCH_IMAGES = 45_000
 
 
 def target_config(target: str, args: argparse.Namespace) -> Any:
@@ -65,15 +62,20 @@ def probe_target(target: str, args: argparse.Namespace) -> tuple[Any, dict[Candi
         print(f"  {line}")
     print(f"  auto -> {pick.label}")
     if args.compile:
-        print(f"  {payback(timings[pick], timings[Candidate(pick.precision, pick.channels_last, True)])}")
+        print(f"  {payback(timings[pick], timings[Candidate(pick.precision, pick.channels_last, True)], cfg)}")
     return cfg, timings, pick
 
 
-def payback(eager: Timing, compiled: Timing) -> str:
-    """One line on whether ``--compile`` pays: its seconds, speed-up and the epochs it takes to pay back."""
+def payback(eager: Timing, compiled: Timing, cfg: Any) -> str:
+    """One line on whether ``--compile`` pays: its seconds, speed-up and the epochs of ``cfg``'s training split
+    it takes to pay back."""
+    from harness.report.costs import split_images
+
+    images = split_images(cfg)[0]
     speedup = compiled.img_per_s / eager.img_per_s
-    saved = EPOCH_IMAGES / eager.img_per_s - EPOCH_IMAGES / compiled.img_per_s  # seconds per epoch
-    back = f"pays back after {compiled.compile_s / saved:.1f} epochs of 45k images" if saved > 0 else "never pays back"
+    saved = images / eager.img_per_s - images / compiled.img_per_s  # seconds per epoch
+    back = (f"pays back after {(compiled.compile_s or 0) / saved:.1f} epochs of {images:,} images" if saved > 0
+            else "never pays back")
     return f"compile: {compiled.compile_s or 0:.1f} s, {speedup:.2f}x per step, {back}"
 
 
@@ -88,7 +90,7 @@ def rows(target: str, cfg: Any, timings: dict[Candidate, Timing], pick: Candidat
             note += "; auto's choice"
         if c.compile and t.compile_s is not None:
             eager = timings.get(Candidate(c.precision, c.channels_last))
-            note += f"; compile {t.compile_s:.1f} s" + (f" ({payback(eager, t)})" if eager else "")
+            note += f"; compile {t.compile_s:.1f} s" + (f" ({payback(eager, t, cfg)})" if eager else "")
         out.append({"kind": "probe", "arch": cfg.model.arch, "backend": cfg.data.loader,
                     "preset": target, "dataset": cfg.data.dataset, "batch_size": cfg.train.batch_size,
                     "device": "cpu", "precision": c.precision, "world_size": 1, "workers": 0,
