@@ -163,7 +163,7 @@ def run(args: argparse.Namespace) -> int:
 
     from harness.errors import HarnessError
     from harness.run.config import config_to_dict
-    from harness.run.resolve import resolve
+    from harness.run.resolve import resolve, settle_probe
     from harness.run.trainer import fit, make_run_dir, resume_run
 
     if args.resume and _given(args):
@@ -172,12 +172,14 @@ def run(args: argparse.Namespace) -> int:
     if args.resume:
         run_dir, start = Path(args.resume).expanduser().resolve(), (lambda: resume_run(args.resume))
     else:
-        cfg = resolve_config(args)
-        cfg = resolve(cfg, _cluster_gpus(cfg))
+        asked = resolve_config(args)
+        cfg = resolve(asked, _cluster_gpus(asked), probe=False)
+        if not args.print_config:
+            preflight(cfg)  # every check before the probe spends seconds timing steps
+        cfg = settle_probe(asked, cfg)
         if args.print_config:
             print(yaml.safe_dump(config_to_dict(cfg), sort_keys=False), end="")
             return 0
-        preflight(cfg)
         run_dir = make_run_dir(cfg)
         start = lambda: fit(cfg, run_dir=run_dir)  # noqa: E731
     old = signal.signal(signal.SIGTERM, _on_sigterm)

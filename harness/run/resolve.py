@@ -214,6 +214,25 @@ def device_defaults(cfg: RunConfig, device_type: str, probe: bool = True) -> Non
         cfg.train.channels_last = True
 
 
+def settle_probe(asked: RunConfig, resolved: RunConfig) -> RunConfig:
+    """``resolved`` (by ``resolve(asked, probe=False)``) with what ``asked`` left to ``auto`` on a CPU settled
+    by the probe instead of the plain default.
+
+    Why two steps: the probe times a few training steps (seconds on first use), so a command resolves
+    without it, runs every check on what the user asked (a request this machine can never schedule is one
+    line, not a probe's table and then that line), and only then settles the speed options.
+    """
+    if resolved.dist.use_gpu:
+        return resolved
+    out = copy.deepcopy(resolved)
+    if asked.train.precision == "auto":
+        out.train.precision = "auto"
+    if asked.train.channels_last is None:
+        out.train.channels_last = None
+    device_defaults(out, "cpu")
+    return out
+
+
 def scale_lr(cfg: RunConfig) -> None:
     """Apply ``optim.lr_scaling: linear`` in place: every lr times global batch / ``optim.base_batch``."""
     o = cfg.optim
