@@ -202,7 +202,7 @@ def _speed(args: argparse.Namespace) -> int:
 
 
 def _loaders(args: argparse.Namespace) -> int:
-    from loaders.bench import main
+    from harness.bench.loaders import main
 
     _check_loaders(args)
     return main(args)
