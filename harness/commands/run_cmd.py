@@ -232,9 +232,9 @@ def preflight(cfg) -> None:
     checks.folder("--out", cfg.out)
     checks.folder("--data-dir", cfg.data.data_dir)
     if os.environ.get("RAY_ADDRESS") and cfg.dist.workers > 0:
-        from harness.run.trainer import check_cluster_fits
+        from harness.run.trainer import check_run_fits_cluster
 
-        check_cluster_fits(cfg)  # against the cluster's resources, before the run directory is made
+        check_run_fits_cluster(cfg)  # against the cluster's resources, before the run directory is made
         return  # the workers, and the data they read, are the cluster's
     from harness.sweep.resources import check_run_fits_locally
 

@@ -53,7 +53,7 @@ from harness.run.measure import (
     peak_mem_mb,
 )
 from harness.run.optim import Schedule, build_optimizer, build_schedule, current_lr, decouple, param_groups
-from harness.run.progress import Progress
+from harness.run.progress import RunProgress
 from harness.run.state import TrainState
 from harness.run.strategies import STRATEGIES, set_train_mode
 from harness.run.summary import RunSummary
@@ -350,7 +350,7 @@ class Run:
     steps: int  # optimizer steps per epoch
     params: int
     mflops: float
-    progress: Progress
+    progress: RunProgress
     t_start: float
     deadline: float | None = None
     tb: Any = None
@@ -493,7 +493,7 @@ def setup(cfg: RunConfig, run_dir: Path, ctx: WorkerContext, run_hash: str | Non
     steps = len(train_loader) if cfg.train.max_steps_per_epoch is None else min(len(train_loader),
                                                                                 cfg.train.max_steps_per_epoch)
     step, fwd, ev = _stepper(cfg, ctx, model, head, steps)
-    progress = Progress(cfg.train.progress and ctx.is_main, cfg.train.epochs, ctx.tag)
+    progress = RunProgress(cfg.train.progress and ctx.is_main, cfg.train.epochs, ctx.tag)
     run = Run(cfg, ctx, Path(run_dir), run_hash or config_hash(cfg), splits, meta, train_loader, val_loader,
               model, fwd, ev, step, steps, sum(p.numel() for p in model.parameters()), mflops, progress, t_start)
     run.whiten_s, run.cpu_t0 = whiten_s, cpu_t0

@@ -97,7 +97,7 @@ def ray_cluster_gpus() -> float:
     return float(ray.cluster_resources().get("GPU", 0))
 
 
-def check_fits_cluster(workers: int, cpus: int, gpus: float, cluster: dict[str, float]) -> None:
+def check_worker_group_fits(workers: int, cpus: int, gpus: float, cluster: dict[str, float]) -> None:
     """Refuse a worker group the cluster can never place, instead of waiting on its placement group.
 
     Raises:
@@ -112,9 +112,9 @@ def check_fits_cluster(workers: int, cpus: int, gpus: float, cluster: dict[str, 
                            f"{have_gpu:g}; lower --workers (one GPU per worker)")
 
 
-def check_cluster_fits(cfg: RunConfig) -> None:
+def check_run_fits_cluster(cfg: RunConfig) -> None:
     """For ``dist.workers > 0``: refuse, before anything is written, a worker group the Ray cluster
-    (``$RAY_ADDRESS``, or a local one) can never place (see :func:`check_fits_cluster`)."""
+    (``$RAY_ADDRESS``, or a local one) can never place (see :func:`check_worker_group_fits`)."""
     import ray
 
     from harness.raycluster import init_ray
@@ -124,7 +124,7 @@ def check_cluster_fits(cfg: RunConfig) -> None:
     init_ray()
     cluster = ray.cluster_resources()
     cpus = cfg.dist.cpus_per_worker or 1
-    check_fits_cluster(cfg.dist.workers, cpus, 1.0 if cfg.dist.use_gpu else 0.0, cluster)
+    check_worker_group_fits(cfg.dist.workers, cpus, 1.0 if cfg.dist.use_gpu else 0.0, cluster)
 
 
 def resume_run(run_dir: str | Path, report: Callable[[dict], None] | None = None) -> RunSummary:
@@ -181,7 +181,7 @@ def _fit_ray(cfg: RunConfig, loop_config: dict, tune_report: bool) -> RunSummary
         cpus = max(1, int(cluster.get("CPU", os.cpu_count() or 1)) // n)
         if tune_report:
             cpus = 1  # inside a trial the sweep sizes resources; never ask for more than exists
-    check_fits_cluster(n, cpus, 1.0 if use_gpu else 0.0, cluster)
+    check_worker_group_fits(n, cpus, 1.0 if use_gpu else 0.0, cluster)
     cfg = copy.deepcopy(cfg)
     cfg.dist.cpus_per_worker = cpus
     run_dir = Path(loop_config["run_dir"])

@@ -293,9 +293,9 @@ def _new_tuner(s: SweepSettings, m: Matrix, cells: list[dict] | None, n_trials: 
 
 
 def _make_callbacks(s: SweepSettings, total: int, mode: str | None, title: str | None = None) -> list:
-    from harness.sweep.progress import Progress
+    from harness.sweep.progress import SweepProgress
 
-    callbacks: list = [Progress(title or s.name, total)]
+    callbacks: list = [SweepProgress(title or s.name, total)]
     if mode is not None:
         from harness.sweep.wandb_logging import wandb_callback
 
