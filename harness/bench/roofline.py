@@ -51,8 +51,8 @@ def matmul_gflops(dtype_name: str, threads: int, n: int = MATMUL_N, seconds: flo
 
 def forward_mflops(cfg: Any) -> float | None:
     """Forward MFLOPs per image of ``cfg``'s model at its input size (torch's FLOP counter)."""
-    from harness.report.costs import NATIVE_SIZE
     from harness.report.reproduce import model_mflops
+    from harness.run.timing import NATIVE_SIZE
 
     size = cfg.data.img_size or NATIVE_SIZE.get(cfg.data.dataset, 32)
     return model_mflops(cfg.model.arch, {"data.img_size": size, "data.grayscale": cfg.data.grayscale,

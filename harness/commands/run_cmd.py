@@ -57,7 +57,8 @@ def set_only_help() -> str:
 
 def _help(key: str) -> str:
     """The help of a config key: its text, then its valid names (from the registry or the choices)."""
-    from harness.run.config import field_info, registry_names
+    from harness.run.config import field_info
+    from harness.run.names import registry_names
 
     f = field_info(key)
     names = registry_names(f.registry) if f.registry else list(f.choices)

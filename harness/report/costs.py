@@ -21,7 +21,6 @@ stage, because thousands of small steps are bound by kernel launches, not by FLO
 
 from __future__ import annotations
 
-import copy
 import datetime as _dt
 import math
 import tempfile
@@ -31,6 +30,15 @@ from pathlib import Path
 from typing import Any
 
 from harness.results_csv import append_rows, read_rows
+from harness.run.timing import (
+    EVAL_BATCHES,
+    MAX_TIMED_STEPS,
+    NATIVE_SIZE,
+    TIMED_S,
+    TIMED_STEPS,
+    WARMUP_STEPS,
+    probe_config,
+)
 
 COSTS_CSV = "costs.csv"
 COST_COLUMNS = ["key", "cpu", "threads", "arch", "img_size", "in_chans", "batch_size", "precision",
@@ -47,11 +55,6 @@ SETUP_S = 15.0
 #: Training, validation and test images at the default validation fraction (0.1).
 SPLIT_IMAGES = {"cifar10": (45_000, 5_000, 10_000), "mnist": (54_000, 6_000, 10_000),
                 "imagenette": (8_522, 947, 3_925), "synthetic": (900, 100, 200)}
-NATIVE_SIZE = {"cifar10": 32, "mnist": 28, "imagenette": 64, "synthetic": 32}
-WARMUP_STEPS, TIMED_STEPS, EVAL_BATCHES = 2, 4, 2
-#: Steps are timed until this many seconds have passed (at least TIMED_STEPS, at most MAX_TIMED_STEPS): a
-#: tiny model's 4 steps take milliseconds, too few to time.
-TIMED_S, MAX_TIMED_STEPS = 1.5, 60
 #: Keys that do not change what a step costs; a rate measured for one value serves them all.
 _COST_FREE = ("name", "out", "train.seed", "train.epochs", "train.budget", "train.early_stop_patience",
               "train.min_delta", "train.max_steps", "train.max_steps_per_epoch", "train.target_acc",
@@ -219,22 +222,6 @@ def _mflops(cfg: Any, model_mflops: Any) -> float | None:
     over = {"model.kwargs": cfg.model.kwargs, "data.img_size": cfg.data.img_size or NATIVE_SIZE.get(cfg.data.dataset),
             "data.grayscale": cfg.data.grayscale}
     return model_mflops(cfg.model.arch, over)
-
-
-def probe_config(cfg: Any) -> Any:
-    """``cfg`` on synthetic images of its own shape, enough for the warm-up, the timed steps and evaluation."""
-    p = copy.deepcopy(cfg)
-    need = (WARMUP_STEPS + MAX_TIMED_STEPS + 1) * p.train.batch_size
-    n = min(max(math.ceil(need / 0.9), 10 * (EVAL_BATCHES + 1) * min(p.train.eval_batch_size, 256)), 20_000)
-    p.data.img_size = cfg.data.img_size or NATIVE_SIZE.get(cfg.data.dataset, 32)
-    p.data.grayscale = cfg.data.grayscale or cfg.data.dataset == "mnist"
-    p.data.dataset, p.data.synthetic_size, p.data.subset = "synthetic", n, None
-    p.data.folds, p.data.fold, p.data.val_fraction, p.data.num_classes = 0, 0, 0.1, 10
-    p.train.progress, p.train.measure_inference, p.train.epochs = False, False, 1
-    p.train.budget, p.train.max_steps, p.train.max_steps_per_epoch = None, None, None
-    p.train.early_stop_patience, p.strategy.pretrain_epochs = None, None
-    p.dist.workers = 0
-    return p
 
 
 def measure(cfg: Any, threads: int, init_from: Path | None = None, keep_weights: Path | None = None) -> Rate:

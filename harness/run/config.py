@@ -36,7 +36,7 @@ def knob(default: Any = None, help: str = "", *, registry: str | None = None, ch
     Args:
         default: the default value (or ``factory`` for mutable defaults).
         help: one line for ``--help`` and the docs.
-        registry: the registry kind its value is looked up in (see :func:`registry_names`).
+        registry: the registry kind its value is looked up in (see :func:`harness.run.names.registry_names`).
         choices: the fixed set of valid values, where there is no registry.
         identity: RESULT, REPLICATE or NONE (see above).
         sweep: the sweep owns this key (seeds, folds, resources, paths): a matrix may not set it.
@@ -284,55 +284,6 @@ def field_info(key: str) -> FieldInfo:
         close = suggest(key, list(fs))
         raise ConfigError(f"unknown config key '{key}'" + (f"; did you mean {', '.join(close)}?" if close else ""))
     return fs[key]
-
-
-def registry_names(kind: str) -> list[str]:
-    """The valid names of a registry kind used by config fields (``model``, ``dataset``, ``loader``, ...)."""
-    if kind == "model":
-        from architectures import list_models
-
-        return list_models()
-    if kind in ("dataset", "loader", "augment"):
-        from loaders import AUGMENTATIONS, BACKENDS, DATASETS
-
-        reg = {"dataset": DATASETS, "loader": BACKENDS, "augment": AUGMENTATIONS}[kind]
-        names = reg.names()
-        return (["auto"] if kind == "loader" and "auto" not in names else []) + names
-    if kind in ("optimizer", "scheduler"):
-        from harness.run.optim import OPTIMIZERS, SCHEDULERS
-
-        return (OPTIMIZERS if kind == "optimizer" else SCHEDULERS).names()
-    if kind == "strategy":
-        from harness.run.strategies import STRATEGIES
-
-        return STRATEGIES.names()
-    raise KeyError(kind)
-
-
-_REGISTRY_LABELS = {"model": "model", "dataset": "dataset", "loader": "loader backend", "augment": "augmentation preset",
-                   "optimizer": "optimizer", "scheduler": "scheduler", "strategy": "strategy"}
-
-
-def registry_label(kind: str) -> str:
-    """How an error message names a thing of registry ``kind`` (e.g. ``augmentation preset``)."""
-    return _REGISTRY_LABELS[kind]
-
-
-def check_name(key: str, value: Any, label: str | None = None) -> None:
-    """Check a value of a registry- or choice-backed key (``label`` names the kind in the message).
-
-    Raises:
-        HarnessError: one line naming the closest and the valid choices.
-    """
-    f = field_info(key)
-    if value is None or not (f.registry or f.choices):
-        return
-    valid = registry_names(f.registry) if f.registry else list(f.choices)
-    if str(value) not in valid:
-        from harness.registry import unknown_name_message
-
-        label = label or (registry_label(f.registry) if f.registry else key)
-        raise ConfigError(unknown_name_message(label, str(value), valid))
 
 
 def keys_with(*, identity: str | None = None, sweep: bool | None = None) -> list[str]:

@@ -105,7 +105,7 @@ def candidates(cfg: Any, native_bf16: bool | None = None) -> list[Candidate]:
 def shape(cfg: Any, threads: int) -> dict[str, Any]:
     """What a probe's result depends on, besides the candidate: the machine and the run's shape."""
     from harness.provenance import cpu_model, versions
-    from harness.report.costs import NATIVE_SIZE
+    from harness.run.timing import NATIVE_SIZE
 
     return {"cpu": cpu_model(), "torch": versions()["torch"], "threads": threads, "arch": cfg.model.arch,
             "img_size": cfg.data.img_size or NATIVE_SIZE.get(cfg.data.dataset, 32),
@@ -162,9 +162,9 @@ def time_candidates(cfg: Any, cands: list[Candidate], threads: int, rounds: int 
     """
     import torch
 
-    from harness.report.costs import probe_config
     from harness.run.loop import local_context, setup
     from harness.run.strategies import set_train_mode
+    from harness.run.timing import probe_config
 
     before = torch.get_num_threads()
     torch.set_num_threads(threads)

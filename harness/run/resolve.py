@@ -18,7 +18,8 @@ import copy
 import os
 
 from harness.errors import ConfigError
-from harness.run.config import RunConfig, check_name, fields, flat_config
+from harness.run.config import RunConfig, fields, flat_config
+from harness.run.names import check_name
 
 
 def target_device_type(cfg: RunConfig, cluster_gpus: float | None = None) -> str:

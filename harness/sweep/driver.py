@@ -48,7 +48,7 @@ from harness.run.config import RunConfig
 from harness.sweep.asha import asha_params, asha_warning
 from harness.sweep.interrupt import SweepInterrupt
 from harness.sweep.matrix import Matrix, load_matrix
-from harness.sweep.resources import local_cpus, trial_resources
+from harness.sweep.resources import check_fits_locally, local_cpus, trial_resources
 from harness.sweep.settings import (
     METRIC,
     MODE,
@@ -82,6 +82,8 @@ def run_sweep(s: SweepSettings, resume: bool = False) -> int:
         raise HarnessError(f"--name '{s.name}': use letters, digits and _ . = + - only")
     s, m = _resumed_settings(s, storage) if resume else _new_settings(s, storage)
     validate_settings(s, m)
+    if not os.environ.get("RAY_ADDRESS"):  # a trial bigger than this machine would wait for its resources forever
+        check_fits_locally(s)
     _make_paths_absolute(s)
     cells = trial_cells(m, s) if (s.search or m.search) != "optuna" else None
     mode = wandb_mode(s.wandb)

@@ -772,7 +772,8 @@ def _expand_arch_globs(m: Matrix, src: _Source) -> None:
 
 def _registry_names(key: str) -> tuple[str, list[str]] | None:
     """For config keys that name registered things (their metadata says which): (kind, valid names)."""
-    from harness.run.config import field_info, registry_label, registry_names
+    from harness.run.config import field_info
+    from harness.run.names import registry_label, registry_names
 
     try:
         reg = field_info(key).registry
