@@ -195,22 +195,6 @@ def torchvision_uint8_transform(spec: AugmentSpec, size: tuple[int, int]) -> tor
     return v2.Compose(ops) if ops else v2.Identity()
 
 
-def torchvision_transform(spec: AugmentSpec, size: tuple[int, int], mean: tuple[float, ...],
-                          std: tuple[float, ...]) -> torch.nn.Module:
-    """The whole ``transforms.v2`` pipeline of ``spec`` for one uint8 CHW image of ``size`` (H, W).
-
-    The per-sample reference of every stage; the torchvision backend runs only
-    :func:`torchvision_uint8_transform` per sample and the last two stages batched on the device.
-    """
-    from torchvision.transforms import v2
-
-    ops: list[torch.nn.Module] = [torchvision_uint8_transform(spec, size), v2.ToDtype(torch.float32, scale=True),
-                                  v2.Normalize(list(mean), list(std))]
-    if spec.erase_p:
-        ops.append(v2.RandomErasing(spec.erase_p, scale=spec.erase_scale, ratio=spec.erase_ratio, value=0))
-    return v2.Compose(ops)
-
-
 def erase_only(spec: AugmentSpec) -> AugmentSpec:
     """``spec`` with every stage but cutout off: what is left to draw once stages 1-2 ran elsewhere
     (the torchvision backend's workers)."""

@@ -9,7 +9,7 @@ are smooth even on short runs.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -296,14 +296,3 @@ def warmup_error(name: str) -> str:
 def current_lr(opt: torch.optim.Optimizer) -> float:
     """The learning rate of the first parameter group (the head's, when groups differ)."""
     return float(opt.param_groups[0]["lr"])
-
-
-def all_lrs(opt: torch.optim.Optimizer) -> dict[str, float]:
-    """Learning rate of every named parameter group."""
-    return {g.get("name", str(i)): float(g["lr"]) for i, g in enumerate(opt.param_groups)}
-
-
-def iter_params(groups: Iterable[dict]) -> Iterable[nn.Parameter]:
-    """Every parameter in ``groups``."""
-    for g in groups:
-        yield from g["params"]

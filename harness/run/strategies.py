@@ -35,7 +35,6 @@ class Prepared:
 
     model: nn.Module
     head_prefix: str | None  # dotted name of the head, for per-group learning rates
-    frozen: list[str]  # dotted prefixes whose parameters do not train
 
 
 @dataclass(frozen=True)
@@ -324,7 +323,7 @@ def _scratch(cfg: RunConfig, num_classes: int, in_chans: int, img_size: int) -> 
     head = _head_path(cfg.model.arch)
     frozen = resolve_frozen(model, head, cfg.strategy.trainable, cfg.strategy.freeze, cfg.model.arch)
     apply_freeze(model, frozen)
-    return Prepared(model, head, frozen)
+    return Prepared(model, head)
 
 
 def _finetune(cfg: RunConfig, num_classes: int, in_chans: int, img_size: int) -> Prepared:
@@ -340,7 +339,7 @@ def _finetune(cfg: RunConfig, num_classes: int, in_chans: int, img_size: int) ->
     replace_head(model, head, num_classes, s.head_layers)
     frozen = resolve_frozen(model, head, s.trainable, s.freeze, cfg.model.arch)
     apply_freeze(model, frozen)
-    return Prepared(model, head, frozen)
+    return Prepared(model, head)
 
 
 def _probe_rewrite(cfg: RunConfig) -> RunConfig:

@@ -92,7 +92,6 @@ AXIS_ALIASES: dict[str, str] = {
     "label_smoothing": "train.label_smoothing",
     "precision": "train.precision",
 }
-_SHORT = {v: k for k, v in AXIS_ALIASES.items()}
 
 GRID_KINDS = ("grid", "choice")
 DIST_KINDS = ("uniform", "loguniform", "randint")
@@ -102,11 +101,6 @@ SEARCHES = ("grid", "random", "optuna")
 
 # Keys a matrix must not set: the sweep owns them (seeds, folds, where things go, resources).
 _SWEEP_OWNED = tuple(keys_with(sweep=True))  # declared on the config fields (knob(sweep=True))
-
-
-def short_name(key: str) -> str:
-    """The alias of a dotted config key where it has one (``model.arch`` -> ``arch``)."""
-    return _SHORT.get(key, key)
 
 
 # ---------------------------------------------------------------------------------------------
