@@ -596,10 +596,6 @@ def _open_outputs(run: Run, state: TrainState) -> None:
             run.tb = SummaryWriter(log_dir=str(d / "tb"))
         except ImportError:  # tensorboard is a dependency; stay usable without it
             run.tb = None
-    if ctx.ray_train:
-        # The fault test finds workers to kill here; a restarted worker writes its new pid.
-        (d / "pids").mkdir(parents=True, exist_ok=True)
-        (d / "pids" / f"rank{ctx.rank}").write_text(str(os.getpid()))
     if cfg.train.progress and (ctx.is_main or ctx.world_size > 1):  # every rank says it started
         print(f"{ctx.tag}training {cfg.model.arch} ({run.params / 1e6:.3f}M params) on {cfg.data.dataset} "
               f"{tuple(run.meta.shape)} x {len(run.splits.train.labels)} train / {len(run.splits.val.labels)} val, "
