@@ -35,6 +35,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from harness.errors import HarnessError
 from loaders.registries import AUGMENTATIONS
 from loaders.transforms import LUMA
 
@@ -156,8 +157,6 @@ def refuse_unsupported(spec: AugmentSpec, backend: str, *, reflect: bool = False
     Raises:
         HarnessError: reflect padding or alternating flip on a backend without it.
     """
-    from harness.errors import HarnessError
-
     if spec.pad_mode == "reflect" and spec.crop_pad and not reflect:
         raise HarnessError(f"augmentation {spec.name}: the {backend} backend has no reflect-padded translation; "
                            "use --loader tensor")
@@ -173,6 +172,7 @@ def torchvision_uint8_transform(spec: AugmentSpec, size: tuple[int, int]) -> tor
     batch the workers collate, and the host-to-device copy, are a quarter of fp32's bytes.
     (torchvision's v2 ops run on uint8 images; ``ColorJitter`` rounds to uint8 between its ops.)
     """
+    # torchvision is heavy: loaded when this runs, so importing this module stays light
     from torchvision.transforms import v2
 
     ops: list[torch.nn.Module] = []

@@ -75,6 +75,7 @@ def choose_backend(split: SplitData, meta: DatasetMeta, device: str | torch.devi
     if dev.type == "cuda":
         free = int(torch.cuda.mem_get_info(dev)[0])
         if split_bytes > DEVICE_MEMORY_FRACTION * free and importlib.util.find_spec("ffcv") is not None:
+            # imported here: loaders.ffcv_loader imports this module
             from loaders.ffcv_loader import beton_path, ffcv_import_error
 
             ffcv_ok = ffcv_import_error() is None

@@ -19,7 +19,9 @@ from typing import Any
 from harness.files import THROUGHPUT_CSV
 from harness.provenance import provenance
 from harness.results_csv import THROUGHPUT_COLUMNS, append_rows, results_dir
+from harness.run.config import RunConfig, apply_overrides, load_config
 from harness.run.probe import DEFAULT, Candidate, Timing, candidates, choose, measured, table, time_candidates
+from harness.run.recipes import recipe_path
 
 #: Training images per CIFAR-10 epoch at the default validation fraction (for the compile's payback).
 EPOCH_IMAGES = 45_000
@@ -31,8 +33,7 @@ def target_config(target: str, args: argparse.Namespace) -> Any:
     Raises:
         HarnessError: an unknown model or recipe, or a bad ``--set`` (one line).
     """
-    from harness.run.config import RunConfig, apply_overrides, load_config
-    from harness.run.recipes import recipe_path
+    # torch is heavy: loaded when this runs, so importing this module stays light
     from harness.run.resolve import resolve
 
     kind, name = target.split(":", 1)
@@ -50,6 +51,7 @@ def target_config(target: str, args: argparse.Namespace) -> Any:
 
 def probe_target(target: str, args: argparse.Namespace) -> tuple[Any, dict[Candidate, Timing], Candidate]:
     """Time one target's candidates afresh (and its compiled choice with ``--compile``); print the table."""
+    # torch is heavy: loaded when this runs, so importing this module stays light
     import torch
 
     cfg = target_config(target, args)

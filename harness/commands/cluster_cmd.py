@@ -14,6 +14,14 @@ import shlex
 import sys
 from pathlib import Path
 
+from harness.commands import checks, sweep_cmd
+from harness.errors import HarnessError
+from harness.jobs import collect, server, storage, submission
+from harness.provenance import git_sha
+from harness.results_csv import read_rows, results_dir
+from harness.sweep.matrix import load_matrix
+from harness.sweep.settings import validate_settings
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """Register ``harness submit`` and ``harness results``."""
@@ -68,11 +76,6 @@ def _ray_prefix(token_sent: bool) -> str:
 
 def submit(args: argparse.Namespace) -> int:
     """Submit the sweep; print the follow-up commands and, last, the job id."""
-    from harness.commands import checks
-    from harness.errors import HarnessError
-    from harness.jobs import server, storage, submission
-    from harness.provenance import git_sha
-
     sweep_args = list(args.sweep_args)
     if sweep_args[:1] == ["--"]:
         sweep_args = sweep_args[1:]
@@ -142,7 +145,6 @@ class _SweepArgsParser(argparse.ArgumentParser):
     """Parses the sweep's arguments as `harness sweep` would, raising its usage errors as one line."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        from harness.errors import HarnessError
 
         raise HarnessError(f"the sweep's arguments after --: {message}")
 
@@ -157,10 +159,6 @@ def check_sweep_args(sweep_args: list[str], working_dir: Path) -> None:
     Raises:
         HarnessError: a usage error, a bad option value, an unknown preset or a matrix that does not parse.
     """
-    from harness.commands import sweep_cmd
-    from harness.sweep.matrix import load_matrix
-    from harness.sweep.settings import validate_settings
-
     top = _SweepArgsParser(prog="harness submit --")
     sweep_cmd.add_parser(top.add_subparsers(dest="command", parser_class=_SweepArgsParser))
     a = top.parse_args(["sweep", *sweep_args])
@@ -175,10 +173,6 @@ def check_sweep_args(sweep_args: list[str], working_dir: Path) -> None:
 
 def results(args: argparse.Namespace) -> int:
     """Wait for the job, copy its result files back, print where they went (last line: the folder)."""
-    from harness.commands import checks
-    from harness.jobs import collect, server
-    from harness.results_csv import read_rows, results_dir
-
     server.check_job_id("--job", args.job)
     checks.positive("--timeout", args.timeout)
     checks.positive("--poll", args.poll)

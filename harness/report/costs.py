@@ -23,13 +23,16 @@ from __future__ import annotations
 
 import datetime as _dt
 import math
+import os
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from harness.provenance import cpu_model, git_sha, versions
 from harness.results_csv import append_rows, read_rows
+from harness.run.config import epoch_count, flat_config, parse_duration, planned_epochs
 from harness.run.timing import (
     EVAL_BATCHES,
     MAX_TIMED_STEPS,
@@ -126,7 +129,7 @@ class Cost:
 def rate_key(cfg: Any, threads: int) -> str:
     """The identity of what one step of ``cfg`` costs at ``threads``: the resolved config without the keys
     that do not change it (epochs, seeds, budgets, where data lives, ...)."""
-    from harness.run.config import flat_config
+    # torch is heavy: loaded when this runs, so importing this module stays light
     from loaders.cache import cache_key
 
     flat = {k: v for k, v in flat_config(cfg).items() if k not in _COST_FREE and not k.startswith("sched.")
@@ -156,6 +159,7 @@ def lookup(rates: dict[tuple[str, str], Rate], key: str, cpu: str | None) -> Rat
 
 def stage_configs(cfg: Any) -> list[tuple[Any, bool, str]]:
     """``(stage config, starts from the previous stage, label)`` for each stage of the resolved ``cfg``."""
+    # torch is heavy: loaded when this runs, so importing this module stays light
     from harness.run.strategies import STRATEGIES
 
     return [(s.cfg, s.init_from_previous, s.label or cfg.strategy.name)
@@ -181,8 +185,6 @@ def split_images(cfg: Any) -> tuple[int, int, int]:
 
 def plan_stage(cfg: Any, label: str, rate: Rate | None, mflops: float | None) -> StageCost:
     """The steps, images and time of one stage from its epochs, step cap and budget."""
-    from harness.run.config import epoch_count, parse_duration, planned_epochs
-
     t = cfg.train
     train, val, test = split_images(cfg)
     per_epoch = math.ceil(train / t.batch_size) if not t.compile else train // t.batch_size
@@ -209,6 +211,7 @@ def plan_stage(cfg: Any, label: str, rate: Rate | None, mflops: float | None) ->
 
 def run_cost(cfg: Any, threads: int, rates: dict[tuple[str, str], Rate], cpu: str | None) -> Cost:
     """The cost of one run of the resolved ``cfg`` from rates already measured (None where not)."""
+    # imported here: the report modules import each other
     from harness.report.reproduce import model_mflops
 
     stages = []
@@ -230,11 +233,9 @@ def measure(cfg: Any, threads: int, init_from: Path | None = None, keep_weights:
     ``init_from``: a folder with the previous stage's ``best.pt`` (a stage that starts from it);
     ``keep_weights``: write this stage's weights there as ``best.pt`` for the next stage's probe.
     """
-    import os
-
+    # torch is heavy: loaded when this runs, so importing this module stays light
     import torch
 
-    from harness.provenance import cpu_model
     from harness.run.loop import evaluate, local_context, setup
     from harness.run.strategies import set_train_mode
 
@@ -275,8 +276,6 @@ def measure(cfg: Any, threads: int, init_from: Path | None = None, keep_weights:
 
 def measure_run(cfg: Any, threads: int, results: Path, remeasure: bool = False) -> Cost:
     """Measure each stage of the resolved ``cfg`` not yet in ``results/costs.csv`` for this CPU; its cost."""
-    from harness.provenance import cpu_model, git_sha, versions
-
     rates, cpu = read_rates(results), cpu_model()
     stages = stage_configs(cfg)
     with tempfile.TemporaryDirectory(prefix="harness-cost-stages-") as d:
@@ -298,6 +297,7 @@ def measure_run(cfg: Any, threads: int, results: Path, remeasure: bool = False) 
 
 def _write_weights(cfg: Any, path: Path) -> None:
     """Freshly initialised weights of ``cfg``'s model, where a later stage's probe needs a checkpoint."""
+    # torch is heavy: loaded when this runs, so importing this module stays light
     import torch
 
     from harness.run.strategies import build_model

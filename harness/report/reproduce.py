@@ -14,6 +14,7 @@ ours and the report's words.
 
 from __future__ import annotations
 
+import json
 import math
 import statistics
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ from harness.provenance import publishable
 from harness.report.leaderboard import ranked
 from harness.report.plots import save_figure
 from harness.results_csv import read_rows
-from harness.sweep.matrix import Matrix
+from harness.sweep.matrix import Matrix, list_presets, load_matrix
 
 #: The smallest tolerance of a *holds* verdict (3 percentage points), widened to 2 x std where larger.
 MIN_TOLERANCE = 0.03
@@ -117,8 +118,6 @@ def join(m: Matrix, rows: list[dict[str, Any]]) -> list[Row]:
 def _same_variant(lb_row: dict[str, Any], trial: dict[str, Any], row_id: str, trials: list[dict[str, Any]]) -> bool:
     """Whether ``lb_row`` ran ``trial``'s own configuration, where several answer one report row (K2: LeakyReLU
     and ELU). Compared on the keys in which those configurations differ, in the row's ``options`` column."""
-    import json
-
     peers = [t for t in trials if any(r["row"] == row_id for r in t["references"])]
     if len(peers) < 2:
         return True
@@ -168,6 +167,7 @@ def model_mflops(arch: str, overrides: dict[str, Any]) -> float | None:
     key = repr((arch, sorted(kwargs.items()), overrides.get("data.img_size")))
     if key not in _MFLOPS:
         try:
+            # torch is heavy: loaded when this runs, so importing this module stays light
             from architectures import count_mflops, create_model, model_info
 
             info = model_info(arch)
@@ -189,6 +189,7 @@ def _pct(x: float | None) -> str:
 
 
 def _duration(seconds: float) -> str:
+    # imported here: the report modules import each other
     from harness.report.costs import duration
 
     return "< 1 s" if seconds < 1 else duration(seconds)
@@ -303,6 +304,7 @@ def page_text(m: Matrix, rows: list[Row], plot_name: str, costs: dict[int, str] 
              f"- Rows not run are estimated at {GPU_FLOPS / 1e12:.0f} TFLOP/s on one GPU (an assumption); no row has "
              "run here yet to measure this CPU. Estimates are costs, never results."]
     if costs:
+        # imported here: the report modules import each other
         from harness.report.cost_cells import COST_NOTE
 
         notes.append(COST_NOTE)
@@ -312,6 +314,7 @@ def page_text(m: Matrix, rows: list[Row], plot_name: str, costs: dict[int, str] 
 
 def plot_rows(rows: list[Row], path: Path, title: str) -> None:
     """Ours against reported, one point per row run, with 2-std error bars and the y = x line."""
+    # matplotlib is heavy: imported only when a plot is drawn
     import matplotlib
 
     matplotlib.use("Agg")  # headless: no display on CI machines
@@ -344,6 +347,7 @@ def plot_rows(rows: list[Row], path: Path, title: str) -> None:
 
 def write_page(m: Matrix, results: Path, reports_dir: Path) -> tuple[Path, list[Row]]:
     """Write ``reports_dir/NAME.md`` and its plot from the leaderboard, and refresh the index."""
+    # imported here: the report modules import each other
     from harness.report.cost_cells import cost_cells
 
     rows = join(m, leaderboard_rows(results))
@@ -359,8 +363,6 @@ def write_page(m: Matrix, results: Path, reports_dir: Path) -> tuple[Path, list[
 
 def write_index(reports_dir: Path, results: Path) -> Path:
     """``docs/reports/README.md``: every report matrix, its page and its verdict counts."""
-    from harness.sweep.matrix import list_presets, load_matrix
-
     lines = ["# Report reproductions", "",
              "Each report this product replaces is a matrix (`harness list presets`); `harness reproduce NAME` "
              "runs it or reads the runs already done, and writes its page. Verdicts compare our mean over "
@@ -380,6 +382,4 @@ def write_index(reports_dir: Path, results: Path) -> Path:
 
 def report_names() -> list[str]:
     """The presets that are report matrices (they have a ``report`` section)."""
-    from harness.sweep.matrix import list_presets, load_matrix
-
     return [n for n, _ in list_presets() if load_matrix(n).report]

@@ -22,6 +22,7 @@ from typing import Any
 import yaml
 
 from harness.errors import ConfigError
+from harness.registry import suggest
 
 # Identity of a key: does changing it make a different configuration (a different leaderboard row)?
 RESULT = "result"  # yes: part of config_id and config_hash
@@ -279,8 +280,6 @@ def field_info(key: str) -> FieldInfo:
     """
     fs = fields()
     if key not in fs:
-        from harness.registry import suggest
-
         close = suggest(key, list(fs))
         raise ConfigError(f"unknown config key '{key}'" + (f"; did you mean {', '.join(close)}?" if close else ""))
     return fs[key]
@@ -370,8 +369,6 @@ def _from_dict(cls: type, data: dict, where: str = "") -> Any:
     names = [f.name for f in dataclasses.fields(cls)]
     unknown = [k for k in data if k not in names]
     if unknown:
-        from harness.registry import suggest
-
         k = unknown[0]
         close = suggest(k, names)
         hint = f"; did you mean {', '.join(where + c for c in close)}?" if close else ""
@@ -463,8 +460,6 @@ def set_dotted(d: dict, key: str, value: Any) -> None:
             raise ConfigError(f"unknown config key '{'.'.join(parts[: i + 1])}' in override '{key}'")
         cur = cur[part]
     if parts[-1] not in cur and not (len(parts) >= 2 and parts[-2] == "kwargs"):
-        from harness.registry import suggest
-
         close = suggest(parts[-1], list(cur))
         hint = f"; did you mean {', '.join('.'.join([*parts[:-1], c]) for c in close)}?" if close else ""
         raise ConfigError(f"unknown config key '{key}'{hint}")

@@ -19,6 +19,7 @@ from torch.optim import lr_scheduler as sch
 from harness.errors import ConfigError
 from harness.registry import Registry
 from harness.run.config import OptimConfig, SchedConfig
+from harness.run.muon import ConvMuon
 
 OPTIMIZERS: Registry[Callable[[list[dict], OptimConfig], torch.optim.Optimizer]] = Registry("optimizer")
 SCHEDULERS: Registry[SchedulerSpec] = Registry("scheduler")
@@ -47,8 +48,6 @@ def _rmsprop(groups: list[dict], c: OptimConfig) -> torch.optim.Optimizer:
 
 @OPTIMIZERS.register("muon")
 def _muon(groups: list[dict], c: OptimConfig) -> torch.optim.Optimizer:
-    from harness.run.muon import ConvMuon
-
     return ConvMuon(groups, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay, muon_lr=c.muon_lr,
                     muon_momentum=c.muon_momentum)
 

@@ -60,7 +60,7 @@ import yaml
 
 from harness.errors import ConfigError, HarnessError
 from harness.registry import suggest, unknown_name_message
-from harness.run.config import RunConfig, apply_overrides, config_to_dict, epoch_count, keys_with
+from harness.run.config import RunConfig, apply_overrides, config_to_dict, epoch_count, field_info, keys_with
 
 #: Short axis names and the config keys they stand for. Any dotted RunConfig key works as well.
 AXIS_ALIASES: dict[str, str] = {
@@ -302,6 +302,7 @@ class Matrix:
 
     def tune_space(self) -> dict[str, Any]:
         """The axes as a Ray Tune search space (for Optuna): grid and choice axes are categorical."""
+        # ray is heavy: imported only where Ray is used
         from ray import tune
 
         space: dict[str, Any] = {}
@@ -749,6 +750,7 @@ def _expand_arch_globs(m: Matrix, src: _Source) -> None:
         for lab, val, ref in zip(a.labels, a.values, a.references):
             pat = val.get("model.arch")
             if isinstance(pat, str) and any(ch in pat for ch in "*?[") and len(val) == 1:
+                # torch is heavy: loaded when this runs, so importing this module stays light
                 from architectures import list_models
 
                 names = list_models(pat)
@@ -766,7 +768,7 @@ def _expand_arch_globs(m: Matrix, src: _Source) -> None:
 
 def _registry_names(key: str) -> tuple[str, list[str]] | None:
     """For config keys that name registered things (their metadata says which): (kind, valid names)."""
-    from harness.run.config import field_info
+    # torch is heavy: loaded when this runs, so importing this module stays light
     from harness.run.names import registry_label, registry_names
 
     try:
