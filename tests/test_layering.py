@@ -38,3 +38,17 @@ def test_no_dead_code():
     p = _run([_tool("vulture"), "--min-confidence", "80", "harness", "loaders", "architectures",
               "tests/vulture_whitelist.py"])
     assert p.returncode == 0, p.stdout[-4000:] + p.stderr[-2000:]
+
+
+def test_no_import_circles():
+    """No module imports itself through others, function-local imports included (grimp, import-linter's graph)."""
+    import grimp
+
+    graph = grimp.build_graph("harness", "loaders", "architectures", cache_dir=None)
+    circles = []
+    for m in sorted(graph.modules):
+        for imported in graph.find_modules_directly_imported_by(m):
+            back = graph.find_shortest_chain(importer=imported, imported=m)
+            if back:
+                circles.append(" -> ".join((m, *back)))
+    assert not circles, "\n".join(circles[:10])

@@ -20,7 +20,7 @@ from typing import Any
 from harness.bench.probe import target_config
 from harness.files import THROUGHPUT_CSV
 from harness.provenance import provenance
-from harness.report.reproduce import model_mflops
+from harness.report.rows import model_mflops
 from harness.results_csv import THROUGHPUT_COLUMNS, append_rows, results_dir
 from harness.run.probe import DEFAULT, candidates, choose, measured, native_bf16_cpu
 from harness.run.timing import NATIVE_SIZE

@@ -128,7 +128,8 @@ def _campaign(args: argparse.Namespace, names: list[str], results) -> int:
         print("  " + describe(j), flush=True)
     if not args.budget:
         return 0
-    return run_campaign(jobs, args, parse_duration(args.budget), results)
+    return run_campaign(jobs, args, parse_duration(args.budget), results,
+                        lambda report: write_page(load_matrix(report), results, args.reports_dir)[0])
 
 
 def _gpu_queue(names: list[str], results, out) -> int:

@@ -26,12 +26,14 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from harness.provenance import cpu_model, git_sha, hardware, now
-from harness.report.costs import Cost, duration
+from harness.report.costs import Cost, duration, measure_run, read_rates, run_cost
+from harness.report.rows import join, leaderboard_rows
 from harness.results_csv import append_rows
 from harness.run.config import RunConfig, apply_overrides, parse_override, save_config
 from harness.sweep.driver import default_storage
@@ -80,9 +82,6 @@ class Job:
 
 def missing_jobs(report: str, results: Path) -> list[Job]:
     """The configurations of ``report`` without a full-budget leaderboard row, with their reason if not CPU."""
-    # imported here: the report modules import each other
-    from harness.report.reproduce import join, leaderboard_rows
-
     m = load_matrix(report)
     joined = join(m, leaderboard_rows(results))
     done = {r.ref["row"] for r in joined if r.ours is not None}
@@ -128,9 +127,6 @@ def job_config(job: Job, sets: list[str], resolved: bool = True) -> Any:
 
 def cost_jobs(jobs: list[Job], results: Path, cpus: int, sets: list[str], measure: bool = True) -> None:
     """Give each CPU job its measured cost, seeds and threads; a run over :data:`CPU_LIMIT_S` gets ``cost``."""
-    # imported here: the report modules import each other
-    from harness.report.costs import measure_run, read_rates, run_cost
-
     rates, cpu = read_rates(results), cpu_model()
     for job in jobs:
         if job.reason is not None:  # not run here: its stated GPU cost (and a CPU one where measured before)
@@ -247,16 +243,15 @@ def describe(job: Job) -> str:
     return f"{job.report} {job.label} ({rows}): ≈ {est} ({what}{measured})"
 
 
-def run_campaign(jobs: list[Job], args: Any, budget_s: float, results: Path) -> int:
-    """Run the CPU's jobs in order within ``budget_s``; regenerate the pages as each lands.
+def run_campaign(jobs: list[Job], args: Any, budget_s: float, results: Path,
+                 write_page: Callable[[str], Path]) -> int:
+    """Run the CPU's jobs in order within ``budget_s``; ``write_page(report)`` regenerates a report's page as
+    each of its jobs lands (and returns the page's path).
 
     Returns:
         0 when every job it started ended, 130 when the budget or Ctrl-C stopped one (the next call
         resumes it).
     """
-    # imported here: the report modules import each other
-    from harness.report.reproduce import write_page
-
     storage = Path(args.storage).expanduser().resolve() if args.storage else default_storage()
     start = time.monotonic()
     deadline, rc, started = start + budget_s, 0, 0
@@ -284,7 +279,7 @@ def run_campaign(jobs: list[Job], args: Any, budget_s: float, results: Path) -> 
             print(f"campaign: the budget ran out; `harness reproduce --all --run` continues {job.label} from its "
                   "last epoch", flush=True)
             return 130
-        page, _ = write_page(load_matrix(job.report), results, args.reports_dir)
+        page = write_page(job.report)
         print(f"campaign: wrote {page}", flush=True)
         rc = rc or (0 if outcome == "done" else 1)
     return rc

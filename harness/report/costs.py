@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.provenance import cpu_model, git_sha, versions
+from harness.report.rows import model_mflops
 from harness.results_csv import append_rows, read_rows
 from harness.run.config import epoch_count, flat_config, parse_duration, planned_epochs
 from harness.run.timing import (
@@ -211,9 +212,6 @@ def plan_stage(cfg: Any, label: str, rate: Rate | None, mflops: float | None) ->
 
 def run_cost(cfg: Any, threads: int, rates: dict[tuple[str, str], Rate], cpu: str | None) -> Cost:
     """The cost of one run of the resolved ``cfg`` from rates already measured (None where not)."""
-    # imported here: the report modules import each other
-    from harness.report.reproduce import model_mflops
-
     stages = []
     for stage_cfg, _prev, label in stage_configs(cfg):
         rate = lookup(rates, rate_key(stage_cfg, threads), cpu)
