@@ -17,6 +17,7 @@ side resizes to it.
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -46,8 +47,6 @@ def is_weights_file(weights: object) -> bool:
 
 def _load_weights_file(name: str, tv_name: str, path_text: str) -> nn.Module:
     """torchvision's ``tv_name`` with the weights of a local state-dict file (its own head size kept)."""
-    from pathlib import Path
-
     path = Path(path_text).expanduser()
     if not path.is_file():
         raise HarnessError(f"{name}: --weights {path_text}: no such file (give a torchvision state-dict .pth, or a "

@@ -13,6 +13,7 @@ import os
 import sys
 
 from harness.errors import HarnessError
+from harness.provenance import git_sha
 
 # Each module defines ``add_parser(subparsers)``, which registers its subcommand(s) and sets
 # ``func`` on the parsed namespace. Kept as a fixed list (no discovery magic) so ``--help`` is fast.
@@ -67,7 +68,6 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``harness`` console script."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    from harness.provenance import git_sha
 
     git_sha()  # cached now: rows name the code this process started with, not a HEAD committed while it ran
     try:

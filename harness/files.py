@@ -8,6 +8,8 @@ A run directory (``harness run``, a sweep trial's ``run/``, transfer's ``pretrai
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 # A run directory
@@ -38,9 +40,6 @@ PRUNED_CSV = "pruned.csv"  # trials the scheduler stopped, with the rung they re
 def write_text_atomic(path: Path, text: str) -> None:
     """Replace ``path`` with ``text`` in one step: a reader (or a concurrent sweep) never sees half a file,
     and a kill mid-write leaves the previous version whole."""
-    import os
-    import tempfile
-
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
     with os.fdopen(fd, "w") as fh:
         fh.write(text)

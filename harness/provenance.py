@@ -71,6 +71,7 @@ def cpu_model() -> str:
 
 def hardware(device: str | None = None) -> str:
     """A short description of the compute: GPU name and count, or CPU model and core count."""
+    # torch is heavy: loaded when this runs, so importing this module stays light
     import torch
 
     if (device is None or device.startswith("cuda")) and torch.cuda.is_available():
@@ -81,6 +82,7 @@ def hardware(device: str | None = None) -> str:
 
 def versions() -> dict[str, str]:
     """Versions of the libraries that shape results."""
+    # torch is heavy: loaded when this runs, so importing this module stays light
     import torch
 
     out = {"torch": torch.__version__.split("+")[0], "cuda": torch.version.cuda or ""}

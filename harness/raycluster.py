@@ -41,6 +41,7 @@ def init_ray(*, num_cpus: int | None = None, dashboard: bool = False, verbose: b
         True when this call started a private local cluster; False when it connected to
         ``$RAY_ADDRESS`` or Ray was already initialised.
     """
+    # ray is heavy: imported only where Ray is used
     import ray
 
     if ray.is_initialized():

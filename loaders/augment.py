@@ -35,6 +35,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from harness.errors import HarnessError
 from loaders.registries import AUGMENTATIONS
 from loaders.transforms import LUMA
 
@@ -156,8 +157,6 @@ def refuse_unsupported(spec: AugmentSpec, backend: str, *, reflect: bool = False
     Raises:
         HarnessError: reflect padding or alternating flip on a backend without it.
     """
-    from harness.errors import HarnessError
-
     if spec.pad_mode == "reflect" and spec.crop_pad and not reflect:
         raise HarnessError(f"augmentation {spec.name}: the {backend} backend has no reflect-padded translation; "
                            "use --loader tensor")
@@ -173,6 +172,7 @@ def torchvision_uint8_transform(spec: AugmentSpec, size: tuple[int, int]) -> tor
     batch the workers collate, and the host-to-device copy, are a quarter of fp32's bytes.
     (torchvision's v2 ops run on uint8 images; ``ColorJitter`` rounds to uint8 between its ops.)
     """
+    # torchvision is heavy: loaded when this runs, so importing this module stays light
     from torchvision.transforms import v2
 
     ops: list[torch.nn.Module] = []
@@ -193,22 +193,6 @@ def torchvision_uint8_transform(spec: AugmentSpec, size: tuple[int, int]) -> tor
         ops.append(v2.ColorJitter(brightness=b or None, contrast=c or None, saturation=s or None,
                                   hue=spec.hue or None))
     return v2.Compose(ops) if ops else v2.Identity()
-
-
-def torchvision_transform(spec: AugmentSpec, size: tuple[int, int], mean: tuple[float, ...],
-                          std: tuple[float, ...]) -> torch.nn.Module:
-    """The whole ``transforms.v2`` pipeline of ``spec`` for one uint8 CHW image of ``size`` (H, W).
-
-    The per-sample reference of every stage; the torchvision backend runs only
-    :func:`torchvision_uint8_transform` per sample and the last two stages batched on the device.
-    """
-    from torchvision.transforms import v2
-
-    ops: list[torch.nn.Module] = [torchvision_uint8_transform(spec, size), v2.ToDtype(torch.float32, scale=True),
-                                  v2.Normalize(list(mean), list(std))]
-    if spec.erase_p:
-        ops.append(v2.RandomErasing(spec.erase_p, scale=spec.erase_scale, ratio=spec.erase_ratio, value=0))
-    return v2.Compose(ops)
 
 
 def erase_only(spec: AugmentSpec) -> AugmentSpec:

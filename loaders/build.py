@@ -22,6 +22,7 @@ from harness.errors import HarnessError
 from loaders.augment import AugmentSpec
 from loaders.base import LoaderBase, resolve_device
 from loaders.cache import notice
+from loaders.ffcv_loader import beton_path, ffcv_import_error
 from loaders.registries import AUGMENTATIONS, BACKENDS
 from loaders.types import DatasetMeta, SplitData
 
@@ -75,8 +76,6 @@ def choose_backend(split: SplitData, meta: DatasetMeta, device: str | torch.devi
     if dev.type == "cuda":
         free = int(torch.cuda.mem_get_info(dev)[0])
         if split_bytes > DEVICE_MEMORY_FRACTION * free and importlib.util.find_spec("ffcv") is not None:
-            from loaders.ffcv_loader import beton_path, ffcv_import_error
-
             ffcv_ok = ffcv_import_error() is None
             betons = beton_path(split, meta, beton_dir).exists()
     return auto_backend(dev.type, split_bytes, free, ffcv_ok, betons)

@@ -77,6 +77,7 @@ class Cifar10Reader(DatasetReader):
                 return Located(npz, {"format": "npz", "sha256": file_digest(npz, "sha256")}, files={"npz": npz})
         if opts.download:
             try:
+                # torchvision is heavy: loaded when this runs, so importing this module stays light
                 import torchvision
 
                 torchvision.datasets.CIFAR10(str(data_dir), train=True, download=True)

@@ -43,6 +43,7 @@ import fcntl
 import functools
 import os
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -108,6 +109,7 @@ def write_beton(split: SplitData, path: Path, num_workers: int | None = None) ->
         raise HarnessError(f"cannot write FFCV betons: ffcv does not import ({why}); {INSTALL_HINT}")
     if len(split) == 0:
         raise HarnessError(f"cannot write an empty split to {path}")
+    # ffcv is optional (the [ffcv] extra)
     from ffcv.fields import IntField, NDArrayField
     from ffcv.writer import DatasetWriter
 
@@ -136,6 +138,7 @@ def _shard_order_class(owner: LoaderBase) -> type:
     It works as ffcv 1.0.2 wants it (an instance made with no loader, which ffcv then calls with
     the loader) and as later ffcv does (the class, instantiated with the loader).
     """
+    # ffcv is optional (the [ffcv] extra)
     from ffcv.traversal_order.base import TraversalOrder
 
     class ShardOrder(TraversalOrder):
@@ -174,8 +177,7 @@ def _new_ffcv_loader(loader_cls: type, order_cls: type, **kwargs: object) -> obj
 @functools.cache
 def _pipeline_ops() -> tuple[type, type]:
     """The two in-pipeline ffcv ``Operation`` classes (defined lazily: ffcv is an optional extra)."""
-    from dataclasses import replace
-
+    # ffcv is optional (the [ffcv] extra)
     from ffcv.pipeline.operation import Operation
 
     class _ToFloat(Operation):
@@ -246,6 +248,7 @@ class FFCVLoader(LoaderBase):
         why = ffcv_import_error()
         if why:
             raise HarnessError(f"loader backend ffcv: ffcv does not import ({why}); {INSTALL_HINT}")
+        # ffcv is optional (the [ffcv] extra)
         from ffcv.fields.decoders import IntDecoder, NDArrayDecoder
         from ffcv.loader import Loader
         from ffcv.transforms import RandomHorizontalFlip, RandomTranslate, ToDevice, ToTensor, ToTorchImage

@@ -73,6 +73,7 @@ class ImagenetteReader(DatasetReader):
                   if (d / "train").is_dir() and (d / "val").is_dir()]
         if not copies and opts.download:
             try:
+                # torchvision is heavy: loaded when this runs, so importing this module stays light
                 import torchvision
 
                 torchvision.datasets.Imagenette(str(data_dir), split="train", size="160px", download=True)

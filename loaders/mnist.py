@@ -45,6 +45,7 @@ class MnistReader(DatasetReader):
         missing = [n for n in FILES_MD5 if not (raw / n).is_file()]
         if missing and opts.download:
             try:
+                # torchvision is heavy: loaded when this runs, so importing this module stays light
                 import torchvision
 
                 torchvision.datasets.MNIST(str(data_dir), train=True, download=True)

@@ -158,6 +158,7 @@ class TensorLoader(LoaderBase):
         if self.spec.flip and self.spec.flip_mode == "alternating":
             params.flip = alternating_flips(self.n, idx, self.epoch, self.seed)
         if self.use_kernel:
+            # numba is heavy: imported when a kernel runs
             from loaders.kernels import torch_threads_kept
 
             labels = self.labels[torch.from_numpy(idx)]
@@ -185,6 +186,7 @@ class TensorLoader(LoaderBase):
                 yield self._finish(x), self.labels[bi]
 
     def _kernel_batch(self, bi: np.ndarray, p: BatchParams) -> torch.Tensor:
+        # numba is heavy: imported when a kernel runs
         from loaders.kernels import gather_augment, gather_crop_flip_normalize
 
         spec = self.spec

@@ -58,6 +58,7 @@ class TransformedImages(Dataset):
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         if self.transform is None:
             return self.images[i], self.labels[i]
+        # torchvision is heavy: loaded when this runs, so importing this module stays light
         from torchvision import tv_tensors
 
         x = self.transform(tv_tensors.Image(self.images[i]))

@@ -55,6 +55,7 @@ def channel_stats(x: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]
     0.1 s, where float64 reductions took a second). A constant channel gets std 1/255 rather
     than 0, so normalising never divides by zero.
     """
+    # numba is heavy: imported when a kernel runs
     from loaders.kernels import channel_histogram, torch_threads_kept
 
     with torch_threads_kept():

@@ -80,19 +80,19 @@ def guards(monkeypatch):
             raise AssertionError(f"bad input got as far as {what}")
         return fail
 
+    import harness.bench.loaders
     import harness.bench.overhead
     import harness.bench.probe
     import harness.bench.roofline
     import harness.run.probe
     import harness.run.trainer
     import harness.sweep.driver
-    import loaders.bench
 
     monkeypatch.setattr(harness.run.trainer, "fit", reached("training (fit)"))
     monkeypatch.setattr(harness.sweep.driver, "_run_tune", reached("the sweep's Tune run"))
     monkeypatch.setattr(harness.sweep.driver, "_prepare_data", reached("the sweep's data preparation"))
     monkeypatch.setattr(harness.bench.overhead, "_measure", reached("the overhead measurement"))
-    monkeypatch.setattr(loaders.bench, "load_splits", reached("the loader benchmark's data"))
+    monkeypatch.setattr(harness.bench.loaders, "load_splits", reached("the loader benchmark's data"))
     monkeypatch.setattr(harness.run.probe, "time_candidates", reached("the probe's timing"))
     monkeypatch.setattr(harness.bench.probe, "time_candidates", reached("the probe's timing"))
     monkeypatch.setattr(harness.bench.roofline, "matmul_gflops", reached("the roofline's matmul"))

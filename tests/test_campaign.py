@@ -116,7 +116,7 @@ def test_pages_show_measured_costs_and_why_each_row_is_not_run(tmp_path):
 
 
 def test_two_configurations_of_one_report_row_each_get_their_own_run(tmp_path):
-    from harness.report.reproduce import join
+    from harness.report.rows import join
     from harness.sweep.matrix import load_matrix
 
     def lb(act: str, val: float) -> dict:

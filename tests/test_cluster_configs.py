@@ -173,7 +173,7 @@ def test_dockerfile_matches_the_cluster_image_and_installs_ffcv():
 def test_runtime_env_is_valid_and_conflict_free():
     from ray.runtime_env import RuntimeEnv
 
-    from harness.cluster import load_runtime_env
+    from harness.jobs.submission import load_runtime_env
 
     raw = _load("runtime_env.yaml")
     RuntimeEnv(**raw)
@@ -198,7 +198,7 @@ def test_job_upload_is_small_and_holds_no_data(tmp_path):
     size_mib = pkg.stat().st_size / 2**20
     assert size_mib < 50, f"the job upload is {size_mib:.1f} MiB"
     names = zipfile.ZipFile(pkg).namelist()
-    assert "harness/cluster.py" in names and "cluster/smoke-matrix.yaml" in names
+    assert "harness/jobs/wrapper.py" in names and "cluster/smoke-matrix.yaml" in names
     bad = [n for n in names if n.split("/")[0] in {".venv", ".git", "data", "runs", "sweeps", "results", "wandb"}
            or n.endswith(".beton")]
     assert not bad, bad[:10]

@@ -5,13 +5,16 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 pytestmark = pytest.mark.slow
@@ -27,6 +30,16 @@ def _env(tmp_path: Path) -> dict:
     env["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="r", dir="/tmp")
     env.pop("RAY_ADDRESS", None)
     return env
+
+
+# Ray prefixes each line a worker prints with its process, e.g. "(RayTrainWorker pid=4242) [rank 1/2] training ...".
+_RANK1_LINE = re.compile(r"pid=(\d+)[^)]*\)\s*\[rank 1/2\]")
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def _rank1_pids(lines: list[str]) -> list[int]:
+    """The pids of the Ray worker processes that printed as rank 1, in order (a restarted worker is a new one)."""
+    return [int(m.group(1)) for line in list(lines) if (m := _RANK1_LINE.search(_ANSI.sub("", line)))]
 
 
 def test_two_cpu_workers(tmp_path):
@@ -68,10 +81,15 @@ def test_two_cpu_workers(tmp_path):
 def test_killed_worker_resumes_from_checkpoint(tmp_path):
     out = tmp_path / "runs"
     epochs = 6
+    env = _env(tmp_path)
+    env["RAY_DEDUP_LOGS"] = "0"  # Ray would fold rank 1's start line into rank 0's ("repeated 2x"), pid and all
     proc = subprocess.Popen([*RUN, "--workers", "2", "--cpus-per-worker", "1", "--epochs", str(epochs),
                              "--max-failures", "2", "--set", "data.synthetic_size=3000", "--arch", "vanilla_cnn",
                              "--out", str(out)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env(tmp_path))
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True)
+    reader.start()
     killed = None
     try:
         deadline = time.monotonic() + 240
@@ -80,26 +98,30 @@ def test_killed_worker_resumes_from_checkpoint(tmp_path):
             # is not enough (Ray restores only registered ones), but when epoch 2's row is written,
             # epoch 1's report (a barrier across ranks) finished a whole epoch earlier.
             runs = list(out.glob("*/metrics.csv"))
-            if runs:
+            pids = _rank1_pids(lines)
+            if runs and pids:
                 with open(runs[0]) as fh:
                     rows = list(csv.DictReader(fh))
-                pid_file = runs[0].parent / "pids" / "rank1"
-                if len(rows) >= 2 and pid_file.is_file():
-                    killed = int(pid_file.read_text())
+                if len(rows) >= 2:
+                    killed = pids[-1]
+                    # rank 1 is a Ray worker process of this run: raylet, a child of `harness run`, forked it
+                    assert killed in {c.pid for c in psutil.Process(proc.pid).children(recursive=True)}, lines[-20:]
                     os.kill(killed, signal.SIGKILL)
                     break
             time.sleep(0.2)
         assert killed, "no checkpoint appeared before the run ended"
-        log, _ = proc.communicate(timeout=300)
+        proc.wait(timeout=300)
+        reader.join(timeout=30)
     finally:
         if proc.poll() is None:
             proc.kill()
+    log = "".join(lines)
     assert proc.returncode == 0, log[-3000:]
     run_dir = Path(log.strip().splitlines()[-1])
     with open(run_dir / "metrics.csv") as fh:
         epochs_logged = [int(r["epoch"]) for r in csv.DictReader(fh)]
     assert epochs_logged == list(range(1, epochs + 1))
     assert "resumed from the checkpoint of epoch" in log, log[-4000:]
-    new_pid = int((run_dir / "pids" / "rank1").read_text())
-    assert new_pid != killed
+    new_pid = _rank1_pids(lines)[-1]
+    assert new_pid != killed, "the restarted rank 1 is a new worker process"
     assert json.loads((run_dir / "summary.json").read_text())["epochs_run"] == epochs

@@ -222,12 +222,12 @@ def test_ctrl_c_while_fit_starts_is_passed_to_tune_at_its_first_step(ray_cluster
 
     # (pytest started in the background by a non-interactive shell inherits SIGINT ignored: compare with it)
     handler_before = signal.getsignal(signal.SIGINT)
-    from harness.sweep.progress import Progress
+    from harness.sweep.progress import SweepProgress
 
     cloudpickle.register_pickle_by_value(sys.modules[_slow_trainable.__module__])  # workers cannot import tests/
     monkeypatch.delenv("TUNE_DISABLE_SIGINT_HANDLER", raising=False)
     tuner = tune.Tuner(_slow_trainable, run_config=tune.RunConfig(
-        name="t", storage_path=str(tmp_path), verbose=0, callbacks=[Progress("t", 1)]))
+        name="t", storage_path=str(tmp_path), verbose=0, callbacks=[SweepProgress("t", 1)]))
     with SweepInterrupt("t") as stop:
         if when == "before_fit":
             signal.raise_signal(signal.SIGINT)

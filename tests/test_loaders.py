@@ -253,7 +253,7 @@ def test_auto_picks_tensor_on_cpu_and_says_why_once(synth: object, capsys: pytes
 
 
 def test_bench_appends_rows(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    from loaders.bench import main
+    from harness.bench.loaders import main
 
     out = tmp_path / "throughput.csv"
     args = argparse.Namespace(data_dir=str(tmp_path / "absent"), backends="tensor,torchvision", presets="base",

@@ -289,7 +289,7 @@ def test_simple_cnn_bn_search_knobs_change_the_model():
 
 
 def test_verdicts_hold_within_noise_and_never_number_a_row_not_run():
-    from harness.report.reproduce import Row
+    from harness.report.rows import Row
 
     ref = {"row": "X", "figure": 0.6, "metric": "test"}
     assert Row(ref, {}, ours=0.62, std=0.005, n=2).verdict == "holds"
@@ -308,7 +308,7 @@ def test_verdicts_hold_within_noise_and_never_number_a_row_not_run():
     (0.6301, 0.01, "better"),  # 2 x std = 2 pp is below the 3 pp floor: the floor applies
 ])
 def test_verdict_holds_at_exactly_max_3pp_2std(ours, std, verdict):
-    from harness.report.reproduce import Row
+    from harness.report.rows import Row
 
     assert Row({"row": "X", "figure": 0.6, "metric": "test"}, {}, ours=ours, std=std, n=2).verdict == verdict
 
@@ -418,7 +418,8 @@ def test_reproduce_bad_input_is_one_line(capsys):
 
 
 def test_rows_compared_on_validation_say_optimistic_and_show_the_held_out_figure():
-    from harness.report.reproduce import Row, table_lines
+    from harness.report.reproduce import table_lines
+    from harness.report.rows import Row
 
     val = Row({"row": "K1", "figure": 0.688, "metric": "val"}, {}, ours=0.70, std=0.01, n=2, test=0.66)
     test = Row({"row": "A2", "figure": 0.5645, "metric": "test"}, {}, ours=0.56, std=0.01, n=2)
@@ -428,7 +429,8 @@ def test_rows_compared_on_validation_say_optimistic_and_show_the_held_out_figure
 
 
 def test_plateau_rows_say_whether_the_schedule_cut_the_lr():
-    from harness.report.reproduce import Row, table_lines
+    from harness.report.reproduce import table_lines
+    from harness.report.rows import Row
 
     ref = {"row": "S4.2", "figure": 0.5, "metric": "test"}
     never = Row(ref, {}, ours=0.5, n=2, source={"lr_reductions": "0 0"})

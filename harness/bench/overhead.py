@@ -27,7 +27,10 @@ from harness.errors import HarnessError
 from harness.files import METRICS_FILE, THROUGHPUT_CSV
 from harness.provenance import provenance
 from harness.results_csv import THROUGHPUT_COLUMNS, append_rows, results_dir
+from harness.run.config import RunConfig, apply_overrides
+from harness.run.measure import autocast
 from harness.run.summary import RunSummary
+from loaders import DataOptions, load_splits
 
 MODES = ("bare", "inprocess", "ray")
 # What the bench checks: harness images/s as a fraction of the bare loop's, Ray's seconds to a first step.
@@ -55,7 +58,7 @@ def run_overrides(arch: str, n_train: int, batch_size: int, epochs: int, workers
 
 def speed_settings(arch: str, n_train: int, batch_size: int, epochs: int) -> tuple[torch.device, str, bool]:
     """Device, precision and memory layout the harness runs resolve to (the bare loop uses the same)."""
-    from harness.run.config import RunConfig, apply_overrides
+    # torchvision is heavy: loaded when this runs, so importing this module stays light
     from harness.run.resolve import resolve
 
     cfg = resolve(apply_overrides(RunConfig(), run_overrides(arch, n_train, batch_size, epochs, 0)))
@@ -65,9 +68,8 @@ def speed_settings(arch: str, n_train: int, batch_size: int, epochs: int) -> tup
 def bare_loop(arch: str, n_train: int, batch_size: int, epochs: int) -> list[float]:
     """Images/s per epoch of the plainest correct loop over the same normalised data, on the same device,
     in the same precision and memory layout as the harness runs (:func:`speed_settings`)."""
+    # torchvision is heavy: loaded when this runs, so importing this module stays light
     from architectures import create_model
-    from harness.run.measure import autocast
-    from loaders import DataOptions, load_splits
 
     device, precision, channels_last = speed_settings(arch, n_train, batch_size, epochs)
     d = _data_args(n_train)

@@ -18,8 +18,11 @@ from typing import Any
 
 from harness.files import THROUGHPUT_CSV
 from harness.provenance import provenance
+from harness.report.costs import split_images
 from harness.results_csv import THROUGHPUT_COLUMNS, append_rows, results_dir
+from harness.run.config import RunConfig, apply_overrides, load_config
 from harness.run.probe import DEFAULT, Candidate, Timing, candidates, choose, measured, table, time_candidates
+from harness.run.recipes import recipe_path
 
 
 def target_config(target: str, args: argparse.Namespace) -> Any:
@@ -28,8 +31,7 @@ def target_config(target: str, args: argparse.Namespace) -> Any:
     Raises:
         HarnessError: an unknown model or recipe, or a bad ``--set`` (one line).
     """
-    from harness.run.config import RunConfig, apply_overrides, load_config
-    from harness.run.recipes import recipe_path
+    # torch is heavy: loaded when this runs, so importing this module stays light
     from harness.run.resolve import resolve
 
     kind, name = target.split(":", 1)
@@ -47,6 +49,7 @@ def target_config(target: str, args: argparse.Namespace) -> Any:
 
 def probe_target(target: str, args: argparse.Namespace) -> tuple[Any, dict[Candidate, Timing], Candidate]:
     """Time one target's candidates afresh (and its compiled choice with ``--compile``); print the table."""
+    # torch is heavy: loaded when this runs, so importing this module stays light
     import torch
 
     cfg = target_config(target, args)
@@ -69,8 +72,6 @@ def probe_target(target: str, args: argparse.Namespace) -> tuple[Any, dict[Candi
 def payback(eager: Timing, compiled: Timing, cfg: Any) -> str:
     """One line on whether ``--compile`` pays: its seconds, speed-up and the epochs of ``cfg``'s training split
     it takes to pay back."""
-    from harness.report.costs import split_images
-
     images = split_images(cfg)[0]
     speedup = compiled.img_per_s / eager.img_per_s
     saved = images / eager.img_per_s - images / compiled.img_per_s  # seconds per epoch

@@ -17,10 +17,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+from harness.bench.probe import target_config
 from harness.files import THROUGHPUT_CSV
 from harness.provenance import provenance
+from harness.report.rows import model_mflops
 from harness.results_csv import THROUGHPUT_COLUMNS, append_rows, results_dir
 from harness.run.probe import DEFAULT, candidates, choose, measured, native_bf16_cpu
+from harness.run.timing import NATIVE_SIZE
 
 #: The side of the square matmul that sets the peak (large enough to be compute bound on a CPU core).
 MATMUL_N = 2048
@@ -28,6 +31,7 @@ MATMUL_N = 2048
 
 def matmul_gflops(dtype_name: str, threads: int, n: int = MATMUL_N, seconds: float = 1.0, blocks: int = 3) -> float:
     """GFLOP/s of an ``n x n`` matmul in ``dtype_name`` (fp32 or bf16): the median of ``blocks`` timed blocks."""
+    # torch is heavy: loaded when this runs, so importing this module stays light
     import torch
 
     dtype = torch.bfloat16 if dtype_name == "bf16" else torch.float32
@@ -51,9 +55,6 @@ def matmul_gflops(dtype_name: str, threads: int, n: int = MATMUL_N, seconds: flo
 
 def forward_mflops(cfg: Any) -> float | None:
     """Forward MFLOPs per image of ``cfg``'s model at its input size (torch's FLOP counter)."""
-    from harness.report.costs import NATIVE_SIZE
-    from harness.report.reproduce import model_mflops
-
     size = cfg.data.img_size or NATIVE_SIZE.get(cfg.data.dataset, 32)
     return model_mflops(cfg.model.arch, {"data.img_size": size, "data.grayscale": cfg.data.grayscale,
                                          "model.kwargs": cfg.model.kwargs})
@@ -61,9 +62,8 @@ def forward_mflops(cfg: Any) -> float | None:
 
 def main(args: argparse.Namespace) -> int:
     """Measure the peaks and each target's achieved fraction; print the table; append rows."""
+    # torch is heavy: loaded when this runs, so importing this module stays light
     import torch
-
-    from harness.bench.probe import target_config
 
     threads = args.threads or torch.get_num_threads()
     peaks = {"fp32": matmul_gflops("fp32", threads)}

@@ -30,7 +30,10 @@ from typing import TYPE_CHECKING
 
 from harness.files import THROUGHPUT_CSV
 from harness.provenance import provenance
+from harness.report.docs import render_speed_docs
 from harness.results_csv import THROUGHPUT_COLUMNS, append_rows, results_dir
+from harness.run.config import apply_overrides, load_config
+from harness.run.recipes import recipe_path
 from harness.run.summary import RunSummary
 
 if TYPE_CHECKING:
@@ -75,8 +78,7 @@ def recipe_config(name: str, target: float, seed: int, sets: list[str], data_dir
     Raises:
         HarnessError: an unknown recipe or a bad ``--set`` (one line).
     """
-    from harness.run.config import apply_overrides, load_config
-    from harness.run.recipes import recipe_path
+    # torch is heavy: loaded when this runs, so importing this module stays light
     from harness.run.resolve import resolve
 
     cfg = load_config(recipe_path(name))
@@ -91,6 +93,7 @@ def recipe_config(name: str, target: float, seed: int, sets: list[str], data_dir
 
 def run_recipe(name: str, args: argparse.Namespace) -> RecipeResult:
     """``args.runs`` runs of recipe ``name``, seeds 0..runs-1, in process."""
+    # torch is heavy: loaded when this runs, so importing this module stays light
     from harness.run.trainer import fit
 
     res = RecipeResult(name)
@@ -110,6 +113,7 @@ def airbench_files(root: Path, raw: RawData) -> None:
     peer trains and tests on the same images (its loader would otherwise download them): each a dict of uint8
     (N, 32, 32, 3) ``images``, int64 ``labels`` and the ``classes``, the layout airbench 0.1.x's
     ``CifarLoader`` saves and reads."""
+    # torch is heavy: loaded when this runs, so importing this module stays light
     import torch
 
     root.mkdir(parents=True, exist_ok=True)
@@ -129,6 +133,7 @@ def airbench_peer(runs: int, data_dir: str | None) -> RecipeResult | str:
     ``train94`` (no per-epoch evaluation) and the TTA evaluation of the test set; not timed: placing the
     data on the GPU and one warm-up run (``warmup94``). It trains on all 50,000 images (no val split).
     """
+    # torch is heavy: loaded when this runs, so importing this module stays light
     import torch
 
     if importlib.util.find_spec("airbench") is None:
@@ -212,7 +217,6 @@ def main(args: argparse.Namespace) -> int:
     append_rows(out, table, THROUGHPUT_COLUMNS)
     print(f"rows appended to {out}")
     if not args.out:  # the page reads the results folder's CSV, not a one-off --out file
-        from harness.report.docs import render_speed_docs
 
         print(f"docs: {render_speed_docs()}")
     return 0

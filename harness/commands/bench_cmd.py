@@ -4,6 +4,14 @@ from __future__ import annotations
 
 import argparse
 
+from harness.bench import probe, roofline, speed
+from harness.bench.probe import target_config, targets
+from harness.bench.speed import recipe_config
+from harness.commands import checks
+from harness.errors import HarnessError
+from harness.registry import unknown_name_message
+from harness.run.recipes import RECIPES
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """Register ``harness bench`` and its benchmarks."""
@@ -94,8 +102,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def _check_loaders(args: argparse.Namespace) -> None:
     """Every option of ``bench loaders``, before any data loads."""
-    from harness.commands import checks
-    from harness.errors import HarnessError
+    # imported when the command runs, so `harness --help` stays fast
     from loaders import AUGMENTATIONS, BACKENDS
 
     if args.backends is not None:
@@ -115,10 +122,8 @@ def _check_loaders(args: argparse.Namespace) -> None:
 
 def _check_overhead(args: argparse.Namespace) -> None:
     """Every option of ``bench overhead``, before anything is measured."""
+    # imported when the command runs, so `harness --help` stays fast
     from architectures import list_models
-    from harness.commands import checks
-    from harness.errors import HarnessError
-    from harness.registry import unknown_name_message
 
     if args.arch not in list_models():
         raise HarnessError(f"--arch: {unknown_name_message('model', args.arch, list_models())}")
@@ -138,10 +143,6 @@ def _check_overhead(args: argparse.Namespace) -> None:
 
 def _check_speed(args: argparse.Namespace) -> None:
     """Every option of ``bench speed``, before anything runs (each recipe's config is resolved too)."""
-    from harness.commands import checks
-    from harness.errors import HarnessError
-    from harness.run.recipes import RECIPES
-
     for name in args.recipe:
         RECIPES.get(name)
     if not 0 < args.target <= 1:
@@ -150,7 +151,6 @@ def _check_speed(args: argparse.Namespace) -> None:
     checks.folder("--data-dir", args.data_dir)
     checks.folder("--runs-dir", args.runs_dir)
     checks.output_file("--out", args.out, "CSV file")
-    from harness.bench.speed import recipe_config
 
     for name in args.recipe:  # a bad --set is one line now, not after the first recipe's runs
         recipe_config(name, args.target, 0, args.set, args.data_dir, args.runs_dir or "runs", args.stop_at_target)
@@ -158,9 +158,7 @@ def _check_speed(args: argparse.Namespace) -> None:
 
 def _check_probe(args: argparse.Namespace) -> None:
     """Every option of ``bench probe`` and ``bench roofline``, before anything is timed (targets resolved)."""
-    from harness.bench.probe import target_config, targets
-    from harness.commands import checks
-    from harness.errors import HarnessError
+    # imported when the command runs, so `harness --help` stays fast
     from loaders import DATASETS
 
     args.targets = targets(args.arch, args.recipe)
@@ -181,34 +179,30 @@ def _check_probe(args: argparse.Namespace) -> None:
 
 
 def _probe(args: argparse.Namespace) -> int:
-    from harness.bench.probe import main
-
     _check_probe(args)
-    return main(args)
+    return probe.main(args)
 
 
 def _roofline(args: argparse.Namespace) -> int:
-    from harness.bench.roofline import main
-
     _check_probe(args)
-    return main(args)
+    return roofline.main(args)
 
 
 def _speed(args: argparse.Namespace) -> int:
-    from harness.bench.speed import main
-
     _check_speed(args)
-    return main(args)
+    return speed.main(args)
 
 
 def _loaders(args: argparse.Namespace) -> int:
-    from loaders.bench import main
+    # imported when the command runs, so `harness --help` stays fast
+    from harness.bench.loaders import main
 
     _check_loaders(args)
     return main(args)
 
 
 def _overhead(args: argparse.Namespace) -> int:
+    # imported when the command runs, so `harness --help` stays fast
     from harness.bench.overhead import main
 
     _check_overhead(args)

@@ -2,7 +2,7 @@
 
 ``harness submit --address http://HEAD:8265 [--storage URI] -- <sweep args>`` is
 ``ray job submit --working-dir . --runtime-env cluster/runtime_env.yaml -- python -m harness sweep ...``
-with the job's results published where ``harness results`` finds them (see :mod:`harness.cluster`).
+with the job's results published where ``harness results`` finds them (see :mod:`harness.jobs`).
 Both send the Ray auth token that Ray 2.60 requires, found where Ray looks for it.
 """
 
@@ -13,6 +13,14 @@ import json
 import shlex
 import sys
 from pathlib import Path
+
+from harness.commands import checks, sweep_cmd
+from harness.errors import HarnessError
+from harness.jobs import collect, server, storage, submission
+from harness.provenance import git_sha
+from harness.results_csv import read_rows, results_dir
+from harness.sweep.matrix import load_matrix
+from harness.sweep.settings import validate_settings
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -68,44 +76,39 @@ def _ray_prefix(token_sent: bool) -> str:
 
 def submit(args: argparse.Namespace) -> int:
     """Submit the sweep; print the follow-up commands and, last, the job id."""
-    from harness import cluster
-    from harness.commands import checks
-    from harness.errors import HarnessError
-    from harness.provenance import git_sha
-
     sweep_args = list(args.sweep_args)
     if sweep_args[:1] == ["--"]:
         sweep_args = sweep_args[1:]
     if not sweep_args:
         raise HarnessError("give the sweep's arguments after --, e.g. harness submit --address URL -- --matrix quick")
     if args.job_id is not None:
-        cluster.check_job_id("--job-id", args.job_id)
-    address = cluster.normalize_address(args.address)
+        server.check_job_id("--job-id", args.job_id)
+    address = server.normalize_address(args.address)
     checks.folder("--working-dir", args.working_dir, must_exist=True)
     wd = Path(args.working_dir)
     check_sweep_args(sweep_args, wd)
     if args.runtime_env:
         checks.input_file("--runtime-env", args.runtime_env, "runtime_env YAML file")
-    elif not (wd / cluster.RUNTIME_ENV_FILE).is_file():
-        raise HarnessError(f"--working-dir {args.working_dir} has no {cluster.RUNTIME_ENV_FILE}; "
+    elif not (wd / submission.RUNTIME_ENV_FILE).is_file():
+        raise HarnessError(f"--working-dir {args.working_dir} has no {submission.RUNTIME_ENV_FILE}; "
                            "give --runtime-env FILE")
-    job_id = args.job_id or cluster.new_job_id()
-    env_file = Path(args.runtime_env) if args.runtime_env else wd / cluster.RUNTIME_ENV_FILE
-    runtime_env = cluster.load_runtime_env(env_file, wd, args.forward_env)
+    job_id = args.job_id or submission.new_job_id()
+    env_file = Path(args.runtime_env) if args.runtime_env else wd / submission.RUNTIME_ENV_FILE
+    runtime_env = submission.load_runtime_env(env_file, wd, args.forward_env)
     # The upload leaves .git out, so the job could not name its code version: pass it along.
     sha = git_sha()
     if sha != "unknown":
         runtime_env.setdefault("env_vars", {}).setdefault("HARNESS_GIT_SHA", sha)
-    command = cluster.sweep_command(sweep_args, args.storage)
-    line = cluster.entrypoint(job_id, command, args.storage)
+    command = submission.sweep_command(sweep_args, args.storage)
+    line = submission.entrypoint(job_id, command, args.storage)
     metadata = {"harness_command": "sweep"}
     if args.storage:
-        metadata[cluster.META_STORAGE] = args.storage
+        metadata[storage.META_STORAGE] = args.storage
     if args.dry_run:
         plain = ["ray", "job", "submit", "--address", address, "--submission-id", job_id,
                  "--working-dir", str(wd), "--runtime-env", str(env_file),
                  "--metadata-json", json.dumps(metadata, separators=(",", ":")), "--no-wait", "--"]
-        print(_ray_prefix(cluster.auth_token() is not None) + shlex.join(plain) + " " + line)
+        print(_ray_prefix(server.auth_token() is not None) + shlex.join(plain) + " " + line)
         if sha != "unknown":
             print(f"# harness submit also sets env_vars HARNESS_GIT_SHA={sha} (the upload has no .git)",
                   file=sys.stderr)
@@ -113,16 +116,16 @@ def submit(args: argparse.Namespace) -> int:
             print(f"# --forward-env {' '.join(args.forward_env)} has no plain equivalent that keeps the values "
                   "off the command line", file=sys.stderr)
         return 0
-    if args.storage and cluster.is_uri(args.storage):
+    if args.storage and storage.is_uri(args.storage):
         print(f"note: harness sweep takes a filesystem path for --storage; its Tune experiment stays on the "
-              f"head's disk, the leaderboards go to {cluster.storage_location(args.storage, job_id)}", file=sys.stderr)
+              f"head's disk, the leaderboards go to {storage.storage_location(args.storage, job_id)}", file=sys.stderr)
     for name in args.forward_env:
-        if cluster._SECRET_NAME.search(name):
+        if submission.SECRET_NAME.search(name):
             print(f"note: {name} goes into the job's runtime_env; Ray logs runtime_envs on the node "
                   "(runtime_env_agent.log). A secret set on the cluster's nodes avoids that: see cluster/README.md",
                   file=sys.stderr)
-    client = cluster.job_client(address)
-    token_sent = cluster.auth_token() is not None
+    client = server.job_client(address)
+    token_sent = server.auth_token() is not None
     try:
         submitted = client.submit_job(entrypoint=line, submission_id=job_id, runtime_env=runtime_env,
                                       metadata=metadata)
@@ -142,7 +145,6 @@ class _SweepArgsParser(argparse.ArgumentParser):
     """Parses the sweep's arguments as `harness sweep` would, raising its usage errors as one line."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        from harness.errors import HarnessError
 
         raise HarnessError(f"the sweep's arguments after --: {message}")
 
@@ -157,10 +159,6 @@ def check_sweep_args(sweep_args: list[str], working_dir: Path) -> None:
     Raises:
         HarnessError: a usage error, a bad option value, an unknown preset or a matrix that does not parse.
     """
-    from harness.commands import sweep_cmd
-    from harness.sweep.matrix import load_matrix
-    from harness.sweep.settings import validate_settings
-
     top = _SweepArgsParser(prog="harness submit --")
     sweep_cmd.add_parser(top.add_subparsers(dest="command", parser_class=_SweepArgsParser))
     a = top.parse_args(["sweep", *sweep_args])
@@ -175,23 +173,19 @@ def check_sweep_args(sweep_args: list[str], working_dir: Path) -> None:
 
 def results(args: argparse.Namespace) -> int:
     """Wait for the job, copy its result files back, print where they went (last line: the folder)."""
-    from harness import cluster
-    from harness.commands import checks
-    from harness.results_csv import read_rows, results_dir
-
-    cluster.check_job_id("--job", args.job)
+    server.check_job_id("--job", args.job)
     checks.positive("--timeout", args.timeout)
     checks.positive("--poll", args.poll)
     checks.folder("--dest", args.dest)
-    address = cluster.normalize_address(args.address)
-    client = cluster.job_client(address)
-    status = cluster.wait_for_job(client, args.job, timeout=args.timeout, poll=args.poll,
+    address = server.normalize_address(args.address)
+    client = server.job_client(address)
+    status = collect.wait_for_job(client, args.job, timeout=args.timeout, poll=args.poll,
                                   on_status=lambda st: print(f"job {args.job}: {st}", file=sys.stderr, flush=True))
-    files, source = cluster.collect(client, args.job, args.storage)
+    files, source = collect.collect(client, args.job, args.storage)
     dest = Path(args.dest) if args.dest else results_dir() / "jobs" / args.job
-    written = cluster.write_files(files, dest)
+    written = collect.write_files(files, dest)
     if status != "SUCCEEDED":
-        tail = cluster.ask(client, args.job, "get_job_logs").rstrip().splitlines()
+        tail = server.ask(client, args.job, "get_job_logs").rstrip().splitlines()
         tail = [t for t in tail if not t.startswith("@@harness") and " " in t][-20:]
         print(f"job {args.job} {status}; the end of its log:", file=sys.stderr)
         for t in tail:

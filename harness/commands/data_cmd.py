@@ -9,6 +9,10 @@ three splits. ``loaders`` is imported inside the handlers so that ``harness --he
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+
+from harness.commands import checks
+from harness.errors import HarnessError
 
 
 def _add_options(p: argparse.ArgumentParser) -> None:
@@ -45,10 +49,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def _check(args: argparse.Namespace) -> None:
     """Every option, before anything loads (and so before any cache is written)."""
-    from pathlib import Path
-
-    from harness.commands import checks
-    from harness.errors import HarnessError
+    # imported when the command runs, so `harness --help` stays fast
     from loaders import DATASETS
 
     checks.names_in("--dataset", [args.dataset], DATASETS)
@@ -69,6 +70,7 @@ def _check(args: argparse.Namespace) -> None:
 
 
 def _options(args: argparse.Namespace) -> object:
+    # imported when the command runs, so `harness --help` stays fast
     from loaders import DataOptions
 
     _check(args)
@@ -82,6 +84,7 @@ def _fmt(values: tuple[float, ...]) -> str:
 
 
 def _info(args: argparse.Namespace) -> int:
+    # imported when the command runs, so `harness --help` stays fast
     from loaders import load_splits
 
     s = load_splits(_options(args))  # type: ignore[arg-type]
@@ -102,6 +105,7 @@ def _info(args: argparse.Namespace) -> int:
 
 
 def _prepare(args: argparse.Namespace) -> int:
+    # imported when the command runs, so `harness --help` stays fast
     from loaders import load_splits
     from loaders.ffcv_loader import beton_path, write_beton
 

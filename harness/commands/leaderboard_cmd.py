@@ -3,6 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import os
+from pathlib import Path
+
+from harness.commands import checks
+from harness.errors import HarnessError
+from harness.files import LEADERBOARD_CSV, THROUGHPUT_CSV
+from harness.report.docs import render_docs
+from harness.report.leaderboard import write_results
+from harness.report.records import collect
+from harness.results_csv import results_dir
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -22,17 +32,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Merge, then render."""
-    import os
-    from pathlib import Path
-
-    from harness.commands import checks
-    from harness.errors import HarnessError
-    from harness.files import LEADERBOARD_CSV, THROUGHPUT_CSV
-    from harness.report.docs import render_docs
-    from harness.report.leaderboard import write_results
-    from harness.report.records import collect
-    from harness.results_csv import results_dir
-
     if args.no_docs and not args.sources:
         raise HarnessError("--no-docs with no --from has nothing to do: give --from DIR to merge, or drop --no-docs")
     if args.no_docs and args.docs_dir:

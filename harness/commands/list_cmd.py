@@ -6,6 +6,11 @@ import argparse
 import fnmatch
 import importlib
 
+from harness.errors import HarnessError
+from harness.registry import suggest
+from harness.run.recipes import RECIPES, recipe_note
+from harness.sweep.matrix import list_presets
+
 # kind -> (module, attribute holding the Registry); imported lazily so `harness --help` stays fast.
 REGISTRIES: dict[str, tuple[str, str]] = {
     "datasets": ("loaders", "DATASETS"),
@@ -45,9 +50,6 @@ def _matching(kind: str, names: list[str], pattern: str) -> list[str]:
     """
     found = [n for n in names if fnmatch.fnmatchcase(n, pattern)]
     if not found:
-        from harness.errors import HarnessError
-        from harness.registry import suggest
-
         close = suggest(pattern.strip("*?[]"), names)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         shown = ", ".join(names) if len(names) <= 40 else ", ".join(names[:40]) + ", ..."
@@ -58,6 +60,7 @@ def _matching(kind: str, names: list[str], pattern: str) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     """Print the table for ``args.kind`` (the names matching ``args.pattern``)."""
     if args.kind == "models":
+        # imported when the command runs, so `harness --help` stays fast
         from architectures import list_models, model_info
 
         rows = []
@@ -68,15 +71,11 @@ def run(args: argparse.Namespace) -> int:
         _print_table(["name", "family", "params_M", "MFLOPs", "input", "source"], rows)
         return 0
     if args.kind == "presets":
-        from harness.sweep.matrix import list_presets
-
         presets = dict(list_presets())
         names = _matching("presets", list(presets), args.pattern)
         _print_table(["preset", "description"], [[n, presets[n]] for n in names])
         return 0
     if args.kind == "recipes":
-        from harness.run.recipes import RECIPES, recipe_note
-
         names = _matching("recipes", RECIPES.names(), args.pattern)
         _print_table(["recipe", "source"], [[n, recipe_note(n)[:160]] for n in names])
         return 0

@@ -4,6 +4,20 @@
 from __future__ import annotations
 
 import argparse
+import os
+from pathlib import Path
+
+from harness.commands import checks
+from harness.errors import ConfigError, HarnessError
+from harness.raycluster import available_cpus
+from harness.registry import unknown_name_message
+from harness.report.campaign import describe, plan, run_campaign, write_queue
+from harness.report.reproduce import report_names, write_page
+from harness.results_csv import results_dir
+from harness.run.config import parse_duration
+from harness.sweep.driver import default_storage, run_sweep
+from harness.sweep.matrix import load_matrix
+from harness.sweep.settings import SweepSettings
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -50,12 +64,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def _check(args: argparse.Namespace) -> list[str]:
     """The report names asked for, after every option is checked (one line and exit 2 on bad input)."""
-    from harness.commands import checks
-    from harness.errors import ConfigError, HarnessError
-    from harness.registry import unknown_name_message
-    from harness.report.reproduce import report_names
-    from harness.run.config import parse_duration
-
     names = report_names()
     if args.all == bool(args.name):
         raise HarnessError("give one report NAME or --all (valid names: " + ", ".join(names) + ")")
@@ -91,11 +99,6 @@ def _check(args: argparse.Namespace) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     """Check the options; run the rows or the campaign if asked; write the pages and print the verdicts."""
-    import os
-    from pathlib import Path
-
-    from harness.results_csv import results_dir
-
     names = _check(args)
     results = Path(args.results_dir) if args.results_dir else results_dir()
     docs = Path(args.docs_dir) if args.docs_dir else Path(os.environ.get("HARNESS_DOCS_DIR", "docs"))
@@ -117,10 +120,6 @@ def run(args: argparse.Namespace) -> int:
 
 def _campaign(args: argparse.Namespace, names: list[str], results) -> int:
     """Measure and print the plan (``--estimate``), and run it within ``--budget`` (``--run``)."""
-    from harness.raycluster import available_cpus
-    from harness.report.campaign import describe, plan, run_campaign
-    from harness.run.config import parse_duration
-
     cpus = int(available_cpus())
     jobs = plan(names, results, cpus, list(args.overrides), measure=True, only=_globs(args.only))
     print(f"campaign plan: {sum(j.reason is None for j in jobs)} row(s) for this CPU ({cpus} CPUs), "
@@ -129,12 +128,11 @@ def _campaign(args: argparse.Namespace, names: list[str], results) -> int:
         print("  " + describe(j), flush=True)
     if not args.budget:
         return 0
-    return run_campaign(jobs, args, parse_duration(args.budget), results)
+    return run_campaign(jobs, args, parse_duration(args.budget), results,
+                        lambda report: write_page(load_matrix(report), results, args.reports_dir)[0])
 
 
 def _gpu_queue(names: list[str], results, out) -> int:
-    from harness.report.campaign import plan, write_queue
-
     paths = write_queue(plan(names, results, 1, [], measure=False), out)
     print(f"GPU queue: {len(paths)} row config(s) in {out} (queue.tsv: cheapest first by stated GPU time)")
     return 0
@@ -146,9 +144,6 @@ def _globs(only: list[str]) -> list[str]:
 
 
 def _write(name: str, results, reports_dir) -> None:
-    from harness.report.reproduce import write_page
-    from harness.sweep.matrix import load_matrix
-
     m = load_matrix(name)
     page, rows = write_page(m, results, reports_dir)
     for r in rows:
@@ -162,11 +157,6 @@ def _write(name: str, results, reports_dir) -> None:
 
 def _run_rows(args: argparse.Namespace) -> int:
     """The selected rows as the sweep reproduce-NAME (resumed when it already exists)."""
-    from pathlib import Path
-
-    from harness.sweep.driver import default_storage, run_sweep
-    from harness.sweep.settings import SweepSettings
-
     name = args.sweep_name or f"reproduce-{args.name}"
     storage = Path(args.storage).expanduser().resolve() if args.storage else default_storage()
     s = SweepSettings(matrix=args.name, name=name, seeds=args.seeds, only=list(args.only),

@@ -3,8 +3,26 @@
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
 from pathlib import Path
+
+import yaml
+
+from harness.commands import checks
+from harness.errors import ConfigError, HarnessError
+from harness.run.config import (
+    RunConfig,
+    apply_overrides,
+    config_to_dict,
+    field_info,
+    load_config,
+    parse_override,
+)
+from harness.run.data import data_options
+from harness.run.recipes import RECIPES, recipe_note, recipe_path
+from harness.sweep.resources import check_run_fits_locally
 
 # shortcut flag -> dotted config key. Help, valid names and checks come from the key's metadata
 # (harness.run.config.knob), so a new registered name shows up here without an edit.
@@ -36,8 +54,6 @@ FLAGS: dict[str, str] = {
 
 def recipe_help() -> str:
     """The shipped recipes and where each comes from, for ``--help``."""
-    from harness.run.recipes import RECIPES, recipe_note
-
     return "; ".join(f"{n} ({recipe_note(n).split(': ', 1)[-1].split(' (')[0]})" for n in RECIPES.names())
 
 
@@ -50,14 +66,13 @@ SET_ONLY_HELP = ("model.whiten_bias_epochs", "optim.bn_bias_lr_mult", "optim.muo
 
 def set_only_help() -> str:
     """The epilog of ``harness run --help``: config keys that take ``--set`` (no shortcut flag)."""
-    from harness.run.config import field_info
-
     return "more keys (--set KEY=VALUE): " + "; ".join(f"{k}: {field_info(k).help}" for k in SET_ONLY_HELP)
 
 
 def _help(key: str) -> str:
     """The help of a config key: its text, then its valid names (from the registry or the choices)."""
-    from harness.run.config import field_info, registry_names
+    # imported when the command runs, so `harness --help` stays fast
+    from harness.run.names import registry_names
 
     f = field_info(key)
     names = registry_names(f.registry) if f.registry else list(f.choices)
@@ -106,15 +121,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def resolve_config(args: argparse.Namespace):
     """The RunConfig from defaults, --config, --set and shortcut flags, in that order."""
-    from harness.commands import checks
-    from harness.errors import ConfigError
-    from harness.run.config import RunConfig, apply_overrides, load_config, parse_override
-
     if args.config and getattr(args, "recipe", None):
         raise ConfigError("give --recipe NAME or --config FILE, not both (add --set overrides on top of either)")
     if getattr(args, "recipe", None):
-        from harness.run.recipes import recipe_path
-
         try:
             cfg = load_config(recipe_path(args.recipe))
         except ConfigError as e:
@@ -157,12 +166,7 @@ def run(args: argparse.Namespace) -> int:
     Ctrl-C (exit 130) or SIGTERM (exit 143) mid-run keeps the finished epochs, marks ``summary.json``
     interrupted, and the last line says how to resume.
     """
-    import signal
-
-    import yaml
-
-    from harness.errors import HarnessError
-    from harness.run.config import config_to_dict
+    # imported when the command runs, so `harness --help` stays fast
     from harness.run.resolve import resolve, settle_probe
     from harness.run.trainer import fit, make_run_dir, resume_run
 
@@ -200,9 +204,8 @@ def run(args: argparse.Namespace) -> int:
 def _cluster_gpus(cfg) -> float | None:
     """With ``RAY_ADDRESS`` and DDP workers, the GPUs of the cluster they run on (the device is theirs, not
     this machine's; see :func:`harness.run.resolve.target_device_type`); None otherwise."""
-    import os
-
     if cfg.dist.workers > 0 and os.environ.get("RAY_ADDRESS"):
+        # imported when the command runs, so `harness --help` stays fast
         from harness.run.trainer import ray_cluster_gpus
 
         return ray_cluster_gpus()
@@ -225,20 +228,15 @@ def preflight(cfg) -> None:
     Raises:
         HarnessError: one line naming the flag (or config key).
     """
-    import os
-
-    from harness.commands import checks
-    from harness.errors import HarnessError
-
     checks.safe_name("--name", cfg.name or None, "run name")
     checks.folder("--out", cfg.out)
     checks.folder("--data-dir", cfg.data.data_dir)
     if os.environ.get("RAY_ADDRESS") and cfg.dist.workers > 0:
-        from harness.run.trainer import check_cluster_fits
+        # imported when the command runs, so `harness --help` stays fast
+        from harness.run.trainer import check_run_fits_cluster
 
-        check_cluster_fits(cfg)  # against the cluster's resources, before the run directory is made
+        check_run_fits_cluster(cfg)  # against the cluster's resources, before the run directory is made
         return  # the workers, and the data they read, are the cluster's
-    from harness.sweep.resources import check_run_fits_locally
 
     check_run_fits_locally(cfg)
     if not cfg.data.download:
@@ -251,7 +249,7 @@ def preflight(cfg) -> None:
 
 def _check_data_files(cfg) -> None:
     """Locate the files of the run's datasets (no decoding, nothing written): missing ones are one line now."""
-    from harness.run.data import data_options
+    # imported when the command runs, so `harness --help` stays fast
     from loaders import DATASETS, resolve_data_dir
 
     for ds in dict.fromkeys([cfg.data.dataset, cfg.strategy.pretrain_dataset or cfg.data.dataset]):
@@ -263,6 +261,7 @@ def _shutdown_ray() -> None:
     """Stop the local Ray instance, if any, so forwarded worker logs are flushed before our last lines."""
     if "ray" not in sys.modules:
         return
+    # ray is heavy: imported only where Ray is used
     import ray
 
     if ray.is_initialized():

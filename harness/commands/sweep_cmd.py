@@ -3,8 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from typing import TYPE_CHECKING
+
+from harness.commands import checks
+from harness.errors import ConfigError
+from harness.sweep.driver import run_sweep
+from harness.sweep.matrix import matrix_path
+from harness.sweep.settings import SweepSettings
 
 if TYPE_CHECKING:
     from harness.sweep.settings import SweepSettings
@@ -79,11 +86,6 @@ def settings_from_args(args: argparse.Namespace, check_matrix: bool | None = Non
     Raises:
         HarnessError: a bad ``--name`` or ``--matrix`` (one line naming the flag).
     """
-    from harness.commands import checks
-    from harness.errors import ConfigError
-    from harness.sweep.matrix import matrix_path
-    from harness.sweep.settings import SweepSettings
-
     if args.name is not None:
         checks.safe_name("--name", args.name, "sweep name")
     if check_matrix if check_matrix is not None else not args.resume:
@@ -113,10 +115,6 @@ def run(args: argparse.Namespace) -> int:
     trials are merged into the leaderboard and the last line says how to resume), exit 143 instead
     of 130.
     """
-    import signal
-
-    from harness.sweep.driver import run_sweep
-
     s = settings_from_args(args)
     terminated: list[int] = []
 

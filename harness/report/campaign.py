@@ -19,17 +19,25 @@ Rows the CPU does not run say why on their page: ``gpu`` (the matrix queues it f
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import re
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.report.costs import Cost, duration
+from harness.provenance import cpu_model, git_sha, hardware, now
+from harness.report.costs import Cost, duration, measure_run, read_rates, run_cost
+from harness.report.rows import join, leaderboard_rows
+from harness.results_csv import append_rows
+from harness.run.config import RunConfig, apply_overrides, parse_override, save_config
+from harness.sweep.driver import default_storage
+from harness.sweep.matrix import load_matrix
 
 #: The longest single run the campaign starts on a CPU; longer ones are left with reason ``cost``.
 CPU_LIMIT_S = 12 * 3600.0
@@ -74,9 +82,6 @@ class Job:
 
 def missing_jobs(report: str, results: Path) -> list[Job]:
     """The configurations of ``report`` without a full-budget leaderboard row, with their reason if not CPU."""
-    from harness.report.reproduce import join, leaderboard_rows
-    from harness.sweep.matrix import load_matrix
-
     m = load_matrix(report)
     joined = join(m, leaderboard_rows(results))
     done = {r.ref["row"] for r in joined if r.ours is not None}
@@ -109,7 +114,7 @@ def job_config(job: Job, sets: list[str], resolved: bool = True) -> Any:
     ``resolved=False``: as written, for a row that cannot resolve here (ImageNet weights would be
     fetched): enough to count its FLOPs and steps.
     """
-    from harness.run.config import RunConfig, apply_overrides, parse_override
+    # torch is heavy: loaded when this runs, so importing this module stays light
     from harness.run.resolve import resolve
 
     d = dict(job.overrides)
@@ -122,9 +127,6 @@ def job_config(job: Job, sets: list[str], resolved: bool = True) -> Any:
 
 def cost_jobs(jobs: list[Job], results: Path, cpus: int, sets: list[str], measure: bool = True) -> None:
     """Give each CPU job its measured cost, seeds and threads; a run over :data:`CPU_LIMIT_S` gets ``cost``."""
-    from harness.provenance import cpu_model
-    from harness.report.costs import measure_run, read_rates, run_cost
-
     rates, cpu = read_rates(results), cpu_model()
     for job in jobs:
         if job.reason is not None:  # not run here: its stated GPU cost (and a CPU one where measured before)
@@ -150,8 +152,6 @@ def cost_jobs(jobs: list[Job], results: Path, cpus: int, sets: list[str], measur
 def _search_job(job: Job) -> None:
     """A row a search answers: the row's own configuration (a point of the search space) stands for
     each trial's cost, times the search's trials."""
-    from harness.sweep.matrix import load_matrix
-
     job.extra["trials"] = load_matrix(job.search).num_samples
 
 
@@ -159,8 +159,6 @@ def plan(reports: list[str], results: Path, cpus: int, sets: list[str], measure:
          only: list[str] | None = None) -> list[Job]:
     """Every missing row of ``reports`` (those matching a glob of ``only``, by label or report row id); the
     CPU's in campaign order: reports with no row run first, then the cheapest."""
-    import fnmatch
-
     jobs = [j for r in reports for j in missing_jobs(r, results)]
     if only:
         jobs = [j for j in jobs if any(fnmatch.fnmatchcase(n, g) for g in only for n in (j.label, *j.rows))]
@@ -182,8 +180,6 @@ def fits(job: Job, left_s: float) -> bool:
 
 
 def _epochs(job: Job) -> float:
-    from harness.run.config import RunConfig
-
     return float(job.overrides.get("train.epochs", RunConfig().train.epochs))
 
 
@@ -247,19 +243,15 @@ def describe(job: Job) -> str:
     return f"{job.report} {job.label} ({rows}): ≈ {est} ({what}{measured})"
 
 
-def run_campaign(jobs: list[Job], args: Any, budget_s: float, results: Path) -> int:
-    """Run the CPU's jobs in order within ``budget_s``; regenerate the pages as each lands.
+def run_campaign(jobs: list[Job], args: Any, budget_s: float, results: Path,
+                 write_page: Callable[[str], Path]) -> int:
+    """Run the CPU's jobs in order within ``budget_s``; ``write_page(report)`` regenerates a report's page as
+    each of its jobs lands (and returns the page's path).
 
     Returns:
         0 when every job it started ended, 130 when the budget or Ctrl-C stopped one (the next call
         resumes it).
     """
-    from harness.provenance import git_sha, hardware, now
-    from harness.report.reproduce import write_page
-    from harness.results_csv import append_rows
-    from harness.sweep.driver import default_storage
-    from harness.sweep.matrix import load_matrix
-
     storage = Path(args.storage).expanduser().resolve() if args.storage else default_storage()
     start = time.monotonic()
     deadline, rc, started = start + budget_s, 0, 0
@@ -287,7 +279,7 @@ def run_campaign(jobs: list[Job], args: Any, budget_s: float, results: Path) -> 
             print(f"campaign: the budget ran out; `harness reproduce --all --run` continues {job.label} from its "
                   "last epoch", flush=True)
             return 130
-        page, _ = write_page(load_matrix(job.report), results, args.reports_dir)
+        page = write_page(job.report)
         print(f"campaign: wrote {page}", flush=True)
         rc = rc or (0 if outcome == "done" else 1)
     return rc
@@ -299,8 +291,6 @@ def write_queue(jobs: list[Job], out: Path) -> list[Path]:
     Each file is the row's configuration as the matrix gives it (``harness run --config FILE`` trains it
     without Ray, which the lent GPU machine lacks); ``queue.tsv`` lists file, rows and stated seconds.
     """
-    from harness.run.config import RunConfig, apply_overrides, save_config
-
     queued = sorted((j for j in jobs if j.reason == "gpu"), key=lambda j: (j.cost.gpu_seconds if j.cost else None)
                     or 1e18)
     out.mkdir(parents=True, exist_ok=True)

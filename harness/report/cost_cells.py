@@ -9,6 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from harness.provenance import cpu_model
+from harness.raycluster import available_cpus
 from harness.report.campaign import Job, job_config, plan
 from harness.report.costs import GPU_FLOPS, GPU_STEP_S, SETUP_S, Cost, duration, read_rates, run_cost
 
@@ -23,8 +25,6 @@ COST_NOTE = (f"- **Costs are measured here**, not extrapolated: a few training s
 
 def cost_cells(m: Any, rows: list[Any], results: Path) -> tuple[dict[int, str], list[str]]:
     """``({id(row): cost cell}, GPU queue lines)`` for the page of matrix ``m``."""
-    from harness.raycluster import available_cpus
-
     jobs = plan([m.name], results, int(available_cpus()), [], measure=False)
     by_row: dict[str, list[Job]] = {}
     for j in jobs:
@@ -80,8 +80,6 @@ def not_run_cell(job: Job) -> str:
 
 def run_cell(r: Any, rates: dict) -> str:
     """A row run: its actual time per run beside the estimate for its configuration."""
-    from harness.provenance import cpu_model
-
     src = r.source or {}
     wall, cpu_s = _num(src.get("total_s")), _num(src.get("cpu_s"))
     train = _num(src.get("train_s"))

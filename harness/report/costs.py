@@ -21,16 +21,28 @@ stage, because thousands of small steps are bound by kernel launches, not by FLO
 
 from __future__ import annotations
 
-import copy
 import datetime as _dt
 import math
+import os
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from harness.provenance import cpu_model, git_sha, versions
+from harness.report.rows import model_mflops
 from harness.results_csv import append_rows, read_rows
+from harness.run.config import epoch_count, flat_config, parse_duration, planned_epochs
+from harness.run.timing import (
+    EVAL_BATCHES,
+    MAX_TIMED_STEPS,
+    NATIVE_SIZE,
+    TIMED_S,
+    TIMED_STEPS,
+    WARMUP_STEPS,
+    probe_config,
+)
 
 COSTS_CSV = "costs.csv"
 COST_COLUMNS = ["key", "cpu", "threads", "arch", "img_size", "in_chans", "batch_size", "precision",
@@ -47,11 +59,6 @@ SETUP_S = 15.0
 #: Training, validation and test images at the default validation fraction (0.1).
 SPLIT_IMAGES = {"cifar10": (45_000, 5_000, 10_000), "mnist": (54_000, 6_000, 10_000),
                 "imagenette": (8_522, 947, 3_925), "synthetic": (900, 100, 200)}
-NATIVE_SIZE = {"cifar10": 32, "mnist": 28, "imagenette": 64, "synthetic": 32}
-WARMUP_STEPS, TIMED_STEPS, EVAL_BATCHES = 2, 4, 2
-#: Steps are timed until this many seconds have passed (at least TIMED_STEPS, at most MAX_TIMED_STEPS): a
-#: tiny model's 4 steps take milliseconds, too few to time.
-TIMED_S, MAX_TIMED_STEPS = 1.5, 60
 #: Keys that do not change what a step costs; a rate measured for one value serves them all.
 _COST_FREE = ("name", "out", "train.seed", "train.epochs", "train.budget", "train.early_stop_patience",
               "train.min_delta", "train.max_steps", "train.max_steps_per_epoch", "train.target_acc",
@@ -123,7 +130,7 @@ class Cost:
 def rate_key(cfg: Any, threads: int) -> str:
     """The identity of what one step of ``cfg`` costs at ``threads``: the resolved config without the keys
     that do not change it (epochs, seeds, budgets, where data lives, ...)."""
-    from harness.run.config import flat_config
+    # torch is heavy: loaded when this runs, so importing this module stays light
     from loaders.cache import cache_key
 
     flat = {k: v for k, v in flat_config(cfg).items() if k not in _COST_FREE and not k.startswith("sched.")
@@ -153,6 +160,7 @@ def lookup(rates: dict[tuple[str, str], Rate], key: str, cpu: str | None) -> Rat
 
 def stage_configs(cfg: Any) -> list[tuple[Any, bool, str]]:
     """``(stage config, starts from the previous stage, label)`` for each stage of the resolved ``cfg``."""
+    # torch is heavy: loaded when this runs, so importing this module stays light
     from harness.run.strategies import STRATEGIES
 
     return [(s.cfg, s.init_from_previous, s.label or cfg.strategy.name)
@@ -178,8 +186,6 @@ def split_images(cfg: Any) -> tuple[int, int, int]:
 
 def plan_stage(cfg: Any, label: str, rate: Rate | None, mflops: float | None) -> StageCost:
     """The steps, images and time of one stage from its epochs, step cap and budget."""
-    from harness.run.config import epoch_count, parse_duration, planned_epochs
-
     t = cfg.train
     train, val, test = split_images(cfg)
     per_epoch = math.ceil(train / t.batch_size) if not t.compile else train // t.batch_size
@@ -206,8 +212,6 @@ def plan_stage(cfg: Any, label: str, rate: Rate | None, mflops: float | None) ->
 
 def run_cost(cfg: Any, threads: int, rates: dict[tuple[str, str], Rate], cpu: str | None) -> Cost:
     """The cost of one run of the resolved ``cfg`` from rates already measured (None where not)."""
-    from harness.report.reproduce import model_mflops
-
     stages = []
     for stage_cfg, _prev, label in stage_configs(cfg):
         rate = lookup(rates, rate_key(stage_cfg, threads), cpu)
@@ -221,33 +225,15 @@ def _mflops(cfg: Any, model_mflops: Any) -> float | None:
     return model_mflops(cfg.model.arch, over)
 
 
-def probe_config(cfg: Any) -> Any:
-    """``cfg`` on synthetic images of its own shape, enough for the warm-up, the timed steps and evaluation."""
-    p = copy.deepcopy(cfg)
-    need = (WARMUP_STEPS + MAX_TIMED_STEPS + 1) * p.train.batch_size
-    n = min(max(math.ceil(need / 0.9), 10 * (EVAL_BATCHES + 1) * min(p.train.eval_batch_size, 256)), 20_000)
-    p.data.img_size = cfg.data.img_size or NATIVE_SIZE.get(cfg.data.dataset, 32)
-    p.data.grayscale = cfg.data.grayscale or cfg.data.dataset == "mnist"
-    p.data.dataset, p.data.synthetic_size, p.data.subset = "synthetic", n, None
-    p.data.folds, p.data.fold, p.data.val_fraction, p.data.num_classes = 0, 0, 0.1, 10
-    p.train.progress, p.train.measure_inference, p.train.epochs = False, False, 1
-    p.train.budget, p.train.max_steps, p.train.max_steps_per_epoch = None, None, None
-    p.train.early_stop_patience, p.strategy.pretrain_epochs = None, None
-    p.dist.workers = 0
-    return p
-
-
 def measure(cfg: Any, threads: int, init_from: Path | None = None, keep_weights: Path | None = None) -> Rate:
     """Time ``cfg``'s training steps and evaluation batches here, at ``threads`` intra-op threads.
 
     ``init_from``: a folder with the previous stage's ``best.pt`` (a stage that starts from it);
     ``keep_weights``: write this stage's weights there as ``best.pt`` for the next stage's probe.
     """
-    import os
-
+    # torch is heavy: loaded when this runs, so importing this module stays light
     import torch
 
-    from harness.provenance import cpu_model
     from harness.run.loop import evaluate, local_context, setup
     from harness.run.strategies import set_train_mode
 
@@ -288,8 +274,6 @@ def measure(cfg: Any, threads: int, init_from: Path | None = None, keep_weights:
 
 def measure_run(cfg: Any, threads: int, results: Path, remeasure: bool = False) -> Cost:
     """Measure each stage of the resolved ``cfg`` not yet in ``results/costs.csv`` for this CPU; its cost."""
-    from harness.provenance import cpu_model, git_sha, versions
-
     rates, cpu = read_rates(results), cpu_model()
     stages = stage_configs(cfg)
     with tempfile.TemporaryDirectory(prefix="harness-cost-stages-") as d:
@@ -311,6 +295,7 @@ def measure_run(cfg: Any, threads: int, results: Path, remeasure: bool = False) 
 
 def _write_weights(cfg: Any, path: Path) -> None:
     """Freshly initialised weights of ``cfg``'s model, where a later stage's probe needs a checkpoint."""
+    # torch is heavy: loaded when this runs, so importing this module stays light
     import torch
 
     from harness.run.strategies import build_model

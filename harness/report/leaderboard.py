@@ -89,6 +89,7 @@ def options_label(cfg: RunConfig) -> str:
     The defaults are resolved for the device the run used, without a probe, so ``precision: auto`` that
     became fp32 on a CPU is not shown as a choice (a layout the probe chose is, since it ran).
     """
+    # torch is heavy: loaded when this runs, so importing this module stays light
     from harness.run.resolve import device_defaults
 
     base = RunConfig()
@@ -140,6 +141,7 @@ def _epochs_run(rec: RunRecord) -> int:
 def _model_cost(arch: str) -> tuple[float | None, float | None]:
     """Params and MFLOPs from the model registry, for runs stopped before their summary."""
     try:
+        # torch is heavy: loaded when this runs, so importing this module stays light
         from architectures import model_info
 
         info = model_info(arch)

@@ -78,6 +78,7 @@ def plot_accuracy(points: Sequence[Point], x_label: str, path: Path, front: bool
         path: the PNG to write (its folder is created).
         front: also mark each dataset's Pareto front (lower x, higher accuracy).
     """
+    # matplotlib is heavy: imported only when a plot is drawn
     import matplotlib
 
     matplotlib.use("Agg")  # headless: no display on CI machines and cluster nodes
@@ -102,6 +103,7 @@ def plot_accuracy(points: Sequence[Point], x_label: str, path: Path, front: bool
 
 def save_figure(fig: Any, path: Path) -> None:  # fig: a matplotlib Figure (imported lazily)
     """Lay out ``fig``, write it to ``path`` (PNG) atomically, and close it."""
+    # matplotlib is heavy: imported only when a plot is drawn
     import matplotlib.pyplot as plt
 
     fig.tight_layout()

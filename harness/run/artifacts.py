@@ -8,6 +8,8 @@ from pathlib import Path
 
 import torch
 
+from harness.run.summary import EPOCH_COLUMNS
+
 
 def classification_report(confusion: torch.Tensor, classes: list[str]) -> list[dict]:
     """Precision, recall, F1 and support per class (plus macro and weighted averages) from a confusion matrix.
@@ -37,6 +39,7 @@ def classification_report(confusion: torch.Tensor, classes: list[str]) -> list[d
 
 def write_artifacts(run_dir: Path, history: list[dict], confusion: torch.Tensor | None, classes: list[str]) -> None:
     """Write ``classification_report.csv``, ``confusion.csv``, ``confusion.png`` and ``curves.png``."""
+    # matplotlib is heavy: imported only when a plot is drawn
     import matplotlib
 
     matplotlib.use("Agg")
@@ -92,8 +95,6 @@ def write_artifacts(run_dir: Path, history: list[dict], confusion: torch.Tensor 
 
 def write_metrics(path: Path, history: list[dict]) -> None:
     """Write ``metrics.csv`` (one row per finished epoch) atomically: a reader sees the old or the new file."""
-    from harness.run.summary import EPOCH_COLUMNS
-
     tmp = path.with_suffix(".tmp")
     with open(tmp, "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=EPOCH_COLUMNS, extrasaction="ignore")

@@ -22,6 +22,7 @@ from typing import Any
 import yaml
 
 from harness.errors import ConfigError
+from harness.registry import suggest
 
 # Identity of a key: does changing it make a different configuration (a different leaderboard row)?
 RESULT = "result"  # yes: part of config_id and config_hash
@@ -36,7 +37,7 @@ def knob(default: Any = None, help: str = "", *, registry: str | None = None, ch
     Args:
         default: the default value (or ``factory`` for mutable defaults).
         help: one line for ``--help`` and the docs.
-        registry: the registry kind its value is looked up in (see :func:`registry_names`).
+        registry: the registry kind its value is looked up in (see :func:`harness.run.names.registry_names`).
         choices: the fixed set of valid values, where there is no registry.
         identity: RESULT, REPLICATE or NONE (see above).
         sweep: the sweep owns this key (seeds, folds, resources, paths): a matrix may not set it.
@@ -279,60 +280,9 @@ def field_info(key: str) -> FieldInfo:
     """
     fs = fields()
     if key not in fs:
-        from harness.registry import suggest
-
         close = suggest(key, list(fs))
         raise ConfigError(f"unknown config key '{key}'" + (f"; did you mean {', '.join(close)}?" if close else ""))
     return fs[key]
-
-
-def registry_names(kind: str) -> list[str]:
-    """The valid names of a registry kind used by config fields (``model``, ``dataset``, ``loader``, ...)."""
-    if kind == "model":
-        from architectures import list_models
-
-        return list_models()
-    if kind in ("dataset", "loader", "augment"):
-        from loaders import AUGMENTATIONS, BACKENDS, DATASETS
-
-        reg = {"dataset": DATASETS, "loader": BACKENDS, "augment": AUGMENTATIONS}[kind]
-        names = reg.names()
-        return (["auto"] if kind == "loader" and "auto" not in names else []) + names
-    if kind in ("optimizer", "scheduler"):
-        from harness.run.optim import OPTIMIZERS, SCHEDULERS
-
-        return (OPTIMIZERS if kind == "optimizer" else SCHEDULERS).names()
-    if kind == "strategy":
-        from harness.run.strategies import STRATEGIES
-
-        return STRATEGIES.names()
-    raise KeyError(kind)
-
-
-_REGISTRY_LABELS = {"model": "model", "dataset": "dataset", "loader": "loader backend", "augment": "augmentation preset",
-                   "optimizer": "optimizer", "scheduler": "scheduler", "strategy": "strategy"}
-
-
-def registry_label(kind: str) -> str:
-    """How an error message names a thing of registry ``kind`` (e.g. ``augmentation preset``)."""
-    return _REGISTRY_LABELS[kind]
-
-
-def check_name(key: str, value: Any, label: str | None = None) -> None:
-    """Check a value of a registry- or choice-backed key (``label`` names the kind in the message).
-
-    Raises:
-        HarnessError: one line naming the closest and the valid choices.
-    """
-    f = field_info(key)
-    if value is None or not (f.registry or f.choices):
-        return
-    valid = registry_names(f.registry) if f.registry else list(f.choices)
-    if str(value) not in valid:
-        from harness.registry import unknown_name_message
-
-        label = label or (registry_label(f.registry) if f.registry else key)
-        raise ConfigError(unknown_name_message(label, str(value), valid))
 
 
 def keys_with(*, identity: str | None = None, sweep: bool | None = None) -> list[str]:
@@ -419,8 +369,6 @@ def _from_dict(cls: type, data: dict, where: str = "") -> Any:
     names = [f.name for f in dataclasses.fields(cls)]
     unknown = [k for k in data if k not in names]
     if unknown:
-        from harness.registry import suggest
-
         k = unknown[0]
         close = suggest(k, names)
         hint = f"; did you mean {', '.join(where + c for c in close)}?" if close else ""
@@ -512,8 +460,6 @@ def set_dotted(d: dict, key: str, value: Any) -> None:
             raise ConfigError(f"unknown config key '{'.'.join(parts[: i + 1])}' in override '{key}'")
         cur = cur[part]
     if parts[-1] not in cur and not (len(parts) >= 2 and parts[-2] == "kwargs"):
-        from harness.registry import suggest
-
         close = suggest(parts[-1], list(cur))
         hint = f"; did you mean {', '.join('.'.join([*parts[:-1], c]) for c in close)}?" if close else ""
         raise ConfigError(f"unknown config key '{key}'{hint}")

@@ -17,6 +17,7 @@ def data_options(cfg: RunConfig, *, dataset: str | None = None, img_size: int | 
 
     The split seed is the run's seed, so each seed also sees its own validation split.
     """
+    # torch is heavy: loaded when this runs, so importing this module stays light
     from loaders import DataOptions
 
     d = cfg.data
@@ -28,6 +29,7 @@ def data_options(cfg: RunConfig, *, dataset: str | None = None, img_size: int | 
 
 def augment_spec(cfg: RunConfig) -> AugmentSpec:
     """The training augmentation: the preset ``data.augment`` with ``data.flip`` and ``data.translate`` applied."""
+    # torch is heavy: loaded when this runs, so importing this module stays light
     from loaders import AUGMENTATIONS
     from loaders.augment import with_options
 
@@ -40,6 +42,7 @@ def load_data(cfg: RunConfig, min_img_size: int, announce: bool = False) -> tupl
     Returns:
         ``(splits, splits.meta)``.
     """
+    # torch is heavy: loaded when this runs, so importing this module stays light
     from loaders import load_splits
 
     splits = load_splits(data_options(cfg))

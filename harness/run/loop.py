@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
+import logging
 import math
 import os
 import shutil
@@ -29,9 +30,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel as DDP
 
+from harness.errors import HarnessError
 from harness.files import BEST_CKPT, LAST_CKPT, METRICS_FILE
+from harness.provenance import provenance
+from harness.run.artifacts import write_artifacts, write_metrics
 from harness.run.averaging import WeightAverager
 from harness.run.config import (
     RunConfig,
@@ -53,11 +59,13 @@ from harness.run.measure import (
     peak_mem_mb,
 )
 from harness.run.optim import Schedule, build_optimizer, build_schedule, current_lr, decouple, param_groups
-from harness.run.progress import Progress
+from harness.run.progress import RunProgress
 from harness.run.state import TrainState
 from harness.run.strategies import STRATEGIES, set_train_mode
 from harness.run.summary import RunSummary
 from harness.run.tta import keep_layout, tta_logits
+from harness.run.whiten import freeze_whiten_bias, init_whitening
+from loaders import build_loader
 
 CHECK_EVERY = 20  # steps between divergence/budget checks (each costs a device sync, and an all-reduce under DDP)
 Report = Callable[[dict, "Path | None"], None]
@@ -92,7 +100,6 @@ def _context(cfg: RunConfig) -> WorkerContext:
     if ctx.device.type == "cuda" and not torch.cuda.is_available():
         # A GPU run placed where there is none (e.g. a node that declares GPUs it lacks): one line, not
         # a CUDA stack trace from deep inside the first tensor op.
-        from harness.errors import HarnessError
 
         raise HarnessError(f"CUDA not available on this worker ({os.uname().nodename}), but the run resolved to "
                            "train on a GPU (dist.use_gpu); check the node's GPUs or set dist.use_gpu=false")
@@ -101,6 +108,7 @@ def _context(cfg: RunConfig) -> WorkerContext:
 
 def _find_context(cfg: RunConfig) -> WorkerContext:
     try:
+        # ray is heavy: imported only where Ray is used
         import ray.train
 
         ctx = ray.train.get_context()
@@ -108,7 +116,6 @@ def _find_context(cfg: RunConfig) -> WorkerContext:
     except Exception:  # noqa: BLE001 - not inside a Ray Train worker: in process (maybe a Tune trial)
         return local_context("cuda" if cfg.dist.use_gpu or (cfg.dist.use_gpu is None and torch.cuda.is_available())
                              else "cpu")
-    import logging
 
     import ray.train.torch
 
@@ -129,8 +136,6 @@ def _find_context(cfg: RunConfig) -> WorkerContext:
 def all_reduce(t: torch.Tensor, ctx: WorkerContext, op: str = "sum") -> torch.Tensor:
     """Sum (or max) ``t`` across ranks in place; a no-op in a single process."""
     if ctx.world_size > 1:
-        import torch.distributed as dist
-
         dist.all_reduce(t, op=dist.ReduceOp.MAX if op == "max" else dist.ReduceOp.SUM)
     return t
 
@@ -312,6 +317,7 @@ class EvalGraph(nn.Module):
 
 def compiled_graphs() -> int:
     """Graphs dynamo has compiled in this process so far (its counter only grows; a run reads the difference)."""
+    # torch._dynamo takes seconds to import: only train.compile needs it
     from torch._dynamo.utils import counters
 
     return int(counters["stats"]["unique_graphs"])
@@ -325,6 +331,7 @@ def fresh_compile_state() -> int:
     what ran before it), and a code object's cache is capped (``recompile_limit``), past which dynamo
     silently runs it eagerly.
     """
+    # torch._dynamo takes seconds to import: only train.compile needs it
     import torch._dynamo
 
     torch._dynamo.reset()
@@ -354,7 +361,7 @@ class Run:
     steps: int  # optimizer steps per epoch
     params: int
     mflops: float
-    progress: Progress
+    progress: RunProgress
     t_start: float
     deadline: float | None = None
     tb: Any = None
@@ -401,8 +408,6 @@ def _broadcast_buffers(model: nn.Module) -> None:
     :class:`EvalGraph`): each rank's statistics moved on with its own batches, and the shards must be
     evaluated with one model, rank 0's, which is also what checkpoints hold.
     """
-    import torch.distributed as dist
-
     for b in model.buffers():
         dist.broadcast(b, 0)
 
@@ -413,8 +418,6 @@ def _seed(cfg: RunConfig, ctx: WorkerContext) -> None:
 
 
 def _loaders(cfg: RunConfig, ctx: WorkerContext, splits: Any, meta: Any) -> tuple[Any, Any]:
-    from loaders import build_loader
-
     common = dict(device=ctx.device, rank=ctx.rank, world_size=ctx.world_size, seed=cfg.train.seed,
                   channels_last=cfg.train.channels_last, **_layout(cfg))
     # A compiled model recompiles for the short last batch; drop it (at most batch_size - 1 images an epoch).
@@ -427,8 +430,6 @@ def _loaders(cfg: RunConfig, ctx: WorkerContext, splits: Any, meta: Any) -> tupl
 
 def eval_loader(cfg: RunConfig, ctx: WorkerContext, split: Any, meta: Any) -> Any:
     """A loader over a validation or test split: no augmentation, every image once across ranks."""
-    from loaders import build_loader
-
     # auto decides per split (it prefers the tensor backend whenever the split fits in device memory).
     return build_loader(split, meta, backend=cfg.data.loader, train=False, batch_size=cfg.train.eval_batch_size,
                         augment="none", device=ctx.device, rank=ctx.rank, world_size=ctx.world_size,
@@ -460,8 +461,6 @@ def _stepper(cfg: RunConfig, ctx: WorkerContext, model: nn.Module, head: str | N
     sched = build_schedule(opt, cfg.sched, cfg.train.epochs, max(steps, 1))
     fwd = model
     if ctx.world_size > 1:
-        from torch.nn.parallel import DistributedDataParallel as DDP
-
         # No buffer broadcast before every training forward (a collective per step; evaluation broadcasts
         # rank 0's BatchNorm statistics itself), and gradients that are views of the all-reduce buckets
         # (no copy in and out of them each step).
@@ -485,6 +484,7 @@ def _stepper(cfg: RunConfig, ctx: WorkerContext, model: nn.Module, head: str | N
 
 def setup(cfg: RunConfig, run_dir: Path, ctx: WorkerContext, run_hash: str | None = None) -> Run:
     """Seed, load the data, build the loaders, the model (by its strategy), the optimizer and the schedule."""
+    # torchvision is heavy: loaded when this runs, so importing this module stays light
     from architectures import count_mflops, model_info
 
     t_start, cpu_t0 = time.monotonic(), time.process_time()
@@ -494,7 +494,6 @@ def setup(cfg: RunConfig, run_dir: Path, ctx: WorkerContext, run_hash: str | Non
     model, head = _model(cfg, ctx, meta)
     whiten_s = 0.0
     if cfg.model.whiten:  # before the optimizer is built: the frozen filters are left out of it
-        from harness.run.whiten import init_whitening
 
         whiten_s = init_whitening(model, cfg.model.arch, splits.train.images, meta.mean, meta.std, ctx.device,
                                   freeze_bias=cfg.model.whiten_bias_epochs == 0)
@@ -502,7 +501,7 @@ def setup(cfg: RunConfig, run_dir: Path, ctx: WorkerContext, run_hash: str | Non
     steps = len(train_loader) if cfg.train.max_steps_per_epoch is None else min(len(train_loader),
                                                                                 cfg.train.max_steps_per_epoch)
     step, fwd, ev = _stepper(cfg, ctx, model, head, steps)
-    progress = Progress(cfg.train.progress and ctx.is_main, cfg.train.epochs, ctx.tag)
+    progress = RunProgress(cfg.train.progress and ctx.is_main, cfg.train.epochs, ctx.tag)
     run = Run(cfg, ctx, Path(run_dir), run_hash or config_hash(cfg), splits, meta, train_loader, val_loader,
               model, fwd, ev, step, steps, sum(p.numel() for p in model.parameters()), mflops, progress, t_start)
     run.whiten_s, run.cpu_t0 = whiten_s, cpu_t0
@@ -560,6 +559,7 @@ def resume(run: Run) -> TrainState:
 def _load_resume(ctx: WorkerContext) -> dict | None:
     if not ctx.ray_train:
         return None
+    # ray is heavy: imported only where Ray is used
     import ray.train
 
     ckpt = ray.train.get_checkpoint()
@@ -575,8 +575,6 @@ def load_last(run_dir: Path, device: torch.device | str = "cpu") -> dict | None:
     Raises:
         HarnessError: the file exists but is not a readable checkpoint (one line naming it).
     """
-    from harness.errors import HarnessError
-
     path = Path(run_dir) / LAST_CKPT
     if not path.is_file():
         return None
@@ -596,8 +594,6 @@ def _open_outputs(run: Run, state: TrainState) -> None:
     if ctx.is_main:
         d.mkdir(parents=True, exist_ok=True)
         if state.epoch:
-            from harness.run.artifacts import write_metrics
-
             write_metrics(d / METRICS_FILE, state.history)  # drop rows of the epoch that was lost
         try:
             from torch.utils.tensorboard import SummaryWriter
@@ -605,10 +601,6 @@ def _open_outputs(run: Run, state: TrainState) -> None:
             run.tb = SummaryWriter(log_dir=str(d / "tb"))
         except ImportError:  # tensorboard is a dependency; stay usable without it
             run.tb = None
-    if ctx.ray_train:
-        # The fault test finds workers to kill here; a restarted worker writes its new pid.
-        (d / "pids").mkdir(parents=True, exist_ok=True)
-        (d / "pids" / f"rank{ctx.rank}").write_text(str(os.getpid()))
     if cfg.train.progress and (ctx.is_main or ctx.world_size > 1):  # every rank says it started
         print(f"{ctx.tag}training {cfg.model.arch} ({run.params / 1e6:.3f}M params) on {cfg.data.dataset} "
               f"{tuple(run.meta.shape)} x {len(run.splits.train.labels)} train / {len(run.splits.val.labels)} val, "
@@ -683,8 +675,6 @@ def end_epoch(run: Run, state: TrainState, stats: EpochStats, val: dict, report:
     state.cpu_s = run.cpu_s()
     ckpt_dir = None
     if run.ctx.is_main:
-        from harness.run.artifacts import write_metrics
-
         write_metrics(run.run_dir / METRICS_FILE, state.history)
         if run.tb is not None:
             for k in ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "train_img_per_s"):
@@ -729,8 +719,6 @@ def stop_reason(run: Run, state: TrainState, stats: EpochStats) -> str | None:
 
 
 def _summary(run: Run, state: TrainState, test: dict | None) -> RunSummary:
-    from harness.provenance import provenance
-
     cfg, ctx, prov = run.cfg, run.ctx, provenance(str(run.ctx.device))
     rates = sorted(r["train_img_per_s"] for r in state.history)
     return RunSummary(
@@ -792,7 +780,6 @@ def finish(run: Run, state: TrainState, report: Report) -> RunSummary:
             torch.save({"model": state.best_model, "epoch": state.best_epoch, "val_acc": state.best_acc,
                         "config": _plain_config(run.cfg)}, run.run_dir / BEST_CKPT)
         summary.peak_mem_mb = peak_mem_mb(run.ctx.device)
-        from harness.run.artifacts import write_artifacts
 
         write_artifacts(run.run_dir, state.history, test["confusion"] if test else None, list(run.meta.classes))
         summary.write(run.run_dir)
@@ -859,8 +846,6 @@ def run_worker(cfg: RunConfig, run_dir: Path, ctx: WorkerContext, report: Report
         for epoch in range(state.epoch, epoch_count(epochs)):
             run.train_loader.set_epoch(epoch)
             if cfg.model.whiten and cfg.model.whiten_bias_epochs and epoch >= cfg.model.whiten_bias_epochs:
-                from harness.run.whiten import freeze_whiten_bias
-
                 freeze_whiten_bias(run.model, cfg.model.arch)
             set_train_mode(run.model)
             stats = train_one_epoch(run.step, run.train_loader, ctx, deadline=run.deadline, on_step=on_step,
@@ -909,6 +894,7 @@ def train_loop_per_worker(config: dict) -> dict:
 
     def report(metrics: dict, ckpt_dir: Path | None) -> None:
         if ctx.ray_train:
+            # ray is heavy: imported only where Ray is used
             import ray.train
 
             ray.train.report(_jsonable(metrics),

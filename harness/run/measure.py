@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import resource
 import time
 
@@ -32,8 +33,6 @@ def backend_flags(precision: str, deterministic: bool, device_type: str) -> dict
 
 def apply_backend_flags(flags: dict[str, bool]) -> None:
     """Set :func:`backend_flags` on torch (and ``CUBLAS_WORKSPACE_CONFIG``, which cuBLAS reads at init)."""
-    import os
-
     torch.backends.cudnn.benchmark = flags["cudnn_benchmark"]
     torch.backends.cuda.matmul.allow_tf32 = flags["tf32"]
     torch.backends.cudnn.allow_tf32 = flags["tf32"]

@@ -9,7 +9,7 @@ are smooth even on short runs.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -19,6 +19,7 @@ from torch.optim import lr_scheduler as sch
 from harness.errors import ConfigError
 from harness.registry import Registry
 from harness.run.config import OptimConfig, SchedConfig
+from harness.run.muon import ConvMuon
 
 OPTIMIZERS: Registry[Callable[[list[dict], OptimConfig], torch.optim.Optimizer]] = Registry("optimizer")
 SCHEDULERS: Registry[SchedulerSpec] = Registry("scheduler")
@@ -47,8 +48,6 @@ def _rmsprop(groups: list[dict], c: OptimConfig) -> torch.optim.Optimizer:
 
 @OPTIMIZERS.register("muon")
 def _muon(groups: list[dict], c: OptimConfig) -> torch.optim.Optimizer:
-    from harness.run.muon import ConvMuon
-
     return ConvMuon(groups, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay, muon_lr=c.muon_lr,
                     muon_momentum=c.muon_momentum)
 
@@ -296,14 +295,3 @@ def warmup_error(name: str) -> str:
 def current_lr(opt: torch.optim.Optimizer) -> float:
     """The learning rate of the first parameter group (the head's, when groups differ)."""
     return float(opt.param_groups[0]["lr"])
-
-
-def all_lrs(opt: torch.optim.Optimizer) -> dict[str, float]:
-    """Learning rate of every named parameter group."""
-    return {g.get("name", str(i)): float(g["lr"]) for i, g in enumerate(opt.param_groups)}
-
-
-def iter_params(groups: Iterable[dict]) -> Iterable[nn.Parameter]:
-    """Every parameter in ``groups``."""
-    for g in groups:
-        yield from g["params"]

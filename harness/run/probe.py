@@ -33,6 +33,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from harness.provenance import cpu_model, versions
+from harness.results_csv import append_rows, locked, read_rows
+from harness.run.timing import NATIVE_SIZE, probe_config
+
 PROBE_CSV = "probe.csv"
 PROBE_COLUMNS = ["cpu", "torch", "threads", "arch", "img_size", "in_chans", "batch_size", "precision",
                  "channels_last", "compile", "img_per_s", "loader_share", "rounds", "load", "chosen", "date"]
@@ -104,9 +108,6 @@ def candidates(cfg: Any, native_bf16: bool | None = None) -> list[Candidate]:
 
 def shape(cfg: Any, threads: int) -> dict[str, Any]:
     """What a probe's result depends on, besides the candidate: the machine and the run's shape."""
-    from harness.provenance import cpu_model, versions
-    from harness.report.costs import NATIVE_SIZE
-
     return {"cpu": cpu_model(), "torch": versions()["torch"], "threads": threads, "arch": cfg.model.arch,
             "img_size": cfg.data.img_size or NATIVE_SIZE.get(cfg.data.dataset, 32),
             "in_chans": 1 if cfg.data.grayscale or cfg.data.dataset == "mnist" else 3,
@@ -115,6 +116,7 @@ def shape(cfg: Any, threads: int) -> dict[str, Any]:
 
 def probe_file(cfg: Any) -> Path:
     """``probe.csv`` in the cache folder of ``cfg``'s data root."""
+    # torch is heavy: loaded when this runs, so importing this module stays light
     from loaders.cache import cache_root
     from loaders.reader import resolve_data_dir
 
@@ -123,8 +125,6 @@ def probe_file(cfg: Any) -> Path:
 
 def read_cached(path: Path, key: dict[str, Any]) -> dict[Candidate, Timing]:
     """The timings cached in ``path`` for ``key`` (the latest of each candidate)."""
-    from harness.results_csv import read_rows
-
     out: dict[Candidate, Timing] = {}
     for r in read_rows(path):
         if all(str(r.get(k)) == str(v) for k, v in key.items()):
@@ -160,9 +160,9 @@ def time_candidates(cfg: Any, cands: list[Candidate], threads: int, rounds: int 
     setup and optimizer step), then the candidates are timed in turn, ``rounds`` times, so a change in
     the machine's load affects them alike; the median round counts.
     """
+    # torch is heavy: loaded when this runs, so importing this module stays light
     import torch
 
-    from harness.report.costs import probe_config
     from harness.run.loop import local_context, setup
     from harness.run.strategies import set_train_mode
 
@@ -230,8 +230,6 @@ def measured(cfg: Any, threads: int, rounds: int = 1, remeasure: bool = False,
 
     A per-shape lock makes concurrent sweep trials of one shape measure once; the others wait and read.
     """
-    from harness.results_csv import append_rows, locked
-
     cands = cands if cands is not None else candidates(cfg)
     path, key = probe_file(cfg), shape(cfg, threads)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -274,6 +272,7 @@ def settle_cpu_auto(cfg: Any, probe: bool = True) -> None:
     """
     cands = candidates(cfg)
     if len(cands) > 1 and probe and enabled():
+        # torch is heavy: loaded when this runs, so importing this module stays light
         import torch
 
         threads = cfg.dist.cpus_per_worker or torch.get_num_threads()

@@ -12,7 +12,7 @@ def fmt_s(s: float) -> str:
     return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
 
 
-class Progress:
+class RunProgress:
     """Per-epoch progress lines with an ETA, plus an in-place batch counter on a terminal."""
 
     def __init__(self, enabled: bool, epochs: int, tag: str) -> None:

@@ -17,8 +17,19 @@ from __future__ import annotations
 import copy
 import os
 
+import torch
+from torch import nn
+
+from architectures import create_model, model_info
 from harness.errors import ConfigError
-from harness.run.config import RunConfig, check_name, fields, flat_config
+from harness.run.config import RunConfig, fields, flat_config, validate
+from harness.run.data import augment_spec
+from harness.run.names import check_name
+from harness.run.optim import takes_warmup, warmup_error
+from harness.run.probe import settle_cpu_auto
+from harness.run.strategies import STRATEGIES, read_init_checkpoint, resolve_frozen
+from harness.run.whiten import whiten_layer
+from loaders import BACKENDS
 
 
 def target_device_type(cfg: RunConfig, cluster_gpus: float | None = None) -> str:
@@ -29,8 +40,6 @@ def target_device_type(cfg: RunConfig, cluster_gpus: float | None = None) -> str
     whose workers are GPU nodes, so CUDA on *this* machine says nothing about them. In process, whether
     CUDA is here.
     """
-    import torch
-
     if cfg.dist.use_gpu is not None:
         return "cuda" if cfg.dist.use_gpu else "cpu"
     if cfg.dist.workers > 0 and cluster_gpus is not None:
@@ -44,11 +53,6 @@ def check(cfg: RunConfig, cluster_gpus: float | None = None) -> None:
     Raises:
         HarnessError: one line naming the problem and the valid choices.
     """
-    import torch
-
-    from harness.run.optim import takes_warmup, warmup_error
-    from harness.run.strategies import STRATEGIES
-
     flat = flat_config(cfg)
     for key, f in fields().items():
         if f.registry:
@@ -60,12 +64,9 @@ def check(cfg: RunConfig, cluster_gpus: float | None = None) -> None:
     if cfg.strategy.trainable or cfg.strategy.freeze:
         _check_stage_names(cfg)
     if cfg.strategy.init_from:
-        from harness.run.strategies import read_init_checkpoint
-
         read_init_checkpoint(cfg.strategy.init_from)  # missing or corrupt: one line before any data loads
     if cfg.strategy.weights:
         # Fetch (or find cached) pretrained weights now: offline, that is a one-line error before any data loads.
-        from architectures import create_model
 
         create_model(cfg.model.arch, num_classes=10, weights=cfg.strategy.weights)
     cuda = target_device_type(cfg, cluster_gpus) == "cuda"
@@ -91,11 +92,6 @@ def _check_recipe_options(cfg: RunConfig) -> None:
     if cfg.optim.decoupled and cfg.optim.name not in ("sgd", "muon"):
         raise ConfigError(f"optim.decoupled is defined for momentum SGD (sgd, muon), not optim.name={cfg.optim.name}")
     if cfg.model.whiten:
-        import torch
-
-        from architectures import create_model
-        from harness.run.whiten import whiten_layer
-
         with torch.device("meta"):
             whiten_layer(create_model(cfg.model.arch, num_classes=10, **cfg.model.kwargs), cfg.model.arch)
         if cfg.model.whiten_bias_epochs and cfg.dist.workers > 1:
@@ -103,8 +99,6 @@ def _check_recipe_options(cfg: RunConfig) -> None:
                               "use model.whiten_bias_epochs=0 with dist.workers > 1")
     elif cfg.model.whiten_bias_epochs:
         raise ConfigError("model.whiten_bias_epochs needs model.whiten=true")
-    from harness.run.data import augment_spec
-    from loaders import BACKENDS
 
     backend = BACKENDS.get(cfg.data.loader)
     if isinstance(backend, type):  # a loader class; auto picks one later, and that one checks
@@ -113,10 +107,6 @@ def _check_recipe_options(cfg: RunConfig) -> None:
 
 def _meta_model(cfg: RunConfig):  # -> nn.Module (torch is imported lazily)
     """The run's model built on the meta device (no memory, no weights, no data), to inspect its layers."""
-    import torch
-
-    from architectures import create_model, model_info
-
     info = model_info(cfg.model.arch)
     in_chans = 1 if cfg.data.grayscale else 3
     if in_chans not in info.in_chans:
@@ -129,9 +119,6 @@ def _meta_model(cfg: RunConfig):  # -> nn.Module (torch is imported lazily)
 
 def _check_stage_names(cfg: RunConfig) -> None:
     """Resolve --trainable/--freeze against the meta-device model."""
-    from architectures import model_info
-    from harness.run.strategies import resolve_frozen
-
     resolve_frozen(_meta_model(cfg), model_info(cfg.model.arch).head, cfg.strategy.trainable, cfg.strategy.freeze,
                    cfg.model.arch)
 
@@ -148,11 +135,6 @@ def check_deterministic_cuda(cfg: RunConfig) -> None:
     Raises:
         ConfigError: one line naming the model, the layer and the ways out.
     """
-    from torch import nn
-
-    from architectures import model_info
-    from harness.run.strategies import resolve_frozen
-
     model = _meta_model(cfg)
     frozen = resolve_frozen(model, model_info(cfg.model.arch).head, cfg.strategy.trainable, cfg.strategy.freeze,
                             cfg.model.arch)
@@ -189,8 +171,6 @@ def auto_precision(device_type: str, native_bf16: bool | None) -> str:
 
 def native_bf16() -> bool | None:
     """Whether the visible GPU computes bf16 natively; None without a visible GPU."""
-    import torch
-
     if not torch.cuda.is_available():
         return None
     return torch.cuda.is_bf16_supported(including_emulation=False)
@@ -204,8 +184,6 @@ def device_defaults(cfg: RunConfig, device_type: str, probe: bool = True) -> Non
     defaults as such, e.g. to tell which settings a run chose).
     """
     if device_type != "cuda":
-        from harness.run.probe import settle_cpu_auto
-
         settle_cpu_auto(cfg, probe)
         return
     if cfg.train.precision == "auto":
@@ -256,9 +234,6 @@ def resolve(cfg: RunConfig, cluster_gpus: float | None = None, probe: bool = Tru
     Raises:
         HarnessError: see :func:`check`.
     """
-    from harness.run.config import validate
-    from harness.run.strategies import STRATEGIES
-
     check(cfg, cluster_gpus)
     out = STRATEGIES.get(cfg.strategy.name).rewrite(copy.deepcopy(cfg))
     device = target_device_type(out, cluster_gpus)

@@ -24,8 +24,8 @@ import torch
 from torch import nn
 
 from harness.errors import ConfigError, HarnessError
-from harness.files import BEST_CKPT, LAST_CKPT
-from harness.registry import Registry
+from harness.files import BEST_CKPT, LAST_CKPT, PRETRAIN_DIR
+from harness.registry import Registry, unknown_name_message
 from harness.run.config import RunConfig, StrategyConfig
 
 
@@ -35,7 +35,6 @@ class Prepared:
 
     model: nn.Module
     head_prefix: str | None  # dotted name of the head, for per-group learning rates
-    frozen: list[str]  # dotted prefixes whose parameters do not train
 
 
 @dataclass(frozen=True)
@@ -154,8 +153,6 @@ def resolve_frozen(model: nn.Module, head_path: str, trainable: str | None, free
     def check(names: list[str]) -> list[str]:
         for n in names:
             if n not in valid:
-                from harness.registry import unknown_name_message
-
                 raise HarnessError(unknown_name_message(f"stage for {arch}", n, valid))
         return names
 
@@ -243,6 +240,7 @@ def load_checkpoint_weights(model: nn.Module, run_dir: str, head_path: str) -> N
 
 def build_model(cfg: RunConfig, num_classes: int, in_chans: int, img_size: int, **extra: object) -> nn.Module:
     """``create_model`` with the config's architecture and builder keywords."""
+    # torchvision is heavy: loaded when this runs, so importing this module stays light
     from architectures import create_model
 
     return create_model(cfg.model.arch, num_classes=num_classes, in_chans=in_chans, img_size=img_size,
@@ -250,6 +248,7 @@ def build_model(cfg: RunConfig, num_classes: int, in_chans: int, img_size: int, 
 
 
 def _head_path(arch: str) -> str:
+    # torchvision is heavy: loaded when this runs, so importing this module stays light
     from architectures import model_info
 
     return model_info(arch).head
@@ -275,6 +274,7 @@ def _no_pretrain_dataset(cfg: RunConfig) -> None:
 
 def _check_weights(cfg: RunConfig) -> None:
     """``--weights`` needs a model that declares pretrained weights, and names one of them."""
+    # torchvision is heavy: loaded when this runs, so importing this module stays light
     from architectures import model_info
 
     s, info = cfg.strategy, model_info(cfg.model.arch)
@@ -287,6 +287,7 @@ def _check_weights(cfg: RunConfig) -> None:
 
 
 def _models_with_weights() -> list[str]:
+    # torchvision is heavy: loaded when this runs, so importing this module stays light
     from architectures import list_models, model_info
 
     return [n for n in list_models() if model_info(n).weights]
@@ -324,7 +325,7 @@ def _scratch(cfg: RunConfig, num_classes: int, in_chans: int, img_size: int) -> 
     head = _head_path(cfg.model.arch)
     frozen = resolve_frozen(model, head, cfg.strategy.trainable, cfg.strategy.freeze, cfg.model.arch)
     apply_freeze(model, frozen)
-    return Prepared(model, head, frozen)
+    return Prepared(model, head)
 
 
 def _finetune(cfg: RunConfig, num_classes: int, in_chans: int, img_size: int) -> Prepared:
@@ -340,7 +341,7 @@ def _finetune(cfg: RunConfig, num_classes: int, in_chans: int, img_size: int) ->
     replace_head(model, head, num_classes, s.head_layers)
     frozen = resolve_frozen(model, head, s.trainable, s.freeze, cfg.model.arch)
     apply_freeze(model, frozen)
-    return Prepared(model, head, frozen)
+    return Prepared(model, head)
 
 
 def _probe_rewrite(cfg: RunConfig) -> RunConfig:
@@ -351,8 +352,6 @@ def _probe_rewrite(cfg: RunConfig) -> RunConfig:
 
 def _transfer_stages(cfg: RunConfig) -> list[Stage]:
     """Stage one pretrains from scratch on ``pretrain_dataset``; stage two finetunes from it on ``dataset``."""
-    from harness.files import PRETRAIN_DIR
-
     pre = copy.deepcopy(cfg)
     pre.strategy = StrategyConfig(name="scratch")
     pre.optim.head_lr = pre.optim.body_lr = None

@@ -16,8 +16,11 @@ from pathlib import Path
 
 from harness.errors import HarnessError
 from harness.files import CONFIG_FILE
-from harness.run.config import RunConfig, config_hash, config_to_dict, save_config
+from harness.raycluster import init_ray
+from harness.run.config import RunConfig, config_hash, config_to_dict, load_config, save_config
+from harness.run.loop import load_last, train_loop_per_worker
 from harness.run.resolve import resolve
+from harness.run.strategies import STRATEGIES
 from harness.run.summary import RunSummary
 
 
@@ -53,8 +56,6 @@ def fit(cfg: RunConfig, run_dir: Path | None = None, report: Callable[[dict], No
     Returns:
         The summary of the last stage (also in ``summary.json``); a transfer run's includes its stage one.
     """
-    from harness.run.strategies import STRATEGIES
-
     cfg = resolve(cfg, ray_cluster_gpus() if cfg.dist.workers > 0 else None)
     run_dir = Path(run_dir).resolve() if run_dir else make_run_dir(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -89,15 +90,14 @@ def fit(cfg: RunConfig, run_dir: Path | None = None, report: Callable[[dict], No
 
 def ray_cluster_gpus() -> float:
     """The GPUs of the Ray cluster DDP workers will use (connecting to it, or starting a local one)."""
+    # ray is heavy: imported only where Ray is used
     import ray
-
-    from harness.raycluster import init_ray
 
     init_ray()
     return float(ray.cluster_resources().get("GPU", 0))
 
 
-def check_fits_cluster(workers: int, cpus: int, gpus: float, cluster: dict[str, float]) -> None:
+def check_worker_group_fits(workers: int, cpus: int, gpus: float, cluster: dict[str, float]) -> None:
     """Refuse a worker group the cluster can never place, instead of waiting on its placement group.
 
     Raises:
@@ -112,19 +112,18 @@ def check_fits_cluster(workers: int, cpus: int, gpus: float, cluster: dict[str, 
                            f"{have_gpu:g}; lower --workers (one GPU per worker)")
 
 
-def check_cluster_fits(cfg: RunConfig) -> None:
+def check_run_fits_cluster(cfg: RunConfig) -> None:
     """For ``dist.workers > 0``: refuse, before anything is written, a worker group the Ray cluster
-    (``$RAY_ADDRESS``, or a local one) can never place (see :func:`check_fits_cluster`)."""
+    (``$RAY_ADDRESS``, or a local one) can never place (see :func:`check_worker_group_fits`)."""
+    # ray is heavy: imported only where Ray is used
     import ray
-
-    from harness.raycluster import init_ray
 
     if cfg.dist.workers <= 0:
         return
     init_ray()
     cluster = ray.cluster_resources()
     cpus = cfg.dist.cpus_per_worker or 1
-    check_fits_cluster(cfg.dist.workers, cpus, 1.0 if cfg.dist.use_gpu else 0.0, cluster)
+    check_worker_group_fits(cfg.dist.workers, cpus, 1.0 if cfg.dist.use_gpu else 0.0, cluster)
 
 
 def resume_run(run_dir: str | Path, report: Callable[[dict], None] | None = None) -> RunSummary:
@@ -136,8 +135,6 @@ def resume_run(run_dir: str | Path, report: Callable[[dict], None] | None = None
     Raises:
         HarnessError: not a run directory, a run that already ended, or an unreadable checkpoint.
     """
-    from harness.run.config import load_config
-
     d = Path(run_dir).expanduser().resolve()
     if not (d / CONFIG_FILE).is_file():
         raise HarnessError(f"--resume {run_dir}: not a run directory (no {CONFIG_FILE}); give the directory "
@@ -145,7 +142,6 @@ def resume_run(run_dir: str | Path, report: Callable[[dict], None] | None = None
     prev = RunSummary.read(d)
     if prev is not None and prev.stop_reason != "interrupted":
         raise HarnessError(f"--resume {run_dir}: that run already ended ({prev.stop_reason}); nothing to resume")
-    from harness.run.loop import load_last
 
     load_last(d)  # a corrupt checkpoint is one line now, before any data loads
     return fit(load_config(d / CONFIG_FILE), run_dir=d, report=report, resume=True)
@@ -156,21 +152,17 @@ def _dispatch(cfg: RunConfig, run_dir: Path, report: Callable[[dict], None] | No
     """One stage, in process or as a TorchTrainer; ``extra`` goes to the loop (``run_hash``, ``pretrained``)."""
     loop_config = {"cfg": config_to_dict(cfg), "run_dir": str(run_dir), **extra}
     if cfg.dist.workers == 0:
-        from harness.run.loop import train_loop_per_worker
-
         return RunSummary.from_dict(train_loop_per_worker({**loop_config, "report": report}))
     return _fit_ray(cfg, loop_config, tune_report)
 
 
 def _fit_ray(cfg: RunConfig, loop_config: dict, tune_report: bool) -> RunSummary:
+    # ray is heavy: imported only where Ray is used
     import ray
     from ray.train import CheckpointConfig, FailureConfig, ScalingConfig
     from ray.train import RunConfig as RayRunConfig
     from ray.train.torch import TorchConfig, TorchTrainer
     from ray.train.v2.api.config import LoggingConfig
-
-    from harness.raycluster import init_ray
-    from harness.run.loop import train_loop_per_worker
 
     init_ray()
     use_gpu = bool(cfg.dist.use_gpu)  # resolved against the cluster's resources, never this process's CUDA
@@ -181,7 +173,7 @@ def _fit_ray(cfg: RunConfig, loop_config: dict, tune_report: bool) -> RunSummary
         cpus = max(1, int(cluster.get("CPU", os.cpu_count() or 1)) // n)
         if tune_report:
             cpus = 1  # inside a trial the sweep sizes resources; never ask for more than exists
-    check_fits_cluster(n, cpus, 1.0 if use_gpu else 0.0, cluster)
+    check_worker_group_fits(n, cpus, 1.0 if use_gpu else 0.0, cluster)
     cfg = copy.deepcopy(cfg)
     cfg.dist.cpus_per_worker = cpus
     run_dir = Path(loop_config["run_dir"])

@@ -38,6 +38,7 @@ def init_whitening(model: nn.Module, arch: str, images: torch.Tensor, mean: tupl
 
     Timed with the device synchronised (CUDA events would time the same span).
     """
+    # torchvision is heavy: loaded when this runs, so importing this module stays light
     from architectures.airbench import whitening_weights
 
     conv = whiten_layer(model, arch)

@@ -44,15 +44,24 @@ from typing import Any
 from harness.errors import HarnessError
 from harness.files import LEADERBOARD_CSV, OUTCOME_FILE, PRUNED_CSV, RERUN_DIR, SWEEP_FILE, THROUGHPUT_CSV
 from harness.raycluster import init_ray
+from harness.report.closing import closing_table
+from harness.report.docs import render_docs
+from harness.report.leaderboard import write_results
+from harness.report.records import collect
+from harness.results_csv import results_dir
 from harness.run.config import RunConfig
+from harness.run.data import data_options
 from harness.sweep.asha import asha_params, asha_warning
 from harness.sweep.interrupt import SweepInterrupt
 from harness.sweep.matrix import Matrix, load_matrix
-from harness.sweep.resources import local_cpus, trial_resources
+from harness.sweep.phases import plan_rerun, read_state, selection_lines
+from harness.sweep.resources import check_fits_locally, local_cpus, trial_resources
 from harness.sweep.settings import (
     METRIC,
     MODE,
+    RERUN,
     SEARCH,
+    SINGLE,
     TIME_ATTR,
     SweepSettings,
     validate_settings,
@@ -82,9 +91,12 @@ def run_sweep(s: SweepSettings, resume: bool = False) -> int:
         raise HarnessError(f"--name '{s.name}': use letters, digits and _ . = + - only")
     s, m = _resumed_settings(s, storage) if resume else _new_settings(s, storage)
     validate_settings(s, m)
+    if not os.environ.get("RAY_ADDRESS"):  # a trial bigger than this machine would wait for its resources forever
+        check_fits_locally(s)
     _make_paths_absolute(s)
     cells = trial_cells(m, s) if (s.search or m.search) != "optuna" else None
     mode = wandb_mode(s.wandb)
+    # imports ray (heavy): only a running sweep needs it
     from harness.sweep.wandb_logging import setup_wandb_env
 
     setup_wandb_env(mode)
@@ -157,6 +169,7 @@ def _run_tune(s: SweepSettings, m: Matrix, cells: list[dict] | None, n_trials: i
         The seconds Tune ran, and the number of phase two's trials (0 when there is none, or when the
         search did not finish).
     """
+    # ray is heavy: imported only where Ray is used
     import ray
     from ray import tune
 
@@ -171,7 +184,6 @@ def _run_tune(s: SweepSettings, m: Matrix, cells: list[dict] | None, n_trials: i
             (exp_dir / SWEEP_FILE).write_text(json.dumps(dataclasses.asdict(s), indent=2))
         trainable = tune.with_resources(tune.with_parameters(run_trial, settings=dataclasses.asdict(s)), res)
         elapsed = 0.0
-        from harness.sweep.phases import read_state
 
         if not (resume and read_state(exp_dir).search_done) and not stop.interrupted:
             _print_start(s, m, n_trials, cap, mode, exp_dir, asha)
@@ -213,9 +225,6 @@ def _search_ended(exp_dir: Path) -> int:
 
 def _plan_rerun(s: SweepSettings, exp_dir: Path, n_trials: int) -> list[dict] | None:
     """Phase two's cells once every search trial has ended (saved in ``phases.json``); None before that."""
-    from harness.report.records import collect
-    from harness.sweep.phases import plan_rerun, selection_lines
-
     if _search_ended(exp_dir) < n_trials:  # interrupted: --resume finishes the search first
         return None
     records = [r for r in collect([exp_dir]) if r.phase == SEARCH]
@@ -230,6 +239,7 @@ def _plan_rerun(s: SweepSettings, exp_dir: Path, n_trials: int) -> list[dict] | 
 def _rerun_tuner(s: SweepSettings, exp_dir: Path, cells: list[dict], trainable: Any, cap: int | None,
                  mode: str | None) -> Any:
     """Phase two's Tune experiment (``<sweep>/rerun``): restored where it was started, else new, never pruned."""
+    # ray is heavy: imported only where Ray is used
     from ray import tune
     from ray.tune.schedulers import FIFOScheduler
 
@@ -278,6 +288,7 @@ def _print_start(s: SweepSettings, m: Matrix, n_trials: int, cap: int | None, mo
 
 def _new_tuner(s: SweepSettings, m: Matrix, cells: list[dict] | None, n_trials: int, storage: Path,
                trainable: Any, cap: int | None, mode: str | None, asha: tuple[int, int, float]) -> Any:
+    # ray is heavy: imported only where Ray is used
     from ray import tune
 
     tune_config = tune.TuneConfig(
@@ -293,9 +304,10 @@ def _new_tuner(s: SweepSettings, m: Matrix, cells: list[dict] | None, n_trials: 
 
 
 def _make_callbacks(s: SweepSettings, total: int, mode: str | None, title: str | None = None) -> list:
-    from harness.sweep.progress import Progress
+    # imports ray (heavy): only a running sweep needs it
+    from harness.sweep.progress import SweepProgress
 
-    callbacks: list = [Progress(title or s.name, total)]
+    callbacks: list = [SweepProgress(title or s.name, total)]
     if mode is not None:
         from harness.sweep.wandb_logging import wandb_callback
 
@@ -320,12 +332,14 @@ def _scheduler(max_t: int, grace: int, rf: float) -> Any:
 def _searcher(search: str) -> Any:
     if search != "optuna":
         return None
+    # ray is heavy: imported only where Ray is used
     from ray.tune.search.optuna import OptunaSearch
 
     return OptunaSearch(seed=0)
 
 
 def _param_space(m: Matrix, cells: list[dict] | None) -> dict:
+    # ray is heavy: imported only where Ray is used
     from ray import tune
 
     if cells is None:
@@ -344,7 +358,7 @@ def _trial_name(trial: Any) -> str:
 def _prepare_data(configs: list[RunConfig]) -> None:
     """Load each dataset a trial needs once, before the trials: fails fast with one line when data is
     missing, downloads where allowed, and fills the decode cache so parallel trials do not decode twice."""
-    from harness.run.data import data_options
+    # torch is heavy: loaded when this runs, so importing this module stays light
     from loaders import load_splits
 
     seen = set()
@@ -365,6 +379,7 @@ def _cluster_resources(s: SweepSettings) -> dict[str, float]:
     """The resources trials are sized to: this machine's (a private local Ray, not started yet), or the
     cluster's in ``$RAY_ADDRESS`` (connecting to it)."""
     if not os.environ.get("RAY_ADDRESS"):
+        # torch is heavy: loaded when this runs, so importing this module stays light
         import torch
 
         return {"CPU": float(local_cpus(s)), "GPU": float(torch.cuda.device_count())}
@@ -378,6 +393,7 @@ def _check_trials(m: Matrix, s: SweepSettings, cells: list[dict] | None,
                   cluster_gpus: float) -> list[RunConfig]:
     """Resolve every trial and check it as `harness run` would, against the cluster's GPUs (not this
     process's CUDA: the driver may be a CPU-only head)."""
+    # torch is heavy: loaded when this runs, so importing this module stays light
     from harness.run.resolve import check
 
     configs = []
@@ -431,13 +447,6 @@ def _finish(s: SweepSettings, exp_dir: Path, elapsed: float, mode: str | None, n
         0, or 130 when trials are unfinished or a Ctrl-C came (``stop``, read at the end so that one
         during the merge counts).
     """
-    from harness.report.closing import closing_table
-    from harness.report.docs import render_docs
-    from harness.report.leaderboard import write_results
-    from harness.report.records import collect
-    from harness.results_csv import results_dir
-    from harness.sweep.settings import RERUN, SINGLE
-
     try:
         records = collect([exp_dir])
     except HarnessError:

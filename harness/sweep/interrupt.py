@@ -48,7 +48,7 @@ class SweepInterrupt:
         _ACTIVE = self
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, *_exc: object) -> None:
         global _ACTIVE
         signal.signal(signal.SIGINT, self._before)
         _ACTIVE = None

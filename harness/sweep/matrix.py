@@ -60,7 +60,7 @@ import yaml
 
 from harness.errors import ConfigError, HarnessError
 from harness.registry import suggest, unknown_name_message
-from harness.run.config import RunConfig, apply_overrides, config_to_dict, epoch_count, keys_with
+from harness.run.config import RunConfig, apply_overrides, config_to_dict, epoch_count, field_info, keys_with
 
 #: Short axis names and the config keys they stand for. Any dotted RunConfig key works as well.
 AXIS_ALIASES: dict[str, str] = {
@@ -92,7 +92,6 @@ AXIS_ALIASES: dict[str, str] = {
     "label_smoothing": "train.label_smoothing",
     "precision": "train.precision",
 }
-_SHORT = {v: k for k, v in AXIS_ALIASES.items()}
 
 GRID_KINDS = ("grid", "choice")
 DIST_KINDS = ("uniform", "loguniform", "randint")
@@ -102,11 +101,6 @@ SEARCHES = ("grid", "random", "optuna")
 
 # Keys a matrix must not set: the sweep owns them (seeds, folds, where things go, resources).
 _SWEEP_OWNED = tuple(keys_with(sweep=True))  # declared on the config fields (knob(sweep=True))
-
-
-def short_name(key: str) -> str:
-    """The alias of a dotted config key where it has one (``model.arch`` -> ``arch``)."""
-    return _SHORT.get(key, key)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -308,6 +302,7 @@ class Matrix:
 
     def tune_space(self) -> dict[str, Any]:
         """The axes as a Ray Tune search space (for Optuna): grid and choice axes are categorical."""
+        # ray is heavy: imported only where Ray is used
         from ray import tune
 
         space: dict[str, Any] = {}
@@ -755,6 +750,7 @@ def _expand_arch_globs(m: Matrix, src: _Source) -> None:
         for lab, val, ref in zip(a.labels, a.values, a.references):
             pat = val.get("model.arch")
             if isinstance(pat, str) and any(ch in pat for ch in "*?[") and len(val) == 1:
+                # torch is heavy: loaded when this runs, so importing this module stays light
                 from architectures import list_models
 
                 names = list_models(pat)
@@ -772,7 +768,8 @@ def _expand_arch_globs(m: Matrix, src: _Source) -> None:
 
 def _registry_names(key: str) -> tuple[str, list[str]] | None:
     """For config keys that name registered things (their metadata says which): (kind, valid names)."""
-    from harness.run.config import field_info, registry_label, registry_names
+    # torch is heavy: loaded when this runs, so importing this module stays light
+    from harness.run.names import registry_label, registry_names
 
     try:
         reg = field_info(key).registry

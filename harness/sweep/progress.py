@@ -1,12 +1,12 @@
-"""What the sweep's driver shows and records as trials end: the :class:`Progress` callback and its table.
+"""What the sweep's driver shows and records as trials end: the :class:`SweepProgress` callback and its table.
 
-Tune's own progress output is off (``verbose=0``); :class:`Progress` prints a table instead (counts
+Tune's own progress output is off (``verbose=0``); :class:`SweepProgress` prints a table instead (counts
 of running, pending, finished, stopped-early and failed trials, the best so far, each running
 trial's epoch) at most every 30 s and whenever a trial ends, and writes each ended trial's outcome
 (``outcome.json``) next to it: completed, stopped_by_scheduler (ASHA), error or excluded. Each
 step it also passes on a Ctrl-C that came before Tune listened (:mod:`harness.sweep.interrupt`).
 
-Importing this module imports Ray Tune, whose ``Callback`` :class:`Progress` is.
+Importing this module imports Ray Tune, whose ``Callback`` :class:`SweepProgress` is.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from harness.sweep.trials import is_excluded, trial_index, trial_label
 PRINT_EVERY_S = 30
 
 
-class Progress(Callback):
+class SweepProgress(Callback):
     """Writes each trial's outcome next to it and prints the sweep's progress table.
 
     Tune saves its callbacks with the experiment and unpickles this one on ``--resume``: it is a

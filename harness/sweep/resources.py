@@ -84,6 +84,7 @@ def check_fits_locally(s: SweepSettings) -> None:
     Raises:
         HarnessError: as :func:`trial_resources`.
     """
+    # torch is heavy: loaded when this runs, so importing this module stays light
     import torch
 
     trial_resources(dataclasses.replace(s), {"CPU": local_cpus(s), "GPU": torch.cuda.device_count()}, True)
@@ -100,6 +101,7 @@ def check_run_fits_locally(cfg: RunConfig) -> None:
     Raises:
         HarnessError: more CPUs or GPUs than this machine has, or GPUs where it has none.
     """
+    # torch is heavy: loaded when this runs, so importing this module stays light
     import torch
 
     n = cfg.dist.workers

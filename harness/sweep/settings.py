@@ -68,8 +68,8 @@ def validate_settings(s: SweepSettings, m: Matrix, submitted: bool = False) -> N
         m: its matrix.
         submitted: checked here but run in a Ray job on a cluster (``harness submit``): its paths and
             resources are the cluster's, so only the options themselves are checked. Otherwise the
-            folder options must not be files, and without ``RAY_ADDRESS`` (a private local Ray) a trial
-            that needs more CPUs or GPUs than this machine has is refused, since it could never run.
+            folder options must not be files. (Whether a trial fits this machine is
+            :func:`harness.sweep.resources.check_fits_locally`, which the driver calls next.)
 
     Raises:
         HarnessError: one line naming the bad option and what it takes.
@@ -119,10 +119,6 @@ def validate_settings(s: SweepSettings, m: Matrix, submitted: bool = False) -> N
     for flag, path in (("--storage", s.storage), ("--results-dir", s.results_dir), ("--docs-dir", s.docs_dir),
                        ("--data-dir", s.data_dir)):
         _folder(flag, path)
-    if not os.environ.get("RAY_ADDRESS"):  # a trial bigger than this machine would wait for its resources forever
-        from harness.sweep.resources import check_fits_locally
-
-        check_fits_locally(s)
 
 
 def _folder(flag: str, value: str | None) -> None:

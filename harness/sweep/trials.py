@@ -19,12 +19,15 @@ of training again; one that was cut short continues its run from ``last.pt``.
 from __future__ import annotations
 
 import json
+import shutil
 import traceback
 from pathlib import Path
 from typing import Any
 
 from harness.errors import HarnessError
 from harness.files import CONFIG_FILE, RERUN_DIR, TRACEBACK_FILE, TRIAL_FILE, TRIAL_RUN_DIR
+from harness.provenance import provenance
+from harness.report.records import read_trial
 from harness.run.config import RunConfig, apply_overrides, config_id, config_to_dict, parse_override
 from harness.run.summary import RunSummary
 from harness.sweep.matrix import Matrix, parse_matrix, select
@@ -162,6 +165,7 @@ def run_trial(config: dict, settings: dict) -> None:
     Reports every epoch's metrics (``epoch``, ``val_acc``, ...) and then the run's summary. An
     exception or a divergence is reported (``status``, ``error``) and ends the trial, not the sweep.
     """
+    # torch is heavy: loaded when this runs, so importing this module stays light
     import torch
     from ray import tune
 
@@ -219,8 +223,6 @@ def _restore_run_dir(run_dir: Path, s: SweepSettings, phase: str) -> bool:
     and syncs it to ``<storage>/<sweep>/``. A sweep restored in a new Ray session gets a fresh, empty
     staging folder, so the run's ``last.pt`` is only in the storage copy: copy it back first.
     """
-    import shutil
-
     if (run_dir / CONFIG_FILE).is_file():
         return True
     if not s.storage or not s.name:
@@ -233,6 +235,7 @@ def _restore_run_dir(run_dir: Path, s: SweepSettings, phase: str) -> bool:
 
 
 def _report_failure(trial_dir: Path, e: BaseException) -> None:
+    # ray is heavy: imported only where Ray is used
     from ray import tune
 
     (trial_dir / TRACEBACK_FILE).write_text("".join(traceback.format_exception(e)))
@@ -241,9 +244,8 @@ def _report_failure(trial_dir: Path, e: BaseException) -> None:
 
 def _replay_summary(trial_dir: Path, tags: dict[str, Any]) -> bool:
     """Report the summary this trial already wrote, if it did; True when it did."""
+    # ray is heavy: imported only where Ray is used
     from ray import tune
-
-    from harness.report.records import read_trial
 
     prev = read_trial(trial_dir)
     if prev is None or prev.summary is None:
@@ -257,8 +259,6 @@ def _replay_summary(trial_dir: Path, tags: dict[str, Any]) -> bool:
 
 def _write_trial_file(trial_dir: Path, s: SweepSettings, cfg: RunConfig, cid: str, info: dict[str, Any]) -> None:
     """``trial.json``: what this trial runs and where, written before it trains (the leaderboard reads it)."""
-    from harness.provenance import provenance
-
     device = "cuda" if s.gpus_per_worker else "cpu"
     prov = provenance(device)
     prov["device"] = device

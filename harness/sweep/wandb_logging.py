@@ -122,6 +122,7 @@ class WandbCallback(WandbLoggerCallback):
 
 
 def _copy_wandb_to_storage(trial: Any) -> None:
+    # pyarrow is heavy
     import pyarrow.fs
 
     if not (trial.storage and trial.storage.trial_dir_name):  # never started (pending at Ctrl-C)
