@@ -23,6 +23,7 @@ COMMAND_MODULES: list[str] = [
     "harness.commands.run_cmd",
     "harness.commands.bench_cmd",
     "harness.commands.sweep_cmd",
+    "harness.commands.plan_cmd",
     "harness.commands.leaderboard_cmd",
     "harness.commands.reproduce_cmd",
     "harness.commands.cluster_cmd",

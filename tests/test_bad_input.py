@@ -403,6 +403,18 @@ SUBMIT = [
       id="dry-run-checks-sweep-args"),
 ]
 
+PLAN = [
+    P([], "--matrix", id="missing-matrix"),
+    P(["--matrix", "quik"], "--matrix", "did you mean quick", id="matrix-typo"),
+    P(["--matrix", "quick", "--gpus", "0"], "--gpus", ">= 1", id="gpus-zero"),
+    P(["--matrix", "quick", "--gpus", "2", "--gpus-per-trial", "4"], "--gpus-per-trial", "could ever be placed",
+      id="trial-bigger-than-cluster"),
+    P(["--matrix", "quick", "--gpus-per-trial", "0"], "--gpus-per-trial", "> 0", id="gpus-per-trial-zero"),
+    P(["--matrix", "quick", "--reduction-factor", "1"], "--reduction-factor", "> 1", id="reduction-factor-one"),
+    P(["--matrix", "quick", "--cpus", "x"], "--cpus", "'x'", id="cpus-type"),
+    P(["--matrix", "quick", "--set", "optim.nope=1"], "optim.nope", id="set-unknown-key"),
+]
+
 RESULTS = [
     P([], "--job", id="missing-job"),
     P(["--address", "http://127.0.0.1:9", "--job", ""], "--job", "empty", id="job-empty"),
@@ -489,6 +501,11 @@ def test_submit(sandbox, guards, capsys, argv, needles):
     check_one_line(sandbox, capsys, ["submit", "--working-dir", "{repo}", *argv], needles)
 
 
+@pytest.mark.parametrize("argv,needles", PLAN)
+def test_plan(sandbox, guards, capsys, argv, needles):
+    check_one_line(sandbox, capsys, ["plan", *argv], needles)
+
+
 @pytest.mark.parametrize("argv,needles", RESULTS)
 def test_results(sandbox, guards, capsys, argv, needles):
     check_one_line(sandbox, capsys, ["results", *argv], needles)
@@ -500,7 +517,7 @@ def test_every_subcommand_has_cases():
 
     parser = build_parser()
     sub = next(a for a in parser._actions if a.dest == "command")
-    covered = {"list", "data", "run", "bench", "sweep", "leaderboard", "reproduce", "submit", "results"}
+    covered = {"list", "data", "run", "bench", "sweep", "plan", "leaderboard", "reproduce", "submit", "results"}
     assert set(sub.choices) == covered
 
 

@@ -73,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
     if args.kind == "presets":
         presets = dict(list_presets())
         names = _matching("presets", list(presets), args.pattern)
-        _print_table(["preset", "description"], [[n, presets[n]] for n in names])
+        _print_table(["preset", "trials", "description"], [[n, _trials(n), presets[n]] for n in names])
         return 0
     if args.kind == "recipes":
         names = _matching("recipes", RECIPES.names(), args.pattern)
@@ -84,3 +84,15 @@ def run(args: argparse.Namespace) -> int:
     for name in _matching(args.kind, reg.names(), args.pattern):
         print(name)
     return 0
+
+
+def _trials(preset: str) -> str:
+    """How many trials a sweep of ``preset`` makes (grid cells x samples, or its random draws); see `harness plan`."""
+    # imported when listed, so `harness --help` stays fast
+    from harness.errors import HarnessError
+    from harness.sweep.matrix import load_matrix
+
+    try:
+        return str(len(load_matrix(preset).configurations()))
+    except HarnessError as e:  # a preset that does not load says so in its row, the others still list
+        return f"error: {e}"
