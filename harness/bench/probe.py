@@ -47,7 +47,7 @@ def target_config(target: str, args: argparse.Namespace) -> Any:
     return out
 
 
-def probe_target(target: str, args: argparse.Namespace) -> tuple[Any, dict[Candidate, Timing], Candidate]:
+def probe_target(target: str, args: argparse.Namespace) -> tuple[Any, dict[Candidate, Timing], Candidate, int]:
     """Time one target's candidates afresh (and its compiled choice with ``--compile``); print the table."""
     # torch is heavy: loaded when this runs, so importing this module stays light
     import torch
@@ -66,7 +66,7 @@ def probe_target(target: str, args: argparse.Namespace) -> tuple[Any, dict[Candi
     print(f"  auto -> {pick.label}")
     if args.compile:
         print(f"  {payback(timings[pick], timings[Candidate(pick.precision, pick.channels_last, True)], cfg)}")
-    return cfg, timings, pick
+    return cfg, timings, pick, threads
 
 
 def payback(eager: Timing, compiled: Timing, cfg: Any) -> str:
@@ -80,18 +80,19 @@ def payback(eager: Timing, compiled: Timing, cfg: Any) -> str:
     return f"compile: {compiled.compile_s or 0:.1f} s, {speedup:.2f}x per step, {back}"
 
 
-def rows(target: str, cfg: Any, timings: dict[Candidate, Timing], pick: Candidate) -> list[dict[str, Any]]:
+def rows(target: str, cfg: Any, timings: dict[Candidate, Timing], pick: Candidate,
+         threads: int) -> list[dict[str, Any]]:
     """``throughput.csv`` rows (kind ``probe``): one per candidate, its ratio to fp32 NCHW in ``ratio``."""
     prov = provenance("cpu")
     base = timings.get(DEFAULT)
     out = []
     for c, t in timings.items():
-        note = f"{c.label}; loader {t.loader_share:.1%} of a step"
+        note = f"{c.label}; {threads} thread(s); loader {t.loader_share:.1%} of a step"
         if c == pick:
             note += "; auto's choice"
         if c.compile and t.compile_s is not None:
             eager = timings.get(Candidate(c.precision, c.channels_last))
-            note += f"; compile {t.compile_s:.1f} s" + (f" ({payback(eager, t, cfg)})" if eager else "")
+            note += f"; {payback(eager, t, cfg)}" if eager else f"; compile {t.compile_s:.1f} s"
         out.append({"kind": "probe", "arch": cfg.model.arch, "backend": cfg.data.loader,
                     "preset": target, "dataset": cfg.data.dataset, "batch_size": cfg.train.batch_size,
                     "device": "cpu", "precision": c.precision, "world_size": 1, "workers": 0,
@@ -105,8 +106,8 @@ def main(args: argparse.Namespace) -> int:
     """Probe every target, print the tables, append the rows to ``results/throughput.csv``."""
     out_rows: list[dict[str, Any]] = []
     for target in args.targets:
-        cfg, timings, pick = probe_target(target, args)
-        out_rows += rows(target, cfg, timings, pick)
+        cfg, timings, pick, threads = probe_target(target, args)
+        out_rows += rows(target, cfg, timings, pick, threads)
     out = Path(args.out) if args.out else results_dir() / THROUGHPUT_CSV
     append_rows(out, out_rows, THROUGHPUT_COLUMNS)
     print(f"rows appended to {out}")
