@@ -43,21 +43,27 @@ def _budget_rank(rank: int, init_file: str, run_dir: str, out: mp.Queue) -> None
         dist.destroy_process_group()
 
 
-def test_ranks_agree_to_stop_on_the_budget_when_their_clocks_disagree(tmp_path):
+def _run_ranks(target, tmp_path: Path) -> list:
+    """Run ``target(rank, init_file, run_dir, queue)`` on WORLD spawned processes; what each put on the queue."""
     ctx = mp.get_context("spawn")
     out = ctx.Queue()
     init = str(tmp_path / "gloo-init")
-    procs = [ctx.Process(target=_budget_rank, args=(r, init, str(tmp_path / "run"), out)) for r in range(WORLD)]
+    procs = [ctx.Process(target=target, args=(r, init, str(tmp_path / "run"), out)) for r in range(WORLD)]
     for p in procs:
         p.start()
     try:
-        reasons = dict(out.get(timeout=240) for _ in procs)
+        got = [out.get(timeout=240) for _ in procs]
     finally:
         for p in procs:
             p.join(timeout=60)
             if p.is_alive():
                 os.kill(p.pid, 9)
     assert all(p.exitcode == 0 for p in procs), [p.exitcode for p in procs]
+    return got
+
+
+def test_ranks_agree_to_stop_on_the_budget_when_their_clocks_disagree(tmp_path):
+    reasons = dict(_run_ranks(_budget_rank, tmp_path))
     assert reasons == {0: "budget", 1: "budget"}, (
         f"one rank stopping alone leaves the other in the next epoch's collectives: {reasons}")
 
@@ -97,20 +103,7 @@ def test_ddp_ranks_evaluate_with_rank_zeros_batchnorm_statistics(tmp_path):
     """DDP runs with broadcast_buffers=False (no collective before every training forward), so each rank's
     BatchNorm statistics follow its own batches; a validation must still evaluate every shard with one
     model, rank 0's, which is also the one checkpoints hold."""
-    ctx = mp.get_context("spawn")
-    out = ctx.Queue()
-    init = str(tmp_path / "gloo-init")
-    procs = [ctx.Process(target=_bn_rank, args=(r, init, str(tmp_path / "run"), out)) for r in range(WORLD)]
-    for p in procs:
-        p.start()
-    try:
-        got = {r: rest for r, *rest in (out.get(timeout=240) for _ in procs)}
-    finally:
-        for p in procs:
-            p.join(timeout=60)
-            if p.is_alive():
-                os.kill(p.pid, 9)
-    assert all(p.exitcode == 0 for p in procs), [p.exitcode for p in procs]
+    got = {r: rest for r, *rest in _run_ranks(_bn_rank, tmp_path)}
     (trained0, evaluated0, acc0, n0), (trained1, evaluated1, acc1, n1) = got[0], got[1]
     assert trained0 != trained1, "the ranks trained on different batches"
     assert evaluated1 == trained0, "rank 1 evaluated with rank 0's statistics"

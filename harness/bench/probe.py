@@ -19,6 +19,7 @@ from typing import Any
 from harness.files import THROUGHPUT_CSV
 from harness.provenance import provenance
 from harness.report.costs import split_images
+from harness.report.docs import render_speed_docs
 from harness.results_csv import THROUGHPUT_COLUMNS, append_rows, results_dir
 from harness.run.config import RunConfig, apply_overrides, load_config
 from harness.run.probe import DEFAULT, Candidate, Timing, candidates, choose, measured, table, time_candidates
@@ -108,14 +109,18 @@ def main(args: argparse.Namespace) -> int:
     for target in args.targets:
         cfg, timings, pick, threads = probe_target(target, args)
         out_rows += rows(target, cfg, timings, pick, threads)
-    out = Path(args.out) if args.out else results_dir() / THROUGHPUT_CSV
-    append_rows(out, out_rows, THROUGHPUT_COLUMNS)
-    print(f"rows appended to {out}")
-    if not args.out:  # the repo's results: docs/speed.md shows them
-        from harness.report.docs import render_speed_docs
-
-        print(f"page: {render_speed_docs()}")
+    write_rows(out_rows, args.out)
     return 0
+
+
+def write_rows(out_rows: list[dict[str, Any]], out: str | None) -> None:
+    """Append ``out_rows`` to ``out`` (default ``results/throughput.csv``); for the repo's results, regenerate
+    ``docs/speed.md``, which shows them (``bench probe`` and ``bench roofline`` both end here)."""
+    path = Path(out) if out else results_dir() / THROUGHPUT_CSV
+    append_rows(path, out_rows, THROUGHPUT_COLUMNS)
+    print(f"rows appended to {path}")
+    if not out:
+        print(f"page: {render_speed_docs()}")
 
 
 def targets(arch: str | None, recipe: str | None) -> list[str]:

@@ -14,14 +14,11 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-from pathlib import Path
 from typing import Any
 
-from harness.bench.probe import target_config
-from harness.files import THROUGHPUT_CSV
+from harness.bench.probe import target_config, write_rows
 from harness.provenance import provenance
 from harness.report.rows import model_mflops
-from harness.results_csv import THROUGHPUT_COLUMNS, append_rows, results_dir
 from harness.run.probe import DEFAULT, candidates, choose, measured, native_bf16_cpu
 from harness.run.timing import NATIVE_SIZE
 
@@ -97,11 +94,5 @@ def main(args: argparse.Namespace) -> int:
                          "note": f"{label} ({c.label}): {gflops or 0:.1f} training GFLOP/s "
                                  f"(3 x {mflops or 0:.1f} forward MFLOPs an image) of {peaks.get(c.precision, peaks['fp32']):.1f} peak",
                          **keep})
-    out = Path(args.out) if args.out else results_dir() / THROUGHPUT_CSV
-    append_rows(out, rows, THROUGHPUT_COLUMNS)
-    print(f"rows appended to {out}")
-    if not args.out:  # the repo's results: docs/speed.md shows them
-        from harness.report.docs import render_speed_docs
-
-        print(f"page: {render_speed_docs()}")
+    write_rows(rows, args.out)
     return 0

@@ -69,6 +69,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     sp.add_argument("--out", default=None, help="CSV to append to (default: results/throughput.csv)")
     sp.set_defaults(func=_speed)
 
+    _add_probe_parsers(bsub)
+
+
+def _add_probe_parsers(bsub: argparse._SubParsersAction) -> None:
+    """Register ``bench probe`` and ``bench roofline``, which share their targets and options."""
     for name, helptext, desc in (
             ("probe", "time each layout x precision of a model's training step; the one `auto` picks on a CPU",
              "Times a model's training step in NCHW and channels_last, fp32 and (where the CPU has native bf16: "
