@@ -15,6 +15,7 @@ the summary's ``config_hash`` all describe what really ran:
 from __future__ import annotations
 
 import copy
+import dataclasses
 import os
 
 import torch
@@ -30,6 +31,21 @@ from harness.run.probe import settle_cpu_auto
 from harness.run.strategies import STRATEGIES, read_init_checkpoint, resolve_frozen
 from harness.run.whiten import whiten_layer
 from loaders import BACKENDS
+
+
+@dataclasses.dataclass
+class ResolvedConfig(RunConfig):
+    """A :class:`RunConfig` as :func:`resolve` returned it: checked, rewritten by its strategy, its device and
+    speed options settled. The type says it is resolved, so the layers below (:func:`harness.run.trainer.fit`)
+    take it as it is instead of checking and rewriting it again; a plain ``RunConfig`` is resolved there once.
+    ``config.yaml`` holds a resolved config, so :func:`as_resolved` marks one read back (``--resume``)."""
+
+
+def as_resolved(cfg: RunConfig) -> ResolvedConfig:
+    """``cfg`` typed as resolved, without checking it: only for a config that :func:`resolve` wrote."""
+    if isinstance(cfg, ResolvedConfig):
+        return cfg
+    return ResolvedConfig(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(RunConfig)})
 
 
 def target_device_type(cfg: RunConfig, cluster_gpus: float | None = None) -> str:
@@ -192,7 +208,7 @@ def device_defaults(cfg: RunConfig, device_type: str, probe: bool = True) -> Non
         cfg.train.channels_last = True
 
 
-def settle_probe(asked: RunConfig, resolved: RunConfig) -> RunConfig:
+def settle_probe(asked: RunConfig, resolved: ResolvedConfig) -> ResolvedConfig:
     """``resolved`` (by ``resolve(asked, probe=False)``) with what ``asked`` left to ``auto`` on a CPU settled
     by the probe instead of the plain default.
 
@@ -201,14 +217,14 @@ def settle_probe(asked: RunConfig, resolved: RunConfig) -> RunConfig:
     line, not a probe's table and then that line), and only then settles the speed options.
     """
     if resolved.dist.use_gpu:
-        return resolved
+        return as_resolved(resolved)
     out = copy.deepcopy(resolved)
     if asked.train.precision == "auto":
         out.train.precision = "auto"
     if asked.train.channels_last is None:
         out.train.channels_last = None
     device_defaults(out, "cpu")
-    return out
+    return as_resolved(out)
 
 
 def scale_lr(cfg: RunConfig) -> None:
@@ -223,10 +239,12 @@ def scale_lr(cfg: RunConfig) -> None:
     o.lr_scaling = "none"
 
 
-def resolve(cfg: RunConfig, cluster_gpus: float | None = None, probe: bool = True) -> RunConfig:
+def resolve(cfg: RunConfig, cluster_gpus: float | None = None, probe: bool = True) -> ResolvedConfig:
     """The config as it will run: checked, rewritten by its strategy, device defaults and lr scaling applied.
 
-    Resolving a resolved config changes nothing. The input is not modified. ``cluster_gpus``: the GPUs
+    Resolving a resolved config changes nothing, and a :class:`ResolvedConfig` is returned as it is (no
+    second round of checks: ``check`` loads pretrained weights and inspects the model). The input is not
+    modified. ``cluster_gpus``: the GPUs
     of the Ray cluster that DDP workers (``dist.workers > 0``) will run on (see
     :func:`target_device_type`). ``probe=False``: a CPU's ``auto`` speed options become fp32 NCHW without
     timing anything (:func:`device_defaults`).
@@ -234,6 +252,8 @@ def resolve(cfg: RunConfig, cluster_gpus: float | None = None, probe: bool = Tru
     Raises:
         HarnessError: see :func:`check`.
     """
+    if isinstance(cfg, ResolvedConfig):
+        return cfg
     check(cfg, cluster_gpus)
     out = STRATEGIES.get(cfg.strategy.name).rewrite(copy.deepcopy(cfg))
     device = target_device_type(out, cluster_gpus)
@@ -243,4 +263,4 @@ def resolve(cfg: RunConfig, cluster_gpus: float | None = None, probe: bool = Tru
     device_defaults(out, device, probe)
     scale_lr(out)
     validate(out)
-    return out
+    return as_resolved(out)

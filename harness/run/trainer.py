@@ -19,7 +19,7 @@ from harness.files import CONFIG_FILE
 from harness.raycluster import init_ray
 from harness.run.config import RunConfig, config_hash, config_to_dict, load_config, save_config
 from harness.run.loop import load_last, train_loop_per_worker
-from harness.run.resolve import resolve
+from harness.run.resolve import ResolvedConfig, as_resolved, resolve
 from harness.run.strategies import STRATEGIES
 from harness.run.summary import RunSummary
 
@@ -42,12 +42,14 @@ def fit(cfg: RunConfig, run_dir: Path | None = None, report: Callable[[dict], No
         tune_report: bool = False, resume: bool = False) -> RunSummary:
     """Run one configuration end to end and return its summary.
 
-    The config is resolved first (:func:`harness.run.resolve.resolve`), so the run directory's name,
-    ``config.yaml`` and the summary's ``config_hash`` all describe what ran. Then the strategy's
+    A plain ``RunConfig`` is resolved first (:func:`harness.run.resolve.resolve`), so the run directory's
+    name, ``config.yaml`` and the summary's ``config_hash`` all describe what ran; a
+    :class:`~harness.run.resolve.ResolvedConfig` (what ``harness run`` and a sweep trial pass) is used as
+    it is, so a run is resolved once. Then the strategy's
     stages run in order, each in process or as a ``TorchTrainer``.
 
     Args:
-        cfg: the config as asked for.
+        cfg: the config as asked for, or already resolved.
         run_dir: where the run's files go; a fresh directory under ``cfg.out`` if None.
         report: in process, called with each epoch's metrics and finally the summary (``done=True``).
         tune_report: under Ray Train, forward the workers' reports to the enclosing Tune trial.
@@ -56,7 +58,8 @@ def fit(cfg: RunConfig, run_dir: Path | None = None, report: Callable[[dict], No
     Returns:
         The summary of the last stage (also in ``summary.json``); a transfer run's includes its stage one.
     """
-    cfg = resolve(cfg, ray_cluster_gpus() if cfg.dist.workers > 0 else None)
+    if not isinstance(cfg, ResolvedConfig):
+        cfg = resolve(cfg, ray_cluster_gpus() if cfg.dist.workers > 0 else None)
     run_dir = Path(run_dir).resolve() if run_dir else make_run_dir(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, run_dir / CONFIG_FILE)
@@ -144,7 +147,8 @@ def resume_run(run_dir: str | Path, report: Callable[[dict], None] | None = None
         raise HarnessError(f"--resume {run_dir}: that run already ended ({prev.stop_reason}); nothing to resume")
 
     load_last(d)  # a corrupt checkpoint is one line now, before any data loads
-    return fit(load_config(d / CONFIG_FILE), run_dir=d, report=report, resume=True)
+    # config.yaml was written resolved: resolving it again would check (and load weights) for nothing
+    return fit(as_resolved(load_config(d / CONFIG_FILE)), run_dir=d, report=report, resume=True)
 
 
 def _dispatch(cfg: RunConfig, run_dir: Path, report: Callable[[dict], None] | None, tune_report: bool,
