@@ -884,11 +884,12 @@ def interrupted(run: Run, state: TrainState) -> None:
 def train_loop_per_worker(config: dict) -> dict:
     """The entry point for every mode.
 
-    ``config`` holds ``cfg`` (the resolved RunConfig as a dict), ``run_dir``, optionally ``run_hash``,
-    ``pretrained`` (an earlier stage's summary as a dict) and ``resume`` (continue from ``last.pt``), and, in process only, ``report`` (a
-    callable taking the metrics dict). Returns the summary as a dict.
+    ``config`` holds ``cfg`` (the resolved RunConfig: as it is in process, as a dict across the Ray
+    boundary), ``run_dir``, optionally ``run_hash``, ``pretrained`` (an earlier stage's summary as a dict)
+    and ``resume`` (continue from ``last.pt``), and, in process only, ``report`` (a callable taking the
+    metrics dict). Returns the summary as a dict.
     """
-    cfg = config_from_dict(config["cfg"])
+    cfg = config["cfg"] if isinstance(config["cfg"], RunConfig) else config_from_dict(config["cfg"])
     ctx = _context(cfg)
     user_report = config.get("report")
 

@@ -154,8 +154,8 @@ def resume_run(run_dir: str | Path, report: Callable[[dict], None] | None = None
 def _dispatch(cfg: RunConfig, run_dir: Path, report: Callable[[dict], None] | None, tune_report: bool,
               extra: dict) -> RunSummary:
     """One stage, in process or as a TorchTrainer; ``extra`` goes to the loop (``run_hash``, ``pretrained``)."""
-    loop_config = {"cfg": config_to_dict(cfg), "run_dir": str(run_dir), **extra}
-    if cfg.dist.workers == 0:
+    loop_config = {"cfg": cfg, "run_dir": str(run_dir), **extra}
+    if cfg.dist.workers == 0:  # in process the typed config goes in as it is; a dict only for Ray (below)
         return RunSummary.from_dict(train_loop_per_worker({**loop_config, "report": report}))
     return _fit_ray(cfg, loop_config, tune_report)
 
