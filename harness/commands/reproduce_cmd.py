@@ -15,9 +15,10 @@ from harness.report.campaign import describe, plan, run_campaign, write_queue
 from harness.report.reproduce import report_names, write_page
 from harness.results_csv import results_dir
 from harness.run.config import parse_duration
+from harness.run.knobs import problem
 from harness.sweep.driver import default_storage, run_sweep
 from harness.sweep.matrix import load_matrix
-from harness.sweep.settings import SweepSettings
+from harness.sweep.settings import SweepSettings, setting_field
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -88,10 +89,11 @@ def _check(args: argparse.Namespace) -> list[str]:
             raise HarnessError(f"--budget '{args.budget}': {e} (e.g. 90s, 30m, 2h)") from None
     if args.max_rows is not None and (args.max_rows < 1 or not args.budget):
         raise HarnessError(f"--max-rows N (N >= 1, got {args.max_rows}) goes with --run --budget")
-    if args.seeds < 1:
-        raise HarnessError(f"--seeds must be >= 1, got {args.seeds}")
-    if args.cpus_per_worker is not None and args.cpus_per_worker < 1:
-        raise HarnessError(f"--cpus-per-worker must be >= 1, got {args.cpus_per_worker}")
+    for name in ("seeds", "cpus_per_worker", "wandb"):  # the sweep's settings: their ranges are declared there
+        f = setting_field(name)
+        wrong = problem(f, getattr(args, name))
+        if wrong:
+            raise HarnessError(f"{f.flag} {wrong}")
     for flag in ("--results-dir", "--docs-dir", "--storage", "--data-dir"):
         checks.folder(flag, getattr(args, flag[2:].replace("-", "_")))
     return names if args.all else [args.name]
