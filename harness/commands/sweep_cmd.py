@@ -33,24 +33,25 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    + ", ".join(f.flag for f in setting_fields() if f.resume and f.flag) + " may change")
     for f in setting_fields():
         if f.flag:
-            _add_flag(p, f)
+            add_setting_flag(p, f)
     p.set_defaults(func=run)
 
 
-def _add_flag(p: argparse.ArgumentParser, f: FieldInfo) -> None:
-    """The flag of one :class:`SweepSettings` field, from its declaration.
+def add_setting_flag(p: argparse.ArgumentParser, f: FieldInfo, help: str | None = None,  # noqa: A002
+                     default: object = None) -> None:
+    """The flag of one :class:`SweepSettings` field, from its declaration (``help``: another command's words).
 
-    A flag not given stays None (an empty list, or false), so :func:`settings_from_args` leaves the
-    field's default, and ``--name ''`` stays distinguishable from no ``--name``.
+    A flag not given stays ``default`` (None: an empty list, or false), so :func:`settings_from_args` leaves
+    the field's default, and ``--name ''`` stays distinguishable from no ``--name``.
     """
-    tp = base_type(f.type)
+    tp, text = base_type(f.type), help or f.help
     if tp is bool:
-        p.add_argument(f.flag, dest=f.key, action="store_true", help=f.help)
+        p.add_argument(f.flag, dest=f.key, action="store_true", help=text)
     elif typing.get_origin(tp) is list:
-        p.add_argument(f.flag, dest=f.key, action="append", default=[], metavar=_METAVARS.get(f.flag), help=f.help)
+        p.add_argument(f.flag, dest=f.key, action="append", default=[], metavar=_METAVARS.get(f.flag), help=text)
     else:
-        p.add_argument(f.flag, dest=f.key, type=tp, choices=f.choices or None, default=None,
-                       metavar=_METAVARS.get(f.flag), help=f.help)
+        p.add_argument(f.flag, dest=f.key, type=tp, choices=f.choices or None, default=default,
+                       metavar=_METAVARS.get(f.flag), help=text)
 
 
 _METAVARS = {"--set": "KEY=VALUE", "--only": "AXIS=GLOB", "--rerun-top": "K"}  # how --help shows their values
