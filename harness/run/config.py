@@ -24,6 +24,7 @@ from harness.errors import ConfigError
 from harness.registry import suggest
 from harness.run.knobs import NONE, REPLICATE, RESULT, FieldInfo, knob, problem, walk
 
+
 @dataclass
 class ModelConfig:
     """Which architecture, and how it is built."""

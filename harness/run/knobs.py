@@ -11,6 +11,8 @@ ffcv-imagenet's config schema), so adding an option is one edit plus its use.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import operator
 import types
 import typing
 from collections.abc import Callable
@@ -89,7 +91,7 @@ def base_type(tp: Any) -> Any:
     """The annotation without its ``None``: ``int | None`` -> ``int``; ``int | float`` stays a union."""
     if typing.get_origin(tp) in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(tp) if a is not type(None)]
-        return args[0] if len(args) == 1 else typing.Union[tuple(args)]
+        return functools.reduce(operator.or_, args)
     return tp
 
 
