@@ -92,6 +92,8 @@ class OptimConfig:
     no_decay_bn_bias: bool = knob(False, "exclude BatchNorm and bias parameters from weight decay")
     betas: list[float] = knob(help="Adam betas", factory=lambda: [0.9, 0.999])
     eps: float = knob(1e-8, "Adam/RMSprop epsilon")
+    amsgrad: bool = knob(False, "Adam/AdamW: the AMSGrad variant (the step divides by the running maximum of the "
+                         "squared-gradient average; Reddi et al. 2018)", flag="--amsgrad", axis="amsgrad")
     head_lr: float | None = knob(None, "learning rate of the classifier head (finetune); default lr",
                                  flag="--head-lr", axis="head_lr", ge=0)
     body_lr: float | None = knob(None, "learning rate of everything else (finetune); default lr",
