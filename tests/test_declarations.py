@@ -117,3 +117,25 @@ def test_sweep_flags_round_trip_through_sweep_json():
     assert defaults == SweepSettings(), "a flag not given leaves the declared default"
     with pytest.raises(HarnessError, match="--name is empty"):
         settings_from_args(p.parse_args(["--name", ""]))
+
+
+def test_sweep_resume_keeps_the_saved_definition_and_takes_the_resume_settings(tmp_path):
+    """``harness sweep --resume``: the settings declared ``resume=True`` (where results go, what is shown) are
+    the new ones; every other setting is the saved sweep's, read back from ``sweep.json``."""
+    from harness.files import SWEEP_FILE
+    from harness.sweep.driver import _resumed_settings
+    from harness.sweep.matrix import matrix_path
+
+    path = matrix_path("quick")
+    saved = SweepSettings(matrix="quick", name="s1", seeds=2, results_dir="/old", verbose=False,
+                          overrides=["optim.lr=0.1"], matrix_text=path.read_text(), matrix_path=str(path))
+    exp = tmp_path / "s1"
+    exp.mkdir()
+    (exp / "experiment_state-2026.json").write_text("{}")  # what Tune leaves behind
+    (exp / SWEEP_FILE).write_text(json.dumps(dataclasses.asdict(saved)))
+    asked = SweepSettings(name="s1", seeds=5, results_dir="/new", verbose=True, num_cpus=2)
+    s, m = _resumed_settings(asked, tmp_path)
+    assert (s.results_dir, s.verbose, s.num_cpus) == ("/new", True, 2)
+    assert (s.seeds, s.overrides, s.docs_dir) == (2, ["optim.lr=0.1"], None)
+    assert {f.key for f in setting_fields() if f.resume} == {"results_dir", "docs_dir", "num_cpus", "verbose"}
+    assert m.axes
