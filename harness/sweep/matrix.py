@@ -70,7 +70,7 @@ from harness.run.config import (
     keys_with,
 )
 
-#: Short axis names and the config keys they stand for, declared on the keys (``knob(axis="lr")``).
+#: Short axis names and the config keys they stand for, declared on the keys (``knob(axis=...)``).
 #: Any dotted RunConfig key works as well.
 AXIS_ALIASES: dict[str, str] = {f.axis: key for key, f in fields().items() if f.axis}
 
