@@ -41,7 +41,7 @@ def recipe_help() -> str:
 def set_only_help() -> str:
     """The epilog of ``harness run --help``: every config key without a shortcut flag, one per line.
 
-    Each line is ``TERM\tKEY``; :class:`_ConfigHelp` writes the key's help in place of ``KEY`` when help
+    Each entry is ``TERM<tab>KEY``; :class:`_ConfigHelp` writes the key's help in place of ``KEY`` when help
     is printed (it lists registries, which import the model zoo).
     """
     lines = ["config keys without a shortcut flag, given as --set KEY=VALUE:"]
@@ -84,7 +84,7 @@ def _help(key: str) -> str:
 class _ConfigHelp(argparse.ArgumentDefaultsHelpFormatter):
     """Help of a shortcut flag from its config key's metadata, computed only when help is printed
     (listing the registries imports the model zoo, which every other command would pay for); the epilog's
-    ``TERM\tTEXT`` lines are laid out as the options are."""
+    ``TERM<tab>KEY`` entries become the key's help, laid out as the options are."""
 
     def _expand_help(self, action: argparse.Action) -> str:
         key = getattr(action, "config_key", None)
