@@ -367,6 +367,7 @@ REPRODUCE = [
     P(["quick"], "quick", "report", id="not-a-report-matrix"),
     P(["kfold", "--only", "row=K1"], "--only", "--run", id="only-without-run"),
     P(["kfold", "--run", "--seeds", "0"], "--seeds", ">= 1", id="no-seeds"),
+    P(["kfold", "--wandb", "maybe"], "--wandb", "'maybe'", "'auto'", "'off'", id="wandb-unknown"),
     P(["kfold", "--results-dir", "{file}"], "--results-dir", "{file}", "not a folder", id="results-dir-is-a-file"),
     P(["kfold", "--docs-dir", "{file}"], "--docs-dir", "{file}", "not a folder", id="docs-dir-is-a-file"),
     P(["kfold", "--run", "--only", "row=Z9"], "--only", "no trial", id="only-matches-nothing"),

@@ -13,11 +13,20 @@ import os
 import re
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from harness.errors import HarnessError
 from harness.files import CONFIG_FILE
 from harness.raycluster import init_ray
-from harness.run.config import RunConfig, config_hash, config_to_dict, load_config, save_config
+from harness.run.config import (
+    RunConfig,
+    apply_overrides,
+    config_hash,
+    config_to_dict,
+    field_info,
+    load_config,
+    save_config,
+)
 from harness.run.loop import load_last, train_loop_per_worker
 from harness.run.resolve import ResolvedConfig, as_resolved, resolve
 from harness.run.strategies import STRATEGIES
@@ -129,14 +138,22 @@ def check_run_fits_cluster(cfg: RunConfig) -> None:
     check_worker_group_fits(cfg.dist.workers, cpus, 1.0 if cfg.dist.use_gpu else 0.0, cluster)
 
 
-def resume_run(run_dir: str | Path, report: Callable[[dict], None] | None = None) -> RunSummary:
+def resume_run(run_dir: str | Path, shown: dict[str, Any] | None = None,
+               report: Callable[[dict], None] | None = None) -> RunSummary:
     """Continue an interrupted ``harness run`` from its last checkpoint, with the config it was started with.
 
     The finished epochs are kept (``metrics.csv`` gets no duplicate rows), and the run ends with the
     summary an uninterrupted run would have.
 
+    Args:
+        run_dir: the run directory.
+        shown: ``{config key: value}`` of keys that change no result (declared ``resume=True``, such as
+            ``train.progress`` or ``data.data_dir``), applied on top of the saved config.
+        report: as for :func:`fit`.
+
     Raises:
-        HarnessError: not a run directory, a run that already ended, or an unreadable checkpoint.
+        HarnessError: not a run directory, a run that already ended, an unreadable checkpoint, or a key
+            in ``shown`` that would change what runs.
     """
     d = Path(run_dir).expanduser().resolve()
     if not (d / CONFIG_FILE).is_file():
@@ -146,9 +163,15 @@ def resume_run(run_dir: str | Path, report: Callable[[dict], None] | None = None
     if prev is not None and prev.stop_reason != "interrupted":
         raise HarnessError(f"--resume {run_dir}: that run already ended ({prev.stop_reason}); nothing to resume")
 
+    changes = [k for k in shown or {} if not field_info(k).resume]
+    if changes:
+        raise HarnessError(f"--resume {run_dir}: {', '.join(changes)} would change what runs; the run continues "
+                           "with the config it was started with")
     load_last(d)  # a corrupt checkpoint is one line now, before any data loads
-    # config.yaml was written resolved: resolving it again would check (and load weights) for nothing
-    return fit(as_resolved(load_config(d / CONFIG_FILE)), run_dir=d, report=report, resume=True)
+    # config.yaml was written resolved, and what --resume may change (display, where the data is) does not
+    # touch what resolving settles: resolving it again would check (and load weights) for nothing
+    cfg = load_config(d / CONFIG_FILE)
+    return fit(as_resolved(apply_overrides(cfg, shown) if shown else cfg), run_dir=d, report=report, resume=True)
 
 
 def _dispatch(cfg: RunConfig, run_dir: Path, report: Callable[[dict], None] | None, tune_report: bool,

@@ -64,6 +64,7 @@ from harness.sweep.settings import (
     SINGLE,
     TIME_ATTR,
     SweepSettings,
+    setting_fields,
     validate_settings,
     wandb_mode,
 )
@@ -129,7 +130,7 @@ def _resumed_settings(s: SweepSettings, storage: Path) -> tuple[SweepSettings, M
         raise HarnessError(f"--resume: no sweep '{s.name}' under {storage} (start it without --resume)")
     saved = json.loads((exp_dir / SWEEP_FILE).read_text())
     # The saved definition wins: the trials that ran and the ones still to run are one sweep.
-    keep = {"results_dir": s.results_dir, "docs_dir": s.docs_dir, "verbose": s.verbose, "num_cpus": s.num_cpus}
+    keep = {f.key: getattr(s, f.key) for f in setting_fields() if f.resume}  # where results go, what is shown
     s = SweepSettings(**{**saved, **{k: v for k, v in keep.items() if v is not None}})
     return s, matrix_of(s)  # the matrix as saved, even if its file changed since
 
