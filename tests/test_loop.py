@@ -140,6 +140,8 @@ def test_auto_precision_and_backend_flags():
 
 def test_checkpoint_cadence(tmp_path):
     assert [e for e in range(1, 8) if checkpoint_due(e, 7, 3)] == [3, 6, 7], "every K and the last epoch"
+    # Issue 21: every epoch by default was a full host copy of the model and optimizer each epoch.
+    assert [e for e in range(1, 13) if checkpoint_due(e, 12, RunConfig().train.checkpoint_every)] == [5, 10, 12]
     assert not any(checkpoint_due(e, 7, 0) for e in range(1, 8))
     s = fit(_cfg(tmp_path, **{"train.epochs": 4, "train.checkpoint_every": 3, "train.max_steps_per_epoch": 2}))
     last = torch.load(Path(s.run_dir) / "last.pt", weights_only=True)

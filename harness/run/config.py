@@ -171,8 +171,8 @@ class TrainConfig:
     seed: int = knob(0, "random seed (weights, split, augmentation)", identity=REPLICATE, sweep=True)
     deterministic: bool = knob(False, "deterministic algorithms (errors on ops without one; on CUDA also "
                                "CUBLAS_WORKSPACE_CONFIG, cuDNN deterministic, no TF32)")
-    checkpoint_every: int = knob(1, "write last.pt every N epochs (and at the last) for --resume and Ray Train "
-                                 "restarts; 0: never", identity=NONE)
+    checkpoint_every: int = knob(5, "write last.pt every N epochs (and at the last) for --resume and Ray Train "
+                                 "restarts, which continue from the last one written; 0: never", identity=NONE)
     max_steps_per_epoch: int | None = knob(None, "cap steps per epoch (smoke tests)")
     max_steps: int | None = knob(None, "stop after this many optimizer steps in all (a budget that does not depend "
                                  "on the hardware, e.g. a report's step count); stop reason: max_steps")
