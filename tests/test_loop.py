@@ -301,3 +301,22 @@ def test_deterministic_adaptive_pooling_on_cuda_is_refused_at_resolve(tmp_path):
     resolve(_cfg(tmp_path, **{"model.arch": "tv_resnet18", "train.deterministic": True, "dist.workers": 1}),
             cluster_gpus=1)
 
+
+def test_deterministic_cuda_refusal_is_read_from_the_layers():
+    # From the layer types, not a list of model names: of the registered models only VGG's and AlexNet's adaptive
+    # pools (7x7, 6x6) lack a deterministic CUDA backward; a model added with such a layer is refused too.
+    from architectures import list_models
+    from harness.run.resolve import check_deterministic_cuda, nondeterministic_cuda_backward
+
+    refused = []
+    for arch in list_models():
+        try:
+            check_deterministic_cuda(apply_overrides(RunConfig(), {"model.arch": arch, "train.deterministic": True}))
+        except HarnessError:
+            refused.append(arch)
+    assert refused == ["tv_alexnet", "tv_vgg16"]
+    layers = {nn.AdaptiveAvgPool2d(1): False, nn.AdaptiveAvgPool2d((1, 1)): False, nn.AdaptiveAvgPool2d(2): True,
+              nn.AdaptiveAvgPool2d((7, 7)): True, nn.AdaptiveAvgPool3d(1): False, nn.AdaptiveMaxPool2d(1): True,
+              nn.ReflectionPad2d(1): True, nn.Upsample(scale_factor=2): False,
+              nn.Upsample(scale_factor=2, mode="bilinear"): True, nn.MaxPool2d(2): False, nn.Conv2d(3, 3, 3): False}
+    assert {str(m): nondeterministic_cuda_backward(m) for m in layers} == {str(m): v for m, v in layers.items()}
