@@ -30,6 +30,7 @@ base:
   data.synthetic_size: 256
   train.batch_size: 64
   train.epochs: 2
+  train.checkpoint_every: 1
   train.measure_inference: false
 axes:
   arch: [tiny_cnn]

@@ -14,7 +14,8 @@ import pytest
 
 EPOCHS = 6
 ARGS = ["run", "--dataset", "synthetic", "--arch", "tiny_cnn", "--epochs", str(EPOCHS), "--batch-size", "32",
-        "--set", "data.synthetic_size=1500", "--set", "train.measure_inference=false", "--no-progress"]
+        "--set", "data.synthetic_size=1500", "--set", "train.measure_inference=false", "--no-progress",
+        "--checkpoint-every", "1"]  # every epoch (the default is 5): resuming must not train one twice
 
 
 def _metrics(run_dir: Path) -> list[dict]:

@@ -169,8 +169,9 @@ class TrainConfig:
                      flag="--seed", ge=0)
     deterministic: bool = knob(False, "deterministic algorithms (errors on ops without one; on CUDA also "
                                "CUBLAS_WORKSPACE_CONFIG, cuDNN deterministic, no TF32)", flag="--deterministic")
-    checkpoint_every: int = knob(1, "write last.pt every N epochs (and at the last) for --resume and Ray Train "
-                                 "restarts; 0: never", identity=NONE, flag="--checkpoint-every", ge=0)
+    checkpoint_every: int = knob(5, "write last.pt every N epochs (and at the last) for --resume and Ray Train "
+                                 "restarts, which continue from the last one written; 0: never", identity=NONE,
+                                 flag="--checkpoint-every", ge=0)
     max_steps_per_epoch: int | None = knob(None, "cap steps per epoch (smoke tests)", ge=1)
     max_steps: int | None = knob(None, "stop after this many optimizer steps in all (a budget that does not depend "
                                  "on the hardware, e.g. a report's step count); stop reason: max_steps", ge=1)

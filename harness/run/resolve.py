@@ -142,7 +142,8 @@ def _check_stage_names(cfg: RunConfig) -> None:
 def check_deterministic_cuda(cfg: RunConfig) -> None:
     """Refuse ``train.deterministic`` on CUDA for a model whose backward has no deterministic CUDA kernel.
 
-    Adaptive average pooling to more than 1x1 (tv_vgg16's 7x7, tv_alexnet's 6x6) has none, and
+    Adaptive average pooling to more than 1x1 (tv_vgg16's 7x7, tv_alexnet's 6x6: the only registered models
+    with such a layer) has none, nor have the other layers :func:`nondeterministic_cuda_backward` names, and
     ``torch.use_deterministic_algorithms`` raises at the first backward, after the data has loaded;
     pooling to 1x1 is a mean, which is deterministic. The pool's backward runs only when a layer before
     it trains, so a linear probe (only the head after it trains) is allowed. ``cfg`` is rewritten by its
@@ -158,11 +159,30 @@ def check_deterministic_cuda(cfg: RunConfig) -> None:
     for name, mod in model.named_modules():
         own = (f"{name}.{n}" if name else n for n, _ in mod.named_parameters(recurse=False))
         trains_before = trains_before or any(not any(p == f or p.startswith(f + ".") for f in frozen) for p in own)
-        pooled = isinstance(mod, (nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d)) and _beyond_1x1(mod.output_size)
-        if pooled and trains_before:
+        if trains_before and nondeterministic_cuda_backward(mod):
             raise ConfigError(f"train.deterministic=true: {cfg.model.arch}'s {name} ({mod}) has no deterministic "
                               "CUDA backward; drop --deterministic, train on the CPU (dist.use_gpu=false), or train "
                               "only the layers after it (--strategy linear_probe)")
+
+
+#: Module types whose CUDA backward always lacks a deterministic kernel (``torch.use_deterministic_algorithms``
+#: lists them); adaptive average pools and upsampling depend on their settings (see below).
+_NONDETERMINISTIC_BACKWARD = (nn.AvgPool3d, nn.AdaptiveMaxPool2d, nn.FractionalMaxPool2d, nn.FractionalMaxPool3d,
+                              nn.MaxUnpool1d, nn.MaxUnpool2d, nn.MaxUnpool3d, nn.ReflectionPad1d, nn.ReflectionPad2d,
+                              nn.ReflectionPad3d)
+
+
+def nondeterministic_cuda_backward(mod: nn.Module) -> bool:
+    """Whether ``mod``'s own backward has no deterministic CUDA kernel (it raises under ``--deterministic``).
+
+    An adaptive average pool to 1x1 is a mean (deterministic); to anything larger it is not, whether or not
+    its input divides evenly. Upsampling is not in its interpolating modes, and is in ``nearest``.
+    """
+    if isinstance(mod, (nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d)):
+        return _beyond_1x1(mod.output_size)
+    if isinstance(mod, nn.Upsample):
+        return mod.mode in ("linear", "bilinear", "bicubic", "trilinear")
+    return isinstance(mod, _NONDETERMINISTIC_BACKWARD)
 
 
 def _beyond_1x1(output_size: int | None | tuple) -> bool:
