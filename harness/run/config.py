@@ -211,9 +211,10 @@ class DistConfig:
     """Where it runs: in process (workers=0) or as Ray Train DDP with N workers."""
 
     workers: int = knob(0, "0 = in process; N = Ray Train DDP with N workers", sweep=True)
-    use_gpu: bool | None = knob(None, "train on GPUs (unset: when CUDA is present)", identity=NONE, sweep=True)
-    cpus_per_worker: int | None = knob(None, "CPUs per Ray Train worker (unset: an equal share)", identity=NONE,
-                                       sweep=True)
+    use_gpu: bool | None = knob(None, "train on GPUs (unset: when CUDA is present; on a Ray cluster, say it)",
+                                identity=NONE, sweep=True)
+    cpus_per_worker: int | None = knob(None, "CPUs per Ray Train worker (unset: on GPUs, the GPU nodes' CPUs per "
+                                       "GPU; on CPUs, an equal share)", identity=NONE, sweep=True)
     max_failures: int = knob(0, "Ray Train restarts from the last checkpoint this many times", identity=NONE)
     storage: str | None = knob(None, "Ray Train storage path for checkpoints", identity=NONE, sweep=True)
 

@@ -38,8 +38,8 @@ class SweepSettings:
     grace_period: int | None = None
     reduction_factor: float | None = None
     workers_per_trial: int = 1
-    cpus_per_worker: int | None = None  # None: 1 on CPU-only machines, an equal share per GPU otherwise
-    gpus_per_worker: float | None = None  # None: 1 where there are GPUs, else 0
+    cpus_per_worker: int | None = None  # None: 1 on CPUs; per GPU, the GPU nodes' smallest CPU-per-GPU ratio
+    gpus_per_worker: float | None = None  # None: 1 where there are GPUs, else 0 (must be said on an autoscaler)
     max_concurrent: int | None = None
     seeds: int = 1  # with rerun_top: the seeds of phase two only (phase one runs seed 0)
     rerun_top: int | None = None  # K: rerun the best K configurations of each architecture (phase two)
