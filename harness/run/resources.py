@@ -15,8 +15,8 @@ Every check of CPUs, GPUs and workers lives here, for ``harness run`` and ``harn
 Ray 2.60's open-source autoscaler does not tell a driver its node types: Ray's own channel for them
 (the cluster config in the GCS, which Ray Train V2 reads for the same check) is filled only where an
 autoscaler reports it. Where it is missing, the autoscaler's status (which the monitor writes to the
-GCS) says at least whether one runs with declared node types; then a group the live nodes cannot hold
-is a warning, because the nodes that would hold it may come.
+GCS) says at least whether one runs with declared node types (or a v2 autoscaler runs); then a group
+the live nodes cannot hold is a warning, because the nodes that would hold it may come.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import json
 import math
 import os
 import sys
+import time
 
 from harness.errors import HarnessError
 from harness.raycluster import available_cpus, init_ray
@@ -61,7 +62,7 @@ class ClusterShape:
         return live or tuple(t for t in self.node_types or () if t.gpus > 0)
 
     def describe(self) -> str:
-        """The nodes as ``2 x (4 CPU, 2 GPU)``, for error lines."""
+        """The nodes as ``2 x (4 CPUs, 2 GPUs)``, for error lines."""
         counts: dict[tuple[float, float], int] = {}
         for n in self.nodes:
             counts[(n.cpus, n.gpus)] = counts.get((n.cpus, n.gpus), 0) + 1
@@ -117,22 +118,26 @@ def _declared_node_types() -> tuple[NodeShape, ...] | None:
                  for g in config.node_group_configs)
 
 
-def _autoscaler_declared() -> bool:
+def _autoscaler_declared(wait_s: float = 12.0) -> bool:
     """Whether the cluster's autoscaler runs with declared node types (so nodes may come).
 
-    The monitor writes its status to the GCS; without an autoscaling config it runs Ray's readonly
-    provider, whose node types are the live nodes themselves (``node_<id>``). No status (not written
-    yet, or another autoscaler) says nothing: it counts as one, so a wait is warned of, never refused.
+    The (v1) monitor writes its status to the GCS every few seconds; without an autoscaling config it
+    runs Ray's readonly provider, whose node types are the live nodes themselves (``node_<id>``). A v2
+    autoscaler writes no such status: it counts as one that may add nodes, so a wait is warned of,
+    never refused. No status after ``wait_s`` (a monitor updates every 5 s): no autoscaler.
     """
     # ray is heavy: imported only where Ray is used
     from ray._private import ray_constants
-    from ray.experimental.internal_kv import _internal_kv_get, _internal_kv_initialized
+    from ray.autoscaler.v2.utils import is_autoscaler_v2
+    from ray.experimental.internal_kv import _internal_kv_get
 
-    if not _internal_kv_initialized():
+    if is_autoscaler_v2(fetch_from_server=True):
         return True
-    raw = _internal_kv_get(ray_constants.DEBUG_AUTOSCALING_STATUS)
+    deadline = time.monotonic() + wait_s
+    while not (raw := _internal_kv_get(ray_constants.DEBUG_AUTOSCALING_STATUS)) and time.monotonic() < deadline:
+        time.sleep(0.5)
     if not raw:
-        return True
+        return False
     report = json.loads(raw).get("autoscaler_report") or {}
     names = set(report.get("active_nodes") or {}) | set((report.get("node_type_mapping") or {}).values())
     names |= set(report.get("pending_launches") or {})

@@ -49,7 +49,7 @@ def trial_resources(s: SweepSettings, shape: ClusterShape) -> tuple[dict, int | 
     # an autoscaler may add) hold; unknown node types cap nothing.
     nodes = shape.node_types if shape.node_types is not None else shape.nodes
     most = placeable(nodes, c, g)
-    if shape.may_grow and shape.node_types is None or most == math.inf:
+    if (shape.may_grow and shape.node_types is None) or most == math.inf:
         return {"cpu": 0, "memory": 2**20}, cap
     fit_n = max(1, int(most // n))
     return {"cpu": 0, "memory": 2**20}, min(cap, fit_n) if cap else fit_n
