@@ -21,7 +21,6 @@ from harness.run.loop import load_last, train_loop_per_worker
 from harness.run.resolve import resolve
 from harness.run.resources import (
     check_fits,
-    cluster_shape,
     current_shape,
     require_cluster_device,
     run_worker_cpus,
@@ -95,14 +94,14 @@ def fit(cfg: RunConfig, run_dir: Path | None = None, report: Callable[[dict], No
 
 
 def ray_cluster_gpus(cfg: RunConfig) -> float:
-    """The GPUs of the Ray cluster DDP workers will use (connecting to it, or starting a local one).
+    """The GPUs of the Ray cluster DDP workers will use: ``$RAY_ADDRESS``'s (connecting to it), or this
+    machine's (a private local Ray, which knows no autoscaler: no need to start it to ask).
 
     Raises:
         HarnessError: on a cluster, ``dist.use_gpu`` unset (see :func:`require_cluster_device`).
     """
     require_cluster_device(cfg)
-    init_ray()
-    return sum(n.gpus for n in cluster_shape().gpu_nodes)
+    return sum(n.gpus for n in current_shape().gpu_nodes)
 
 
 def resume_run(run_dir: str | Path, report: Callable[[dict], None] | None = None) -> RunSummary:
