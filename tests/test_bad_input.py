@@ -539,24 +539,6 @@ def test_subset_larger_than_the_split_keeps_every_image(sandbox, capsys):
     assert "fewer" in field_info("data.subset").help
 
 
-def test_run_with_two_workers_fits_two_cpus(sandbox, monkeypatch):
-    """The fit check lets through what this machine can run: 2 workers x 1 CPU on 2 CPUs."""
-    from harness.run.config import RunConfig, apply_overrides
-    from harness.sweep.resources import check_run_fits_locally
-
-    monkeypatch.setattr("harness.sweep.resources.available_cpus", lambda: 2)
-    cpu = {"dist.use_gpu": False}
-    check_run_fits_locally(apply_overrides(RunConfig(), {**cpu, "dist.workers": 2}))
-    check_run_fits_locally(apply_overrides(RunConfig(), {**cpu, "dist.workers": 1, "dist.cpus_per_worker": 2}))
-    check_run_fits_locally(apply_overrides(RunConfig(), {"dist.workers": 0, "dist.cpus_per_worker": 64}))
-    from harness.errors import HarnessError
-
-    with pytest.raises(HarnessError, match="--workers 3 needs 3 CPUs"):
-        check_run_fits_locally(apply_overrides(RunConfig(), {**cpu, "dist.workers": 3}))
-    with pytest.raises(HarnessError, match="--workers 2 x --cpus-per-worker 2 = 4 CPUs"):
-        check_run_fits_locally(apply_overrides(RunConfig(), {**cpu, "dist.workers": 2, "dist.cpus_per_worker": 2}))
-
-
 # ---------------------------------------------------------------------------------------------
 # The console entry point itself (subprocesses): a few of the cases above, end to end
 

@@ -27,7 +27,7 @@ from harness.run.config import (
 from harness.run.data import data_options
 from harness.run.knobs import base_type, range_text
 from harness.run.recipes import RECIPES, recipe_note, recipe_path
-from harness.sweep.resources import check_run_fits_locally
+from harness.run.resources import check_run_fits, current_shape
 
 #: The ``dest`` prefix of the shortcut flags: ``config:optim.lr`` holds what ``--lr`` was given.
 _DEST = "config:"
@@ -230,7 +230,7 @@ def _cluster_gpus(cfg) -> float | None:
         # imported when the command runs, so `harness --help` stays fast
         from harness.run.trainer import ray_cluster_gpus
 
-        return ray_cluster_gpus()
+        return ray_cluster_gpus(cfg)
     return None
 
 
@@ -252,14 +252,11 @@ def preflight(cfg) -> None:
     checks.safe_name("--name", cfg.name or None, "run name")
     checks.folder("--out", cfg.out)
     checks.folder("--data-dir", cfg.data.data_dir)
+    if cfg.dist.workers > 0:
+        check_run_fits(cfg, current_shape())  # the nodes of $RAY_ADDRESS, or this machine's
     if os.environ.get("RAY_ADDRESS") and cfg.dist.workers > 0:
-        # imported when the command runs, so `harness --help` stays fast
-        from harness.run.trainer import check_run_fits_cluster
-
-        check_run_fits_cluster(cfg)  # against the cluster's resources, before the run directory is made
         return  # the workers, and the data they read, are the cluster's
 
-    check_run_fits_locally(cfg)
     if not cfg.data.download:
         data_dir = cfg.data.data_dir
         if data_dir and cfg.data.dataset != "synthetic" and not Path(data_dir).expanduser().exists():

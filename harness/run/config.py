@@ -220,9 +220,11 @@ class DistConfig:
 
     workers: int = knob(0, "0 = in process; N = Ray Train DDP with N workers", sweep=True,
                         flag="--workers", ge=0)
-    use_gpu: bool | None = knob(None, "train on GPUs (unset: when CUDA is present)", identity=NONE, sweep=True)
-    cpus_per_worker: int | None = knob(None, "CPUs per Ray Train worker (unset: an equal share)", identity=NONE,
-                                       sweep=True, flag="--cpus-per-worker", ge=1)
+    use_gpu: bool | None = knob(None, "train on GPUs (unset: when CUDA is present; on a Ray cluster, say it)",
+                                identity=NONE, sweep=True)
+    cpus_per_worker: int | None = knob(None, "CPUs per Ray Train worker (unset: on GPUs, the GPU nodes' CPUs per "
+                                       "GPU; on CPUs, an equal share)", identity=NONE, sweep=True,
+                                       flag="--cpus-per-worker", ge=1)
     max_failures: int = knob(0, "Ray Train restarts from the last checkpoint this many times", identity=NONE,
                              flag="--max-failures", ge=0)
     storage: str | None = knob(None, "Ray Train storage path for checkpoints", identity=NONE, sweep=True)

@@ -51,10 +51,10 @@ def as_resolved(cfg: RunConfig) -> ResolvedConfig:
 def target_device_type(cfg: RunConfig, cluster_gpus: float | None = None) -> str:
     """``cuda`` or ``cpu``: where the run's workers train.
 
-    ``dist.use_gpu`` when set. Otherwise, for Ray Train workers, whether the cluster has GPUs
-    (``cluster_gpus``, from ``ray.cluster_resources()``): the process resolving may be a CPU-only head
-    whose workers are GPU nodes, so CUDA on *this* machine says nothing about them. In process, whether
-    CUDA is here.
+    ``dist.use_gpu`` when set (on a Ray cluster it must be: :func:`harness.run.resources.require_cluster_device`).
+    Otherwise, for Ray Train workers on a private local Ray, whether it has GPUs (``cluster_gpus``, from
+    :mod:`harness.run.resources`): the process resolving may be a CPU-only head whose workers are GPU
+    nodes, so CUDA on *this* machine says nothing about them. In process, whether CUDA is here.
     """
     if cfg.dist.use_gpu is not None:
         return "cuda" if cfg.dist.use_gpu else "cpu"

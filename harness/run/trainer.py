@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import datetime as _dt
-import os
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -29,6 +28,12 @@ from harness.run.config import (
 )
 from harness.run.loop import load_last, train_loop_per_worker
 from harness.run.resolve import ResolvedConfig, as_resolved, resolve
+from harness.run.resources import (
+    check_fits,
+    current_shape,
+    require_cluster_device,
+    run_worker_cpus,
+)
 from harness.run.strategies import STRATEGIES
 from harness.run.summary import RunSummary
 
@@ -68,7 +73,7 @@ def fit(cfg: RunConfig, run_dir: Path | None = None, report: Callable[[dict], No
         The summary of the last stage (also in ``summary.json``); a transfer run's includes its stage one.
     """
     if not isinstance(cfg, ResolvedConfig):
-        cfg = resolve(cfg, ray_cluster_gpus() if cfg.dist.workers > 0 else None)
+        cfg = resolve(cfg, ray_cluster_gpus(cfg) if cfg.dist.workers > 0 else None)
     run_dir = Path(run_dir).resolve() if run_dir else make_run_dir(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, run_dir / CONFIG_FILE)
@@ -100,42 +105,15 @@ def fit(cfg: RunConfig, run_dir: Path | None = None, report: Callable[[dict], No
     return summary
 
 
-def ray_cluster_gpus() -> float:
-    """The GPUs of the Ray cluster DDP workers will use (connecting to it, or starting a local one)."""
-    # ray is heavy: imported only where Ray is used
-    import ray
-
-    init_ray()
-    return float(ray.cluster_resources().get("GPU", 0))
-
-
-def check_worker_group_fits(workers: int, cpus: int, gpus: float, cluster: dict[str, float]) -> None:
-    """Refuse a worker group the cluster can never place, instead of waiting on its placement group.
+def ray_cluster_gpus(cfg: RunConfig) -> float:
+    """The GPUs of the Ray cluster DDP workers will use: ``$RAY_ADDRESS``'s (connecting to it), or this
+    machine's (a private local Ray, which knows no autoscaler: no need to start it to ask).
 
     Raises:
-        HarnessError: more CPUs or GPUs than the cluster has in total.
+        HarnessError: on a cluster, ``dist.use_gpu`` unset (see :func:`require_cluster_device`).
     """
-    have_cpu, have_gpu = float(cluster.get("CPU", 0)), float(cluster.get("GPU", 0))
-    if workers * cpus > have_cpu:
-        raise HarnessError(f"--workers {workers} x {cpus} CPU(s) = {workers * cpus} CPUs, but the Ray cluster has "
-                           f"{have_cpu:g}; lower --workers or --cpus-per-worker")
-    if workers * gpus > have_gpu:
-        raise HarnessError(f"--workers {workers} x {gpus:g} GPU = {workers * gpus:g} GPUs, but the Ray cluster has "
-                           f"{have_gpu:g}; lower --workers (one GPU per worker)")
-
-
-def check_run_fits_cluster(cfg: RunConfig) -> None:
-    """For ``dist.workers > 0``: refuse, before anything is written, a worker group the Ray cluster
-    (``$RAY_ADDRESS``, or a local one) can never place (see :func:`check_worker_group_fits`)."""
-    # ray is heavy: imported only where Ray is used
-    import ray
-
-    if cfg.dist.workers <= 0:
-        return
-    init_ray()
-    cluster = ray.cluster_resources()
-    cpus = cfg.dist.cpus_per_worker or 1
-    check_worker_group_fits(cfg.dist.workers, cpus, 1.0 if cfg.dist.use_gpu else 0.0, cluster)
+    require_cluster_device(cfg)
+    return sum(n.gpus for n in current_shape().gpu_nodes)
 
 
 def resume_run(run_dir: str | Path, shown: dict[str, Any] | None = None,
@@ -185,7 +163,6 @@ def _dispatch(cfg: RunConfig, run_dir: Path, report: Callable[[dict], None] | No
 
 def _fit_ray(cfg: RunConfig, loop_config: dict, tune_report: bool) -> RunSummary:
     # ray is heavy: imported only where Ray is used
-    import ray
     from ray.train import CheckpointConfig, FailureConfig, ScalingConfig
     from ray.train import RunConfig as RayRunConfig
     from ray.train.torch import TorchConfig, TorchTrainer
@@ -194,13 +171,14 @@ def _fit_ray(cfg: RunConfig, loop_config: dict, tune_report: bool) -> RunSummary
     init_ray()
     use_gpu = bool(cfg.dist.use_gpu)  # resolved against the cluster's resources, never this process's CUDA
     n = cfg.dist.workers
-    cpus = cfg.dist.cpus_per_worker
-    cluster = ray.cluster_resources()
-    if cpus is None:
-        cpus = max(1, int(cluster.get("CPU", os.cpu_count() or 1)) // n)
-        if tune_report:
-            cpus = 1  # inside a trial the sweep sizes resources; never ask for more than exists
-    check_worker_group_fits(n, cpus, 1.0 if use_gpu else 0.0, cluster)
+    if tune_report:
+        # A sweep trial: the sweep sized its workers and checked them against the cluster's nodes (or the
+        # autoscaler's); the nodes that hold them may not be up yet, so nothing here may refuse them.
+        cpus = cfg.dist.cpus_per_worker or 1
+    else:
+        shape = current_shape()
+        cpus = run_worker_cpus(cfg, shape)
+        check_fits(shape, n, cpus, 1.0 if use_gpu else 0.0, "--workers")
     cfg = copy.deepcopy(cfg)
     cfg.dist.cpus_per_worker = cpus
     run_dir = Path(loop_config["run_dir"])

@@ -51,11 +51,12 @@ from harness.report.records import collect
 from harness.results_csv import results_dir
 from harness.run.config import RunConfig
 from harness.run.data import data_options
+from harness.run.resources import ClusterShape, cluster_shape, local_cpus, local_shape
 from harness.sweep.asha import asha_params, asha_warning
 from harness.sweep.interrupt import SweepInterrupt
 from harness.sweep.matrix import Matrix, load_matrix
 from harness.sweep.phases import plan_rerun, read_state, selection_lines
-from harness.sweep.resources import check_fits_locally, local_cpus, trial_resources
+from harness.sweep.resources import check_fits_locally, trial_resources
 from harness.sweep.settings import (
     METRIC,
     MODE,
@@ -105,9 +106,9 @@ def run_sweep(s: SweepSettings, resume: bool = False) -> int:
         os.environ["HARNESS_DATA_DIR"] = s.data_dir
     # Per-worker CPUs and GPUs are settled from the cluster first, so trials are checked as they will
     # run: a GPU trial (fp16, say) from a CPU-only head is checked against the cluster's GPUs.
-    cluster = _cluster_resources(s)
-    trial_resources(s, cluster, local=not os.environ.get("RAY_ADDRESS"))
-    configs = _check_trials(m, s, cells, float(cluster.get("GPU", 0)))
+    shape = _cluster_shape(s)
+    resources = trial_resources(s, shape)
+    configs = _check_trials(m, s, cells, sum(n.gpus for n in shape.gpu_nodes))
     asha = _asha(s, m, configs)
     if not resume:
         warning = asha_warning(*asha, max((c.sched.warmup_epochs for c in configs), default=0.0))
@@ -117,7 +118,7 @@ def run_sweep(s: SweepSettings, resume: bool = False) -> int:
     n_trials = len(cells) if cells is not None else (s.num_samples or m.num_samples)
     exp_dir = storage / s.name
     with SweepInterrupt(s.name) as stop:  # from Ray's start to the last line: no phase swallows a Ctrl-C
-        elapsed, n_rerun = _run_tune(s, m, cells, n_trials, storage, mode, resume, asha, stop)
+        elapsed, n_rerun = _run_tune(s, m, cells, n_trials, storage, mode, resume, asha, stop, resources)
         return _finish(s, exp_dir, elapsed, mode, n_trials + n_rerun, stop)
 
 
@@ -161,8 +162,11 @@ def _make_paths_absolute(s: SweepSettings) -> None:
 
 
 def _run_tune(s: SweepSettings, m: Matrix, cells: list[dict] | None, n_trials: int, storage: Path,
-              mode: str | None, resume: bool, asha: tuple[int, int, float], stop: SweepInterrupt) -> tuple[float, int]:
+              mode: str | None, resume: bool, asha: tuple[int, int, float], stop: SweepInterrupt,
+              resources: tuple[dict, int | None]) -> tuple[float, int]:
     """Start Ray, run (or restore and finish) the search and, with ``--rerun-top``, the rerun; stop Ray.
+
+    ``resources``: each trial's reservation and the cap on trials at once (:func:`trial_resources`).
 
     A Ctrl-C recorded in ``stop`` ends the running phase and skips the ones after it.
 
@@ -178,7 +182,7 @@ def _run_tune(s: SweepSettings, m: Matrix, cells: list[dict] | None, n_trials: i
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     _init_ray(s)
     try:
-        res, cap = trial_resources(s, ray.cluster_resources(), local=not os.environ.get("RAY_ADDRESS"))
+        res, cap = resources
         exp_dir = storage / s.name
         if not resume:
             exp_dir.mkdir(parents=True, exist_ok=True)
@@ -263,7 +267,7 @@ def _init_ray(s: SweepSettings) -> None:
     # the workers of a TorchTrainer trial that Tune ended; without it the next trial waits for CPUs
     # forever. In-process trials do not need it.
     env_vars = {k: os.environ[k] for k in _CLUSTER_ENV_VARS if k in os.environ}
-    init_ray(num_cpus=local_cpus(s), dashboard=s.workers_per_trial > 1, verbose=s.verbose, env_vars=env_vars)
+    init_ray(num_cpus=local_cpus(s.num_cpus), dashboard=s.workers_per_trial > 1, verbose=s.verbose, env_vars=env_vars)
 
 
 def _asha(s: SweepSettings, m: Matrix, configs: list[RunConfig]) -> tuple[int, int, float]:
@@ -376,18 +380,13 @@ def _prepare_data(configs: list[RunConfig]) -> None:
             print(f"data: {ds} ready ({time.monotonic() - t:.1f} s)", flush=True)
 
 
-def _cluster_resources(s: SweepSettings) -> dict[str, float]:
-    """The resources trials are sized to: this machine's (a private local Ray, not started yet), or the
-    cluster's in ``$RAY_ADDRESS`` (connecting to it)."""
+def _cluster_shape(s: SweepSettings) -> ClusterShape:
+    """The nodes trials are sized to: this machine's (a private local Ray, not started yet), or those of the
+    cluster in ``$RAY_ADDRESS`` (connecting to it) and the node types its autoscaler may add."""
     if not os.environ.get("RAY_ADDRESS"):
-        # torch is heavy: loaded when this runs, so importing this module stays light
-        import torch
-
-        return {"CPU": float(local_cpus(s)), "GPU": float(torch.cuda.device_count())}
-    import ray
-
+        return local_shape(s.num_cpus)
     _init_ray(s)
-    return dict(ray.cluster_resources())
+    return cluster_shape()
 
 
 def _check_trials(m: Matrix, s: SweepSettings, cells: list[dict] | None,

@@ -56,9 +56,10 @@ class SweepSettings:
                                  "only those reruns", flag="--rerun-top", ge=1)
     workers_per_trial: int = knob(1, "1: train in the trial's process; N > 1: a Ray Train TorchTrainer with N "
                                   "DDP workers", flag="--workers-per-trial", ge=1)
-    cpus_per_worker: int | None = knob(None, "CPUs per worker (default: 1 on CPU-only machines, the CPUs per "
-                                       "GPU otherwise)", flag="--cpus-per-worker", ge=1)
-    gpus_per_worker: float | None = knob(None, "GPUs per worker (default: 1 if any)", flag="--gpus-per-worker",
+    cpus_per_worker: int | None = knob(None, "CPUs per worker (default: 1 on CPU-only machines; on GPUs the "
+                                       "GPU nodes' smallest CPU-per-GPU ratio)", flag="--cpus-per-worker", ge=1)
+    gpus_per_worker: float | None = knob(None, "GPUs per worker (default: 1 if any; say it where an autoscaler "
+                                         "adds the GPU nodes)", flag="--gpus-per-worker",
                                          ge=0)
     max_concurrent: int | None = knob(None, "at most this many trials at once", flag="--max-concurrent", ge=1)
     seeds: int = knob(1, "run each configuration with this many seeds (with --rerun-top: each rerun; the search "
