@@ -66,13 +66,13 @@ class LoopbackCluster:
             raise
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, *_: object) -> None:
         self.stop()
 
     def _start_node(self, i: int) -> None:
         temp = self.root / f"n{i}"
         ports = [f"--{name}={p}" for name, p in zip(_PORTS, _free_ports(len(_PORTS)))]
-        role = ([f"--head", f"--port={self.gcs}", f"--dashboard-port={self.dash}", "--dashboard-host=127.0.0.1",
+        role = (["--head", f"--port={self.gcs}", f"--dashboard-port={self.dash}", "--dashboard-host=127.0.0.1",
                  f"--ray-client-server-port={_free_ports(1)[0]}"] if i == 0 else [f"--address={self.address}"])
         cmd = [self._ray, "start", *role, "--node-ip-address=127.0.0.1", f"--num-cpus={self.cpus}", "--num-gpus=0",
                f"--temp-dir={temp}", *ports, "--object-store-memory=100000000", "--disable-usage-stats"]

@@ -91,13 +91,13 @@ def _add_sweep_parser(bsub: argparse._SubParsersAction) -> None:
 
 def _sweep(args: argparse.Namespace) -> int:
     try:
-        args.trials = [int(x) for x in args.trials.split(",") if x.strip()]
+        args.trials = [int(x) for x in checks.comma_list("--trials", args.trials)]
     except ValueError:
         raise HarnessError(f"--trials {args.trials!r}: a comma list of whole numbers, e.g. 100,1000") from None
-    if not args.trials or min(args.trials) < 1:
-        raise HarnessError("--trials: at least one N, each >= 1")
-    if args.nodes < 1 or (args.num_cpus is not None and args.num_cpus < 1):
-        raise HarnessError("--nodes and --num-cpus must be >= 1")
+    checks.at_least("--trials", min(args.trials), 1)
+    checks.at_least("--nodes", args.nodes, 1)
+    checks.at_least("--num-cpus", args.num_cpus, 1)
+    checks.output_file("--out", args.out, "CSV file")
     # imported when the command runs, so `harness --help` stays fast
     from harness.bench.sweep_cost import main
 
