@@ -776,7 +776,7 @@ def finish(run: Run, state: TrainState, report: Report) -> RunSummary:
         summary = summary.with_pretraining(run.pretrained)
     final_ckpt = None
     if run.ctx.is_main:
-        if state.best_model is not None:
+        if state.best_model is not None and run.cfg.train.save_best:
             torch.save({"model": state.best_model, "epoch": state.best_epoch, "val_acc": state.best_acc,
                         "config": _plain_config(run.cfg)}, run.run_dir / BEST_CKPT)
         summary.peak_mem_mb = peak_mem_mb(run.ctx.device)
