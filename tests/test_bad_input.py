@@ -84,6 +84,7 @@ def guards(monkeypatch):
     import harness.bench.overhead
     import harness.bench.probe
     import harness.bench.roofline
+    import harness.bench.sweep_cost
     import harness.run.probe
     import harness.run.trainer
     import harness.sweep.driver
@@ -96,6 +97,7 @@ def guards(monkeypatch):
     monkeypatch.setattr(harness.run.probe, "time_candidates", reached("the probe's timing"))
     monkeypatch.setattr(harness.bench.probe, "time_candidates", reached("the probe's timing"))
     monkeypatch.setattr(harness.bench.roofline, "matmul_gflops", reached("the roofline's matmul"))
+    monkeypatch.setattr(harness.bench.sweep_cost, "run_one", reached("the null sweep"))
 
 
 def _tree(root: Path) -> set[str]:
@@ -279,6 +281,16 @@ BENCH_LOADERS = [
     P(["--out", "{dir}"], "--out", "{dir}", "folder", id="out-is-a-folder"),
     P(["--out", "{file}/x.csv"], "--out", "{file}", "not a folder", id="out-under-a-file"),
     P(["--data-dir", "{file}"], "--data-dir", "{file}", "not a folder", id="data-dir-is-a-file"),
+]
+
+BENCH_SWEEP = [
+    P(["--trials", "x"], "--trials", "'x'", id="trials-type"),
+    P(["--trials", "100,0"], "--trials", ">= 1", id="trials-zero"),
+    P(["--trials", ","], "--trials", id="trials-empty"),
+    P(["--nodes", "0"], "--nodes", ">= 1", id="nodes-zero"),
+    P(["--num-cpus", "0"], "--num-cpus", ">= 1", id="num-cpus-zero"),
+    P(["--wandb", "online"], "--wandb", "'online'", id="wandb-online"),
+    P(["--out", "{dir}"], "--out", "{dir}", "folder", id="out-is-a-folder"),
 ]
 
 BENCH_OVERHEAD = [
@@ -469,6 +481,11 @@ def test_bench_loaders(sandbox, guards, capsys, argv, needles):
 @pytest.mark.parametrize("argv,needles", BENCH_OVERHEAD)
 def test_bench_overhead(sandbox, guards, capsys, argv, needles):
     check_one_line(sandbox, capsys, ["bench", "overhead", *argv], needles)
+
+
+@pytest.mark.parametrize("argv,needles", BENCH_SWEEP)
+def test_bench_sweep(sandbox, guards, capsys, argv, needles):
+    check_one_line(sandbox, capsys, ["bench", "sweep", *argv], needles)
 
 
 @pytest.mark.parametrize("bench", ["probe", "roofline"])

@@ -148,6 +148,9 @@ def test_checkpoint_cadence(tmp_path):
     assert last["state"]["epoch"] == 4 and (Path(s.run_dir) / "best.pt").is_file()
     s = fit(_cfg(tmp_path, **{"train.epochs": 2, "train.checkpoint_every": 0, "train.max_steps_per_epoch": 2}))
     assert not (Path(s.run_dir) / "last.pt").exists() and (Path(s.run_dir) / "best.pt").is_file()
+    s = fit(_cfg(tmp_path, **{"train.epochs": 1, "train.checkpoint_every": 0, "train.max_steps_per_epoch": 1,
+                              "train.save_best": False}))
+    assert s.test_acc is not None and not (Path(s.run_dir) / "best.pt").exists()  # tested, nothing saved
 
 
 def test_evaluate_pads_short_batches_to_one_shape():

@@ -176,6 +176,8 @@ class TrainConfig:
     max_steps: int | None = knob(None, "stop after this many optimizer steps in all (a budget that does not depend "
                                  "on the hardware, e.g. a report's step count); stop reason: max_steps", ge=1)
     measure_inference: bool = knob(True, "measure inference images/s at batch 256 at the end", identity=NONE)
+    save_best: bool = knob(True, "write best.pt (the weights selected on validation) at the end of the run; a "
+                           "sweep's null trials skip it", identity=NONE)
     progress: bool = knob(True, "per-epoch progress lines", identity=NONE, sweep=True,
                           flag="--no-progress", resume=True)
     tta: str = knob("none", "test-time augmentation of validation and test: none, flip (2 views), flip_translate "

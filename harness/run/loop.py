@@ -801,7 +801,7 @@ def finish(run: Run, state: TrainState, report: Report) -> RunSummary:
         summary = summary.with_pretraining(run.pretrained)
     final_ckpt = None
     if run.ctx.is_main:
-        if state.best_model is not None:
+        if state.best_model is not None and run.cfg.train.save_best:
             best = {k: v.cpu() for k, v in state.best_model.items()}  # loadable where there is no GPU
             torch.save({"model": best, "epoch": state.best_epoch, "val_acc": state.best_acc,
                         "config": _plain_config(run.cfg)}, run.run_dir / BEST_CKPT)
