@@ -37,6 +37,9 @@ from harness.run.resources import (
 from harness.run.strategies import STRATEGIES
 from harness.run.summary import RunSummary
 
+#: what torch raises, inside Ray Train's process-group setup, for NCCL on a worker without a CUDA GPU
+_NCCL_WITHOUT_GPU = "ProcessGroupNCCL is only supported with GPUs"
+
 
 def make_run_dir(cfg: RunConfig) -> Path:
     """``<out>/<name or arch-dataset-strategy>-<config hash>-<UTC time>``, created."""
@@ -207,6 +210,12 @@ def _fit_ray(cfg: RunConfig, loop_config: dict, tune_report: bool) -> RunSummary
             cause = cause.__cause__ or getattr(cause, "cause", None)
         if isinstance(cause, HarnessError):
             raise HarnessError(str(cause)) from None
+        if use_gpu and _NCCL_WITHOUT_GPU in str(e):
+            # Ray Train sets up NCCL before the loop runs, so a GPU group placed on nodes that lack CUDA (a
+            # node declaring GPUs it lacks) fails there with a worker's traceback: the loop's one line instead.
+            raise HarnessError("CUDA not available on a Ray Train worker (NCCL found no GPU there), but the run "
+                               "resolved to train on GPUs (dist.use_gpu); check the nodes' GPUs or set "
+                               "dist.use_gpu=false") from None
         raise
     if result.error is not None:
         raise result.error
