@@ -72,14 +72,18 @@ from harness.sweep.settings import (
 from harness.sweep.trials import matrix_of, one_line, run_trial, trial_cells, trial_config, trial_label
 
 _NAME = re.compile(r"[A-Za-z0-9_.=+-]+")
-# A trial runs in a reused Ray worker where one is free: a fresh one per trial cost ~3 s of `import torch`
-# each (a null trial trains for 0.1 s). Trials find their folder by the name Tune gives the reused
-# actor (harness.sweep.trials.trial_storage_dir), not by the session's directory.
-REUSE_ACTORS = True
 _TUNE_STATE_GLOB = "experiment_state-*.json"  # Tune's saved experiment, which Tuner.restore reads
 # The driver's environment that trials on a cluster need too; a local cluster's workers inherit it.
 # A Ray job's runtime_env must not set these (tests/test_cluster_configs.py checks cluster/).
 _CLUSTER_ENV_VARS = ("WANDB_MODE", "WANDB_SILENT", "WANDB_CONSOLE", "HARNESS_DATA_DIR", "HARNESS_CACHE_DIR")
+
+
+# An in-process trial runs in a reused Ray worker where one is free: a fresh one per trial cost ~3 s of
+# `import torch` each (a null trial trains for 0.1 s). Trials find their folder by the name Tune gives the
+# reused actor (harness.sweep.trials.trial_storage_dir). A DDP trial's actor (a TorchTrainer inside) is
+# not reused: Tune refused to reset it and failed the next trial.
+def _reuse_actors(s: SweepSettings) -> bool:
+    return s.workers_per_trial <= 1
 
 
 def run_sweep(s: SweepSettings, resume: bool = False) -> int:
@@ -257,7 +261,7 @@ def _rerun_tuner(s: SweepSettings, exp_dir: Path, cells: list[dict], trainable: 
         return tune.Tuner.restore(str(rerun_dir), trainable=trainable, resume_unfinished=True,
                                   resume_errored=False, restart_errored=True)
     tune_config = tune.TuneConfig(metric=METRIC, mode=MODE, scheduler=FIFOScheduler(), num_samples=1,
-                                  max_concurrent_trials=cap, reuse_actors=REUSE_ACTORS, trial_name_creator=_trial_name,
+                                  max_concurrent_trials=cap, reuse_actors=_reuse_actors(s), trial_name_creator=_trial_name,
                                   trial_dirname_creator=_trial_name)
     run_config = tune.RunConfig(name=RERUN_DIR, storage_path=str(exp_dir), verbose=0,
                                 callbacks=_make_callbacks(s, len(cells), mode, f"{s.name}/{RERUN_DIR}"),
@@ -303,7 +307,7 @@ def _new_tuner(s: SweepSettings, m: Matrix, cells: list[dict] | None, n_trials: 
     tune_config = tune.TuneConfig(
         metric=METRIC, mode=MODE, scheduler=_scheduler(*asha), search_alg=_searcher(s.search or m.search),
         num_samples=1 if cells is not None else n_trials, max_concurrent_trials=cap,
-        reuse_actors=REUSE_ACTORS, trial_name_creator=_trial_name, trial_dirname_creator=_trial_name)
+        reuse_actors=_reuse_actors(s), trial_name_creator=_trial_name, trial_dirname_creator=_trial_name)
     run_config = tune.RunConfig(name=s.name, storage_path=str(storage), verbose=0,
                                 callbacks=_make_callbacks(s, n_trials, mode), log_to_file=True,
                                 failure_config=tune.FailureConfig(max_failures=0))

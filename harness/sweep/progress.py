@@ -146,9 +146,13 @@ def _outcome(trial: Any) -> str:
 
 
 def _write_outcome(trial: Any, outcome: str) -> None:
-    path = trial.local_path
-    if path and Path(path).is_dir():
-        (Path(path) / OUTCOME_FILE).write_text(json.dumps({"outcome": outcome, "status": trial.status}))
+    # Into the trial's folder in storage (a path on this machine: the harness's --storage), where the
+    # trial's own files are, at once: the staging copy reached storage only at Tune's next sync (>= 10 s),
+    # so a sweep whose trials end within seconds showed no ended trial until the very end.
+    for path in (trial.path, trial.local_path):
+        if path and Path(path).is_dir():
+            (Path(path) / OUTCOME_FILE).write_text(json.dumps({"outcome": outcome, "status": trial.status}))
+            return
 
 
 def _fmt(v: Any) -> str:
