@@ -24,6 +24,9 @@ THROUGHPUT_COLUMNS: list[str] = [
     "acc", "acc_std", "time_s", "time_s_std", "reached", "runs", "tta",
     # every kind with runs behind it: the seeds of the runs a figure is the mean or median of (`runs` counts them)
     "seeds",
+    # kind sweep (harness bench sweep): the sweep machinery's cost per null trial
+    "trials", "trials_per_min", "driver_cpu_s_per_trial", "driver_peak_rss_mb", "disk_kb_per_trial",
+    "wandb_kb_per_trial", "merge_s",
     "note", "hardware", "torch", "ray", "git_sha", "date",
 ]
 

@@ -84,6 +84,7 @@ def guards(monkeypatch):
     import harness.bench.overhead
     import harness.bench.probe
     import harness.bench.roofline
+    import harness.bench.sweep_cost
     import harness.run.probe
     import harness.run.trainer
     import harness.sweep.driver
@@ -96,6 +97,7 @@ def guards(monkeypatch):
     monkeypatch.setattr(harness.run.probe, "time_candidates", reached("the probe's timing"))
     monkeypatch.setattr(harness.bench.probe, "time_candidates", reached("the probe's timing"))
     monkeypatch.setattr(harness.bench.roofline, "matmul_gflops", reached("the roofline's matmul"))
+    monkeypatch.setattr(harness.bench.sweep_cost, "run_one", reached("the null sweep"))
 
 
 def _tree(root: Path) -> set[str]:
@@ -281,6 +283,16 @@ BENCH_LOADERS = [
     P(["--data-dir", "{file}"], "--data-dir", "{file}", "not a folder", id="data-dir-is-a-file"),
 ]
 
+BENCH_SWEEP = [
+    P(["--trials", "x"], "--trials", "'x'", id="trials-type"),
+    P(["--trials", "100,0"], "--trials", ">= 1", id="trials-zero"),
+    P(["--trials", ","], "--trials", id="trials-empty"),
+    P(["--nodes", "0"], "--nodes", ">= 1", id="nodes-zero"),
+    P(["--num-cpus", "0"], "--num-cpus", ">= 1", id="num-cpus-zero"),
+    P(["--wandb", "online"], "--wandb", "'online'", id="wandb-online"),
+    P(["--out", "{dir}"], "--out", "{dir}", "folder", id="out-is-a-folder"),
+]
+
 BENCH_OVERHEAD = [
     P(["--arch", "nope"], "--arch", "'nope'", "valid:", id="arch-unknown"),
     P(["--arch", "resnet2"], "--arch", "did you mean", "resnet20", id="arch-typo"),
@@ -367,6 +379,7 @@ REPRODUCE = [
     P(["quick"], "quick", "report", id="not-a-report-matrix"),
     P(["kfold", "--only", "row=K1"], "--only", "--run", id="only-without-run"),
     P(["kfold", "--run", "--seeds", "0"], "--seeds", ">= 1", id="no-seeds"),
+    P(["kfold", "--wandb", "maybe"], "--wandb", "'maybe'", "'auto'", "'off'", id="wandb-unknown"),
     P(["kfold", "--results-dir", "{file}"], "--results-dir", "{file}", "not a folder", id="results-dir-is-a-file"),
     P(["kfold", "--docs-dir", "{file}"], "--docs-dir", "{file}", "not a folder", id="docs-dir-is-a-file"),
     P(["kfold", "--run", "--only", "row=Z9"], "--only", "no trial", id="only-matches-nothing"),
@@ -470,6 +483,11 @@ def test_bench_overhead(sandbox, guards, capsys, argv, needles):
     check_one_line(sandbox, capsys, ["bench", "overhead", *argv], needles)
 
 
+@pytest.mark.parametrize("argv,needles", BENCH_SWEEP)
+def test_bench_sweep(sandbox, guards, capsys, argv, needles):
+    check_one_line(sandbox, capsys, ["bench", "sweep", *argv], needles)
+
+
 @pytest.mark.parametrize("bench", ["probe", "roofline"])
 @pytest.mark.parametrize("argv,needles", BENCH_PROBE)
 def test_bench_probe_and_roofline(sandbox, guards, capsys, bench, argv, needles):
@@ -536,24 +554,6 @@ def test_subset_larger_than_the_split_keeps_every_image(sandbox, capsys):
     from harness.run.config import field_info
 
     assert "fewer" in field_info("data.subset").help
-
-
-def test_run_with_two_workers_fits_two_cpus(sandbox, monkeypatch):
-    """The fit check lets through what this machine can run: 2 workers x 1 CPU on 2 CPUs."""
-    from harness.run.config import RunConfig, apply_overrides
-    from harness.sweep.resources import check_run_fits_locally
-
-    monkeypatch.setattr("harness.sweep.resources.available_cpus", lambda: 2)
-    cpu = {"dist.use_gpu": False}
-    check_run_fits_locally(apply_overrides(RunConfig(), {**cpu, "dist.workers": 2}))
-    check_run_fits_locally(apply_overrides(RunConfig(), {**cpu, "dist.workers": 1, "dist.cpus_per_worker": 2}))
-    check_run_fits_locally(apply_overrides(RunConfig(), {"dist.workers": 0, "dist.cpus_per_worker": 64}))
-    from harness.errors import HarnessError
-
-    with pytest.raises(HarnessError, match="--workers 3 needs 3 CPUs"):
-        check_run_fits_locally(apply_overrides(RunConfig(), {**cpu, "dist.workers": 3}))
-    with pytest.raises(HarnessError, match="--workers 2 x --cpus-per-worker 2 = 4 CPUs"):
-        check_run_fits_locally(apply_overrides(RunConfig(), {**cpu, "dist.workers": 2, "dist.cpus_per_worker": 2}))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -84,7 +84,8 @@ def test_killed_worker_resumes_from_checkpoint(tmp_path):
     env = _env(tmp_path)
     env["RAY_DEDUP_LOGS"] = "0"  # Ray would fold rank 1's start line into rank 0's ("repeated 2x"), pid and all
     proc = subprocess.Popen([*RUN, "--workers", "2", "--cpus-per-worker", "1", "--epochs", str(epochs),
-                             "--max-failures", "2", "--set", "data.synthetic_size=3000", "--arch", "vanilla_cnn",
+                             "--max-failures", "2", "--checkpoint-every", "1",  # the default 5 restarts late
+                             "--set", "data.synthetic_size=3000", "--arch", "vanilla_cnn",
                              "--out", str(out)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     lines: list[str] = []

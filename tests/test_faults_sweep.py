@@ -30,6 +30,7 @@ base:
   data.synthetic_size: 256
   train.batch_size: 64
   train.epochs: 2
+  train.checkpoint_every: 1
   train.measure_inference: false
 axes:
   arch: [tiny_cnn]
@@ -63,7 +64,9 @@ def _outcomes(exp: Path) -> dict[str, str]:
 @pytest.mark.parametrize("sig,code", [pytest.param(signal.SIGINT, 130, id="SIGINT"),
                                       pytest.param(signal.SIGTERM, 143, id="SIGTERM")])
 def test_sweep_interrupt_keeps_finished_trials(tmp_path, env, sig, code):
-    (tmp_path / "m.yaml").write_text(MATRIX)
+    # Trials run in reused workers: at 256 images a trial ends in about a second, and all four could end
+    # before the signal lands. 2,048 images keep the second pair running when it does.
+    (tmp_path / "m.yaml").write_text(MATRIX.replace("data.synthetic_size: 256", "data.synthetic_size: 2048"))
     storage, results, docs = tmp_path / "sweeps", tmp_path / "results", tmp_path / "docs"
     where = ["--storage", str(storage), "--results-dir", str(results), "--docs-dir", str(docs), "--num-cpus", "2"]
     exp = storage / "s"

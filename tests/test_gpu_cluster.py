@@ -10,10 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.errors import HarnessError
 from harness.results_csv import read_rows
-from harness.sweep.resources import trial_resources
-from harness.sweep.settings import SweepSettings
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test_cluster_job import _harness, running_head  # noqa: E402
@@ -56,13 +53,3 @@ def test_gpu_sweep_from_a_cpu_driver_is_placed_on_the_gpu_node(gpu_head, tmp_pat
     (row,) = read_rows(tmp_path / "results" / "leaderboard.csv")
     assert row["stop_reason"] == "error" and "CUDA not available" in row["error"], row
     assert "\n" not in row["error"]
-
-
-def test_fractional_gpus_only_for_single_worker_trials():
-    cluster = {"CPU": 16, "GPU": 2}
-    res, _ = trial_resources(SweepSettings(workers_per_trial=1, gpus_per_worker=0.5), cluster, local=False)
-    assert res == {"cpu": 4, "gpu": 0.5}, "4 half-GPU trials share 2 GPUs and 16 CPUs"
-    res, cap = trial_resources(SweepSettings(workers_per_trial=2, gpus_per_worker=1), cluster, local=False)
-    assert res["cpu"] == 0 and cap == 1, "two 2-GPU trials cannot run at once on 2 GPUs"
-    with pytest.raises(HarnessError, match="DDP trials need one whole GPU per worker"):
-        trial_resources(SweepSettings(workers_per_trial=2, gpus_per_worker=0.5), cluster, local=False)

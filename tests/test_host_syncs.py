@@ -12,11 +12,14 @@ import collections
 from pathlib import Path
 
 import pytest
+import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from harness.run.config import RunConfig, apply_overrides
-from harness.run.loop import evaluate, local_context, setup
+from harness.files import LAST_CKPT
+from harness.run.config import RunConfig, apply_overrides, epoch_count
+from harness.run.loop import EpochStats, checkpoint_due, end_epoch, evaluate, local_context, setup
 from harness.run.resolve import resolve
+from harness.run.state import TrainState
 from harness.run.strategies import set_train_mode
 
 HOST_READS = {"aten._local_scalar_dense", "aten.bincount"}
@@ -71,3 +74,31 @@ def test_evaluation_reads_back_once_per_evaluation_not_per_batch(run):
     one, many = reads(val[:1]), reads(val)
     assert "aten.bincount" not in many, "CUDA's bincount syncs on its input's min and max: use index_add_"
     assert one == many, f"host reads grow with the batches: {one} for 1, {many} for {len(val)}"
+
+
+class HostCopies(TorchDispatchMode):
+    """Records every copy whose target is the host (``.to("cpu")``, ``.cpu()``); on a GPU each one waits."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.copies = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if str(func.overloadpacket) == "aten._to_copy" and kwargs.get("device") == torch.device("cpu"):
+            self.copies += 1
+        return func(*args, **kwargs)
+
+
+def test_an_improving_epoch_keeps_the_best_weights_on_the_device(run):
+    # Issue 21: end_epoch copied the best weights to the host on every rank at every improving epoch (a CUDA
+    # sync each time). They stay on the device; only rank 0's checkpoint writes move them, every few epochs.
+    assert not checkpoint_due(1, epoch_count(run.cfg.train.epochs), run.cfg.train.checkpoint_every)
+    state = TrainState()
+    stats = EpochStats(loss=1.0, acc=0.5, n=64, seconds=0.1)
+    with HostCopies() as c:
+        end_epoch(run, state, stats, {"loss": 1.0, "acc": 0.5}, lambda *_: None, {})
+    assert state.best_epoch == 1 and state.best_model is not None, "the epoch improved: its weights were kept"
+    assert all(v.device == run.ctx.device for v in state.best_model.values())
+    assert c.copies == 0, f"{c.copies} host copies at the end of an epoch that writes no checkpoint"
+    assert not (run.run_dir / LAST_CKPT).exists()

@@ -94,3 +94,21 @@ def test_groups_head_body_and_no_decay():
     assert any(p is m[3].weight for p in groups["head"]["params"])
     assert any(p is m[3].bias for p in groups["head_no_decay"]["params"])
     assert any(p is m[1].weight for p in groups["body_no_decay"]["params"])
+
+
+@pytest.mark.parametrize("name", ["adam", "adamw"])
+def test_amsgrad_reaches_the_optimizer(name):
+    """``--amsgrad`` (optim.amsgrad, also a matrix axis) builds AMSGrad: it keeps the running maximum."""
+    from harness.cli import build_parser
+    from harness.commands.run_cmd import resolve_config
+    from harness.sweep.matrix import AXIS_ALIASES
+
+    args = build_parser().parse_args(["run", "--optimizer", name, "--amsgrad"])
+    c = resolve_config(args).optim
+    assert c.amsgrad is True and AXIS_ALIASES["amsgrad"] == "optim.amsgrad"
+    m = nn.Linear(4, 2)
+    opt = build_optimizer(param_groups(m, c, None, c.lr), c)
+    assert opt.param_groups[0]["amsgrad"] is True
+    m(torch.randn(8, 4)).square().mean().backward()
+    opt.step()
+    assert "max_exp_avg_sq" in opt.state[m.weight]

@@ -193,7 +193,19 @@ def test_new_presets_run_in_the_tensor_and_torchvision_backends(preset):
         assert x.shape == (16, *splits.meta.shape) and torch.isfinite(x).all(), backend
 
 
+_OPENED: list[str] | None = None  # while a list, the audit hook below appends every path the process opens
+
+
+def _count_opens(event: str, args: tuple) -> None:
+    if _OPENED is not None and event == "open" and isinstance(args[0], (str, os.PathLike)):
+        _OPENED.append(os.fspath(args[0]))
+
+
+sys.addaudithook(_count_opens)  # audit hooks cannot be removed: it records only while _OPENED is a list
+
+
 def test_finetune_from_a_local_weights_file_offline(tmp_path, capsys):
+    global _OPENED
     weights = _weights_file(tmp_path)
     args = ["run", "--arch", "tv_resnet18", "--strategy", "finetune", "--weights", str(weights), "--dataset",
             "synthetic", "--epochs", "1", "--set", "data.synthetic_size=64", "--set", "train.max_steps_per_epoch=1",
@@ -201,14 +213,19 @@ def test_finetune_from_a_local_weights_file_offline(tmp_path, capsys):
             "--out", str(tmp_path / "runs")]
     env_before = os.environ.get("TORCH_HOME")
     os.environ["TORCH_HOME"] = str(tmp_path / "no-hub")  # nothing cached: the file is the only source
+    _OPENED = []
     try:
         assert main(args) == 0
+        opened = _OPENED
     finally:
+        _OPENED = None
         if env_before is None:
             os.environ.pop("TORCH_HOME")
         else:
             os.environ["TORCH_HOME"] = env_before
     assert "stop_reason=completed" in capsys.readouterr().out
+    # the config is resolved once: the file is read when the run is checked and when the model is built
+    assert opened.count(str(weights)) == 2, opened.count(str(weights))
 
 
 def test_weights_file_loads_the_files_tensors(tmp_path):

@@ -14,7 +14,8 @@ import pytest
 
 EPOCHS = 6
 ARGS = ["run", "--dataset", "synthetic", "--arch", "tiny_cnn", "--epochs", str(EPOCHS), "--batch-size", "32",
-        "--set", "data.synthetic_size=1500", "--set", "train.measure_inference=false", "--no-progress"]
+        "--set", "data.synthetic_size=1500", "--set", "train.measure_inference=false", "--no-progress",
+        "--checkpoint-every", "1"]  # every epoch (the default is 5): resuming must not train one twice
 
 
 def _metrics(run_dir: Path) -> list[dict]:
@@ -94,3 +95,39 @@ def test_resume_refuses_finished_runs_and_corrupt_checkpoints(tmp_path):
     assert r.returncode == 2 and "already ended (completed)" in r.stderr
     r = harness("run", "--resume", str(d), "--epochs", "3")
     assert r.returncode == 2 and "drop the other options" in r.stderr
+
+
+def test_resume_takes_the_options_that_change_no_result(tmp_path, capsys):
+    """``--no-progress`` and ``--data-dir`` change how a run is shown and where it reads, not what runs:
+    ``--resume`` takes them; an option that would change the run (``--lr``) is still refused, in one line."""
+    from harness.cli import main
+    from harness.run.config import RunConfig, apply_overrides, load_config
+    from harness.run.trainer import fit, make_run_dir
+
+    cfg = apply_overrides(RunConfig(), {"data.dataset": "synthetic", "data.synthetic_size": 200,
+                                        "model.arch": "tiny_cnn", "train.epochs": 3, "train.batch_size": 64,
+                                        "train.measure_inference": False, "out": str(tmp_path / "runs")})
+    run_dir = make_run_dir(cfg)
+
+    def stop_after_epoch_one(metrics: dict) -> None:
+        if not metrics["done"]:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        fit(cfg, run_dir=run_dir, report=stop_after_epoch_one)
+    capsys.readouterr()
+
+    assert main(["run", "--resume", str(run_dir), "--lr", "0.1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "drop the other options (--lr)" in err[0], err
+
+    data_dir = tmp_path / "elsewhere"
+    assert main(["run", "--resume", str(run_dir), "--no-progress", "--data-dir", str(data_dir)]) == 0
+    out = capsys.readouterr().out
+    assert out.strip().splitlines()[-1] == str(run_dir)
+    assert "epoch 2/3" not in out, "--no-progress was not applied"
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["stop_reason"] == "completed" and summary["epochs_run"] == 3
+    resumed = load_config(run_dir / "config.yaml")
+    assert resumed.data.data_dir == str(data_dir) and resumed.train.progress is False
+    assert resumed.optim.lr == cfg.optim.lr

@@ -5,6 +5,7 @@ piecewise schedule, fractional epochs, ConvMuon, the shipped recipes and ``harne
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -91,12 +92,45 @@ def test_init_whitening_freezes_filters_and_later_the_bias():
     s = init_whitening(m, "airbench94", imgs, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), torch.device("cpu"), False)
     assert s >= 0 and not m.whiten.weight.requires_grad and m.whiten.bias.requires_grad
     assert float(m.whiten.bias.detach().abs().sum()) == 0.0
-    freeze_whiten_bias(m, "airbench94")
-    assert not m.whiten.bias.requires_grad
-    names = [n for g in param_groups(m, OptimConfig(), None, 0.1) for n in [id(p) for p in g["params"]]]
-    assert id(m.whiten.weight) not in names and id(m.whiten.bias) not in names
+    names = [id(p) for g in param_groups(m, OptimConfig(), None, 0.1) for p in g["params"]]
+    assert id(m.whiten.weight) not in names and id(m.whiten.bias) in names, "the filters are left out of it"
+    opt = torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
+    for frozen in (False, True, True):
+        if frozen:
+            freeze_whiten_bias(m, "airbench94")  # again at every later epoch: idempotent
+        before = m.whiten.bias.detach().clone()
+        opt.zero_grad()
+        F.cross_entropy(m(imgs[:4].float() / 255), torch.tensor([0, 1, 2, 0])).backward()
+        opt.step()
+        moved = not torch.equal(m.whiten.bias, before)
+        assert moved is not frozen, f"the bias {'moved' if moved else 'stood still'} (frozen: {frozen})"
     with pytest.raises(ConfigError, match="resnet20 has no patch-whitening conv"):
         whiten_layer(create_model("resnet20", num_classes=3), "resnet20")
+
+
+def test_freezing_the_whitening_bias_does_not_recompile_the_training_graph():
+    # Issue 21: requires_grad_(False) mid-run failed dynamo's guard on the parameter, so the compiled training
+    # graph recompiled at the first step after model.whiten_bias_epochs, inside a timed epoch.
+    graphs = []
+
+    def counting_backend(gm: torch.fx.GraphModule, inputs: list) -> Callable:
+        graphs.append(gm)  # called for every graph dynamo compiles, recompiles included
+        return gm.forward
+
+    torch._dynamo.reset()
+    m = create_model("airbench94", num_classes=3)
+    init_whitening(m, "airbench94", torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8), (0.5,) * 3,
+                   (0.25,) * 3, torch.device("cpu"), False)
+    step = torch.compile(m, backend=counting_backend, dynamic=False)
+    x, y = torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 0])
+    F.cross_entropy(step(x), y).backward()
+    compiled = len(graphs)
+    freeze_whiten_bias(m, "airbench94")
+    m.zero_grad()
+    F.cross_entropy(step(x), y).backward()
+    assert len(graphs) == compiled, "freezing the bias compiled the training graph again"
+    assert m.whiten.bias.grad is None and all(p.grad is not None for n, p in m.named_parameters()
+                                              if p.requires_grad and not n.startswith("whiten"))
 
 
 def test_dirac_init_makes_identity_filters():

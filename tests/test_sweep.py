@@ -24,7 +24,7 @@ from harness.results_csv import read_rows
 
 FAKE_KEY = "fake0wandb0key0that0must0never0be0written0anywhere00"
 QUICK = {"data.dataset": "synthetic", "data.synthetic_size": 512, "train.batch_size": 64,
-         "train.measure_inference": False}
+         "train.measure_inference": False, "train.checkpoint_every": 1}  # resumed trials train no epoch twice
 
 
 def _matrix(path: Path, axes: str, epochs: int = 4) -> Path:

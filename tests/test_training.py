@@ -210,6 +210,8 @@ def test_early_stop(tmp_path):
     s = fit(make_cfg(tmp_path, **{"train.epochs": 6, "optim.lr": 1e-12, "train.early_stop_patience": 1,
                                   "train.min_delta": 1.0}))
     assert s.stop_reason == "early_stop" and s.epochs_run == 2 and s.test_acc is not None
+    # last.pt every 5 epochs by default, and at the epoch the run ended on, a stop's included.
+    assert torch.load(Path(s.run_dir) / "last.pt", weights_only=True)["state"]["epoch"] == 2
 
 
 def test_budget_stops_and_still_tests(tmp_path):

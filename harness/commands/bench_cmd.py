@@ -1,4 +1,4 @@
-"""``harness bench loaders|overhead|speed|probe|roofline``: throughput and time-to-target benchmarks that append to ``results/throughput.csv``."""
+"""``harness bench loaders|overhead|speed|probe|roofline|sweep``: throughput and time-to-target benchmarks that append to ``results/throughput.csv``."""
 
 from __future__ import annotations
 
@@ -70,6 +70,38 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     sp.set_defaults(func=_speed)
 
     _add_probe_parsers(bsub)
+    _add_sweep_parser(bsub)
+
+
+def _add_sweep_parser(bsub: argparse._SubParsersAction) -> None:
+    """Register ``bench sweep``: the sweep machinery's cost per trial, on null trials."""
+    wp = bsub.add_parser("sweep", help="trials/min, driver CPU s and memory per trial, disk per trial, merge time",
+                         description="Runs `harness sweep --matrix null` (trials that do almost nothing) with N "
+                         "trials, locally or on a loopback multi-node cluster, and appends a row per N (kind sweep): "
+                         "trials per minute, the driver's CPU seconds per trial and peak RSS, disk (and W&B files) "
+                         "per trial, and the time of the final leaderboard merge and docs page.")
+    wp.add_argument("--trials", default="100,1000", help="comma list of N (null trials per sweep)")
+    wp.add_argument("--nodes", type=int, default=1,
+                    help="1: a private local Ray; more: a loopback cluster of that many 1-CPU nodes")
+    wp.add_argument("--wandb", choices=["off", "offline"], default="offline", help="W&B logging of the trials")
+    wp.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray (--nodes 1; default: all)")
+    wp.add_argument("--out", default=None, help="CSV to append to (default: results/throughput.csv)")
+    wp.set_defaults(func=_sweep)
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    try:
+        args.trials = [int(x) for x in checks.comma_list("--trials", args.trials)]
+    except ValueError:
+        raise HarnessError(f"--trials {args.trials!r}: a comma list of whole numbers, e.g. 100,1000") from None
+    checks.at_least("--trials", min(args.trials), 1)
+    checks.at_least("--nodes", args.nodes, 1)
+    checks.at_least("--num-cpus", args.num_cpus, 1)
+    checks.output_file("--out", args.out, "CSV file")
+    # imported when the command runs, so `harness --help` stays fast
+    from harness.bench.sweep_cost import main
+
+    return main(args)
 
 
 def _add_probe_parsers(bsub: argparse._SubParsersAction) -> None:

@@ -20,7 +20,7 @@ from harness.jobs import collect, server, storage, submission
 from harness.provenance import git_sha
 from harness.results_csv import read_rows, results_dir
 from harness.sweep.matrix import load_matrix
-from harness.sweep.settings import validate_settings
+from harness.sweep.settings import setting_field, validate_settings
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -163,9 +163,10 @@ def check_sweep_args(sweep_args: list[str], working_dir: Path) -> None:
     sweep_cmd.add_parser(top.add_subparsers(dest="command", parser_class=_SweepArgsParser))
     a = top.parse_args(["sweep", *sweep_args])
     # --resume reuses the matrix saved with the sweep; an absolute path may exist only on the cluster.
-    readable = not a.resume and not Path(a.matrix).is_absolute()
-    if readable and ("/" in a.matrix or a.matrix.endswith((".yaml", ".yml"))):
-        a.matrix = str(working_dir / a.matrix)
+    matrix = a.matrix or setting_field("matrix").default
+    readable = not a.resume and not Path(matrix).is_absolute()
+    if readable and ("/" in matrix or matrix.endswith((".yaml", ".yml"))):
+        a.matrix = str(working_dir / matrix)
     s = sweep_cmd.settings_from_args(a, check_matrix=readable)
     if readable:
         validate_settings(s, load_matrix(s.matrix), submitted=True)

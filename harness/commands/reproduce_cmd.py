@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 from harness.commands import checks
+from harness.commands.sweep_cmd import add_setting_flag
 from harness.errors import ConfigError, HarnessError
 from harness.raycluster import available_cpus
 from harness.registry import unknown_name_message
@@ -15,9 +16,10 @@ from harness.report.campaign import describe, plan, run_campaign, write_queue
 from harness.report.reproduce import report_names, write_page
 from harness.results_csv import results_dir
 from harness.run.config import parse_duration
+from harness.run.knobs import problem
 from harness.sweep.driver import default_storage, run_sweep
 from harness.sweep.matrix import load_matrix
-from harness.sweep.settings import SweepSettings
+from harness.sweep.settings import SweepSettings, setting_field
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -45,20 +47,21 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "and DIR/queue.tsv), for scripts/gpu-reproduce.sh; trains nothing")
     p.add_argument("--max-rows", type=int, default=None, metavar="N",
                    help="with --budget: start at most N rows (a row an earlier call started comes first)")
-    p.add_argument("--only", action="append", default=[], metavar="AXIS=GLOB",
-                   help="with --run: only these rows, e.g. --only row='S3.*,S4.*'")
-    p.add_argument("--seeds", type=int, default=2, help="with --run: seeds per row (default 2)")
-    p.add_argument("--cpus-per-worker", type=int, default=None,
-                   help="with --run: CPU threads per trial (default: the sweep's, 1 on a CPU-only machine)")
     p.add_argument("--sweep-name", default=None, help="with --run: the sweep's name (default reproduce-NAME)")
-    p.add_argument("--storage", default=None, help="where sweeps live (default ./sweeps or $HARNESS_SWEEPS_DIR)")
-    p.add_argument("--data-dir", default=None, help="data root (default: $HARNESS_DATA_DIR or ./data)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="with --run: config override on every row (changes the configuration, so the rows "
-                        "no longer count as the report's unless the key is not results-relevant)")
-    p.add_argument("--wandb", default="auto", help="with --run: auto, online, offline or off (default auto)")
-    p.add_argument("--results-dir", default=None, help="CSV folder (default: $HARNESS_RESULTS_DIR or ./results)")
-    p.add_argument("--docs-dir", default=None, help="docs folder; the page goes to DOCS/reports (default ./docs)")
+    # the sweep's settings that a reproduction passes on, with this command's words and defaults
+    for name, default, text in (
+            ("only", None, "with --run: only these rows, e.g. --only row='S3.*,S4.*'"),
+            ("seeds", 2, "with --run: seeds per row (default 2)"),
+            ("cpus_per_worker", None, "with --run: CPU threads per trial (default: the sweep's, 1 on a CPU-only "
+             "machine)"),
+            ("storage", None, "where sweeps live (default ./sweeps or $HARNESS_SWEEPS_DIR)"),
+            ("data_dir", None, None),
+            ("overrides", None, "with --run: config override on every row (changes the configuration, so the "
+             "rows no longer count as the report's unless the key is not results-relevant)"),
+            ("wandb", "auto", "with --run: auto, online, offline or off (default auto)"),
+            ("results_dir", None, "CSV folder (default: $HARNESS_RESULTS_DIR or ./results)"),
+            ("docs_dir", None, "docs folder; the page goes to DOCS/reports (default ./docs)")):
+        add_setting_flag(p, setting_field(name), text, default)
     p.set_defaults(func=run)
 
 
@@ -88,10 +91,11 @@ def _check(args: argparse.Namespace) -> list[str]:
             raise HarnessError(f"--budget '{args.budget}': {e} (e.g. 90s, 30m, 2h)") from None
     if args.max_rows is not None and (args.max_rows < 1 or not args.budget):
         raise HarnessError(f"--max-rows N (N >= 1, got {args.max_rows}) goes with --run --budget")
-    if args.seeds < 1:
-        raise HarnessError(f"--seeds must be >= 1, got {args.seeds}")
-    if args.cpus_per_worker is not None and args.cpus_per_worker < 1:
-        raise HarnessError(f"--cpus-per-worker must be >= 1, got {args.cpus_per_worker}")
+    for name in ("seeds", "cpus_per_worker"):  # the sweep's settings: their ranges are declared there
+        f = setting_field(name)
+        wrong = problem(f, getattr(args, name))
+        if wrong:
+            raise HarnessError(f"{f.flag} {wrong}")
     for flag in ("--results-dir", "--docs-dir", "--storage", "--data-dir"):
         checks.folder(flag, getattr(args, flag[2:].replace("-", "_")))
     return names if args.all else [args.name]

@@ -6,6 +6,8 @@ import argparse
 import os
 import signal
 import sys
+import textwrap
+import typing
 from pathlib import Path
 
 import yaml
@@ -13,43 +15,22 @@ import yaml
 from harness.commands import checks
 from harness.errors import ConfigError, HarnessError
 from harness.run.config import (
+    FieldInfo,
     RunConfig,
     apply_overrides,
     config_to_dict,
     field_info,
+    fields,
     load_config,
     parse_override,
 )
 from harness.run.data import data_options
+from harness.run.knobs import base_type, range_text
 from harness.run.recipes import RECIPES, recipe_note, recipe_path
-from harness.sweep.resources import check_run_fits_locally
+from harness.run.resources import check_run_fits, current_shape
 
-# shortcut flag -> dotted config key. Help, valid names and checks come from the key's metadata
-# (harness.run.config.knob), so a new registered name shows up here without an edit.
-SHORTCUTS: dict[str, str] = {
-    "--arch": "model.arch", "--init": "model.init", "--dataset": "data.dataset", "--data-dir": "data.data_dir",
-    "--img-size": "data.img_size", "--subset": "data.subset", "--val-fraction": "data.val_fraction",
-    "--loader": "data.loader", "--augment": "data.augment", "--strategy": "strategy.name",
-    "--weights": "strategy.weights", "--init-from": "strategy.init_from", "--head-layers": "strategy.head_layers",
-    "--trainable": "strategy.trainable", "--freeze": "strategy.freeze",
-    "--pretrain-dataset": "strategy.pretrain_dataset", "--pretrain-epochs": "strategy.pretrain_epochs",
-    "--epochs": "train.epochs", "--batch-size": "train.batch_size", "--optimizer": "optim.name", "--lr": "optim.lr",
-    "--momentum": "optim.momentum", "--weight-decay": "optim.weight_decay", "--head-lr": "optim.head_lr",
-    "--body-lr": "optim.body_lr", "--lr-scaling": "optim.lr_scaling", "--scheduler": "sched.name",
-    "--warmup-epochs": "sched.warmup_epochs", "--label-smoothing": "train.label_smoothing",
-    "--grad-clip": "train.grad_clip", "--early-stop": "train.early_stop_patience", "--min-delta": "train.min_delta",
-    "--budget": "train.budget", "--target-acc": "train.target_acc", "--precision": "train.precision",
-    "--seed": "train.seed", "--workers": "dist.workers", "--cpus-per-worker": "dist.cpus_per_worker",
-    "--max-failures": "dist.max_failures", "--checkpoint-every": "train.checkpoint_every", "--out": "out",
-    "--name": "name", "--tta": "train.tta", "--ema": "train.ema", "--flip": "data.flip",
-    "--translate": "data.translate",
-}
-# boolean flags: set the key to true (--no-progress sets train.progress to false)
-FLAGS: dict[str, str] = {
-    "--grayscale": "data.grayscale", "--channels-last": "train.channels_last", "--compile": "train.compile",
-    "--deterministic": "train.deterministic", "--nesterov": "optim.nesterov", "--download": "data.download",
-    "--no-progress": "train.progress", "--whiten": "model.whiten", "--decoupled": "optim.decoupled",
-}
+#: The ``dest`` prefix of the shortcut flags: ``config:optim.lr`` holds what ``--lr`` was given.
+_DEST = "config:"
 
 
 def recipe_help() -> str:
@@ -57,40 +38,77 @@ def recipe_help() -> str:
     return "; ".join(f"{n} ({recipe_note(n).split(': ', 1)[-1].split(' (')[0]})" for n in RECIPES.names())
 
 
-#: keys without a shortcut flag that ``--help`` lists (``--set KEY=VALUE``): the speed track's knobs
-SET_ONLY_HELP = ("model.whiten_bias_epochs", "optim.bn_bias_lr_mult", "optim.muon_lr", "optim.muon_momentum",
-                 "sched.peak_at", "sched.floor_factor", "sched.warmup_start_factor", "train.ema_decay",
-                 "train.ema_every", "train.ema_ramp", "train.stop_at_target", "train.max_steps_per_epoch",
-                 "train.max_steps")
-
-
 def set_only_help() -> str:
-    """The epilog of ``harness run --help``: config keys that take ``--set`` (no shortcut flag)."""
-    return "more keys (--set KEY=VALUE): " + "; ".join(f"{k}: {field_info(k).help}" for k in SET_ONLY_HELP)
+    """The epilog of ``harness run --help``: every config key without a shortcut flag, one per line.
+
+    Each entry is ``TERM<tab>KEY``; :class:`_ConfigHelp` writes the key's help in place of ``KEY`` when help
+    is printed (it lists registries, which import the model zoo).
+    """
+    lines = ["config keys without a shortcut flag, given as --set KEY=VALUE:"]
+    lines += [f"--set {key}={_metavar(f)}\t{key}" for key, f in fields().items() if not f.flag]
+    return "\n".join(lines)
+
+
+def _metavar(f: FieldInfo) -> str:
+    """What a key takes, from its annotation: ``N``, ``X``, ``NAME``, ``TEXT``, ``LIST``, ``MAP`` or ``BOOL``."""
+    tp = base_type(f.type)
+    if f.registry or f.choices:
+        return "NAME"
+    if tp is int:
+        return "N"
+    if tp is bool:
+        return "BOOL"
+    if tp is float or set(typing.get_args(tp)) == {int, float}:
+        return "X"
+    if tp is str:
+        return "TEXT"
+    return "MAP" if tp is dict else "LIST"
 
 
 def _help(key: str) -> str:
-    """The help of a config key: its text, then its valid names (from the registry or the choices)."""
+    """The help of a config key: its text, its valid names (registry or choices) or range, its default, the key."""
     # imported when the command runs, so `harness --help` stays fast
     from harness.run.names import registry_names
 
     f = field_info(key)
     names = registry_names(f.registry) if f.registry else list(f.choices)
     shown = ", ".join(names) if len(names) <= 12 else ", ".join(names[:12]) + ", ... (harness list)"
-    return f.help + (f"; one of: {shown}" if names else "") + f" [{key}]"
+    text = f.help + (f"; one of: {shown}" if names else "") + (f"; {range_text(f)}" if range_text(f) else "")
+    if f.flag and f.flag.startswith("--no-"):
+        text = f"off: {text}"
+    elif f.default not in (None, "", [], {}) and not (f.flag and base_type(f.type) is bool):
+        text += f" (default: {f.default})"
+    return f"{text} [{key}]"
 
 
 class _ConfigHelp(argparse.ArgumentDefaultsHelpFormatter):
     """Help of a shortcut flag from its config key's metadata, computed only when help is printed
-    (listing the registries imports the model zoo, which every other command would pay for)."""
+    (listing the registries imports the model zoo, which every other command would pay for); the epilog's
+    ``TERM<tab>KEY`` entries become the key's help, laid out as the options are."""
 
     def _expand_help(self, action: argparse.Action) -> str:
         key = getattr(action, "config_key", None)
         return _help(key) if key else super()._expand_help(action)
 
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        if "\t" not in text:
+            return super()._fill_text(text, width, indent)
+        out = []
+        for line in text.splitlines():
+            term, tab, key = line.partition("\t")
+            if not tab:
+                out.append(super()._fill_text(line, width, indent))
+                continue
+            head, pad = f"{indent}  {term}", indent + " " * 24
+            if len(head) < len(pad) - 1:
+                out.append(textwrap.fill(_help(key), width, initial_indent=head.ljust(len(pad)), subsequent_indent=pad))
+            else:
+                out += [head, textwrap.fill(_help(key), width, initial_indent=pad, subsequent_indent=pad)]
+        return "\n".join(out)
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    """Register ``harness run``."""
+    """Register ``harness run``: its shortcut flags are the config keys declared with ``flag=``."""
     p = sub.add_parser(
         "run", help="train one configuration (in process or as Ray Train DDP)",
         description="Train one configuration. Values come from the defaults, then --recipe or --config YAML, "
@@ -103,20 +121,26 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    + recipe_help())
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="dotted override, e.g. --set optim.lr=0.05 (repeatable)")
-    for flag, key in SHORTCUTS.items():
-        p.add_argument(flag, dest="sc_" + key.replace(".", "__"), default=None, metavar="V",
-                       help=key).config_key = key
-    for flag, key in FLAGS.items():
-        a = p.add_argument(flag, dest="fl_" + key.replace(".", "__"), action="store_true", help=key)
-        if flag == "--no-progress":
-            a.help = "no per-epoch progress lines [train.progress]"
-        else:
-            a.config_key = key
+    for key, f in fields().items():
+        if not f.flag:
+            continue
+        if base_type(f.type) is bool:  # a switch: on, or off for --no-...
+            a = p.add_argument(f.flag, dest=_DEST + key, action="store_const", const=not f.flag.startswith("--no-"),
+                               help=key)
+        else:  # the value stays text: the config's own parsing and checks name the key
+            a = p.add_argument(f.flag, dest=_DEST + key, metavar=_metavar(f), help=key)
+        a.config_key = key  # _ConfigHelp writes the help from the key's declaration
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     p.add_argument("--resume", metavar="RUN_DIR", default=None,
                    help="continue an interrupted run (Ctrl-C, SIGTERM, SIGKILL) from its last checkpoint, with "
-                   "the config it was started with; no other options")
+                   "the config it was started with; only the options that change no result may be given: "
+                   + ", ".join(f.flag for f in fields().values() if f.flag and f.resume))
     p.set_defaults(func=run)
+
+
+def _flag_values(args: argparse.Namespace) -> dict[str, object]:
+    """``{config key: value}`` of the shortcut flags given."""
+    return {dest[len(_DEST):]: v for dest, v in vars(args).items() if dest.startswith(_DEST) and v is not None}
 
 
 def resolve_config(args: argparse.Namespace):
@@ -143,12 +167,7 @@ def resolve_config(args: argparse.Namespace):
         except ConfigError:
             raise ConfigError(f"--set {o}: expected KEY=VALUE, e.g. --set optim.lr=0.05") from None
         over[k] = v
-    for name, value in vars(args).items():
-        if name.startswith("sc_") and value is not None:
-            over[name[3:].replace("__", ".")] = value
-        elif name.startswith("fl_") and value:
-            key = name[3:].replace("__", ".")
-            over[key] = key != "train.progress"
+    over.update(_flag_values(args))
     return apply_overrides(cfg, over) if over else cfg
 
 
@@ -174,7 +193,10 @@ def run(args: argparse.Namespace) -> int:
         raise HarnessError("--resume RUN_DIR continues a run with the config it was started with; "
                            f"drop the other options ({', '.join(_given(args))})")
     if args.resume:
-        run_dir, start = Path(args.resume).expanduser().resolve(), (lambda: resume_run(args.resume))
+        shown = _flag_values(args)  # only options that change no result get here (see _given)
+        checks.folder("--data-dir", shown.get("data.data_dir"))
+        run_dir = Path(args.resume).expanduser().resolve()
+        start = lambda: resume_run(args.resume, shown)  # noqa: E731
     else:
         asked = resolve_config(args)
         cfg = resolve(asked, _cluster_gpus(asked), probe=False)
@@ -208,17 +230,16 @@ def _cluster_gpus(cfg) -> float | None:
         # imported when the command runs, so `harness --help` stays fast
         from harness.run.trainer import ray_cluster_gpus
 
-        return ray_cluster_gpus()
+        return ray_cluster_gpus(cfg)
     return None
 
 
 def _given(args: argparse.Namespace) -> list[str]:
-    """The options given besides ``--resume``, as typed (``--config``, ``--set``, ``--epochs``, ...)."""
-    flag_of = {"sc_" + k.replace(".", "__"): f for f, k in SHORTCUTS.items()}
-    flag_of.update({"fl_" + k.replace(".", "__"): f for f, k in FLAGS.items()})
+    """The options given besides ``--resume`` that would change what runs, as typed (``--config``, ``--set``,
+    ``--epochs``, ...): not those declared ``resume=True`` (``--no-progress``, ``--data-dir``)."""
     given = [f for f, v in (("--config", args.config), ("--recipe", getattr(args, "recipe", None)), ("--set", args.set),
                             ("--print-config", args.print_config)) if v]
-    return given + [flag_of[k] for k, v in vars(args).items() if k in flag_of and v]
+    return given + [field_info(key).flag for key in _flag_values(args) if not field_info(key).resume]
 
 
 def preflight(cfg) -> None:
@@ -231,14 +252,11 @@ def preflight(cfg) -> None:
     checks.safe_name("--name", cfg.name or None, "run name")
     checks.folder("--out", cfg.out)
     checks.folder("--data-dir", cfg.data.data_dir)
+    if cfg.dist.workers > 0:
+        check_run_fits(cfg, current_shape())  # the nodes of $RAY_ADDRESS, or this machine's
     if os.environ.get("RAY_ADDRESS") and cfg.dist.workers > 0:
-        # imported when the command runs, so `harness --help` stays fast
-        from harness.run.trainer import check_run_fits_cluster
-
-        check_run_fits_cluster(cfg)  # against the cluster's resources, before the run directory is made
         return  # the workers, and the data they read, are the cluster's
 
-    check_run_fits_locally(cfg)
     if not cfg.data.download:
         data_dir = cfg.data.data_dir
         if data_dir and cfg.data.dataset != "synthetic" and not Path(data_dir).expanduser().exists():

@@ -5,16 +5,14 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
-from typing import TYPE_CHECKING
+import typing
 
 from harness.commands import checks
 from harness.errors import ConfigError
+from harness.run.knobs import FieldInfo, base_type
 from harness.sweep.driver import run_sweep
 from harness.sweep.matrix import matrix_path
-from harness.sweep.settings import SweepSettings
-
-if TYPE_CHECKING:
-    from harness.sweep.settings import SweepSettings
+from harness.sweep.settings import SweepSettings, setting_fields
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -30,49 +28,33 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "phases: the ASHA search (one seed per configuration), then the best K configurations of each "
         "architecture again at full budget, without early stopping, with --seeds S seeds; only those reruns are "
         "ranked. Trials ASHA stopped are listed apart (results/pruned.csv).")
-    p.add_argument("--matrix", default="quick", help="preset name (quick, zoo, full) or a matrix YAML file")
-    p.add_argument("--name", default=None, help="sweep name: its folder under --storage (default: <matrix>-<time>)")
-    p.add_argument("--storage", default=None, help="where sweeps live (default: ./sweeps, or $HARNESS_SWEEPS_DIR)")
-    p.add_argument("--resume", action="store_true", help="finish the interrupted sweep --name (Tune's restore)")
-    p.add_argument("--search", choices=["grid", "random", "optuna"], default=None,
-                   help="grid: cross the grid axes; random: sample every axis; optuna: Tune's OptunaSearch "
-                   "(default: the matrix's)")
-    p.add_argument("--num-samples", type=int, default=None,
-                   help="grid: samples of the sampled axes per cell; random/optuna: trials (default: the matrix's)")
-    p.add_argument("--max-epochs", type=int, default=None, help="epochs per trial (caps an epochs axis); ASHA's max_t")
-    p.add_argument("--grace-period", type=int, default=None,
-                   help="ASHA: epochs before a trial may be stopped (default: the matrix's, else a third of the "
-                   "epochs and at least the warm-up)")
-    p.add_argument("--reduction-factor", type=float, default=None,
-                   help="ASHA: keep 1/R of the trials at each rung (default: the matrix's, else 3)")
-    p.add_argument("--rerun-top", type=int, default=None, metavar="K",
-                   help="two phases: after the ASHA search, rerun the best K configurations of each architecture "
-                   "at full budget with --seeds seeds; the leaderboard ranks only those reruns")
-    p.add_argument("--workers-per-trial", type=int, default=1,
-                   help="1: train in the trial's process; N > 1: a Ray Train TorchTrainer with N DDP workers")
-    p.add_argument("--cpus-per-worker", type=int, default=None,
-                   help="CPUs per worker (default: 1 on CPU-only machines, the CPUs per GPU otherwise)")
-    p.add_argument("--gpus-per-worker", type=float, default=None, help="GPUs per worker (default: 1 if any)")
-    p.add_argument("--max-concurrent", type=int, default=None, help="at most this many trials at once")
-    p.add_argument("--seeds", type=int, default=1,
-                   help="run each configuration with this many seeds (with --rerun-top: each rerun; the search "
-                   "runs one)")
-    p.add_argument("--folds", type=int, default=0, help="K-fold cross-validation on the training split (K >= 2)")
-    p.add_argument("--target-acc", type=float, default=None, help="record time_to_target_s at this val accuracy")
-    p.add_argument("--wandb", choices=["auto", "online", "offline", "off"], default="auto",
-                   help="auto: online with WANDB_API_KEY set, else offline (default: auto)")
-    p.add_argument("--data-dir", default=None, help="data root (default: $HARNESS_DATA_DIR or ./data)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="config override on top of every trial, e.g. --set train.max_steps_per_epoch=5")
-    p.add_argument("--only", action="append", default=[], metavar="AXIS=GLOB",
-                   help="run only the trials whose AXIS label (or report row) matches a GLOB of the comma list, e.g. --only row='S3.*,S4.*' "
-                        "(repeat to narrow further)")
-    p.add_argument("--results-dir", default=None, help="leaderboard CSVs (default: $HARNESS_RESULTS_DIR or ./results)")
-    p.add_argument("--docs-dir", default=None,
-                   help="where leaderboard.md and img/ go (default: $HARNESS_DOCS_DIR or ./docs; '' skips them)")
-    p.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray cluster (default: all)")
-    p.add_argument("--verbose", action="store_true", help="show Ray's and the trials' logs")
+    p.add_argument("--resume", action="store_true",
+                   help="finish the interrupted sweep --name (Tune's restore); only "
+                   + ", ".join(f.flag for f in setting_fields() if f.resume and f.flag) + " may change")
+    for f in setting_fields():
+        if f.flag:
+            add_setting_flag(p, f)
     p.set_defaults(func=run)
+
+
+def add_setting_flag(p: argparse.ArgumentParser, f: FieldInfo, help: str | None = None,  # noqa: A002
+                     default: object = None) -> None:
+    """The flag of one :class:`SweepSettings` field, from its declaration (``help``: another command's words).
+
+    A flag not given stays ``default`` (None: an empty list, or false), so :func:`settings_from_args` leaves
+    the field's default, and ``--name ''`` stays distinguishable from no ``--name``.
+    """
+    tp, text = base_type(f.type), help or f.help
+    if tp is bool:
+        p.add_argument(f.flag, dest=f.key, action="store_true", help=text)
+    elif typing.get_origin(tp) is list:
+        p.add_argument(f.flag, dest=f.key, action="append", default=[], metavar=_METAVARS.get(f.flag), help=text)
+    else:
+        p.add_argument(f.flag, dest=f.key, type=tp, choices=f.choices or None, default=default,
+                       metavar=_METAVARS.get(f.flag), help=text)
+
+
+_METAVARS = {"--set": "KEY=VALUE", "--only": "AXIS=GLOB", "--rerun-top": "K"}  # how --help shows their values
 
 
 def settings_from_args(args: argparse.Namespace, check_matrix: bool | None = None) -> SweepSettings:
@@ -86,22 +68,15 @@ def settings_from_args(args: argparse.Namespace, check_matrix: bool | None = Non
     Raises:
         HarnessError: a bad ``--name`` or ``--matrix`` (one line naming the flag).
     """
-    if args.name is not None:
-        checks.safe_name("--name", args.name, "sweep name")
+    checks.safe_name("--name", getattr(args, "name", None), "sweep name")
+    given = {f.key: getattr(args, f.key) for f in setting_fields() if f.flag and getattr(args, f.key) is not None}
+    s = SweepSettings(**{k: list(v) if isinstance(v, list) else v for k, v in given.items()})
     if check_matrix if check_matrix is not None else not args.resume:
         try:
-            matrix_path(args.matrix)
+            matrix_path(s.matrix)
         except ConfigError as e:
             raise ConfigError(f"--matrix: {e}") from None
-    return SweepSettings(
-        matrix=args.matrix, name=args.name or "", search=args.search, num_samples=args.num_samples,
-        max_epochs=args.max_epochs, grace_period=args.grace_period, reduction_factor=args.reduction_factor,
-        rerun_top=args.rerun_top,
-        workers_per_trial=args.workers_per_trial, cpus_per_worker=args.cpus_per_worker,
-        gpus_per_worker=args.gpus_per_worker, max_concurrent=args.max_concurrent, seeds=args.seeds,
-        folds=args.folds, target_acc=args.target_acc, wandb=args.wandb, storage=args.storage,
-        data_dir=args.data_dir, overrides=list(args.overrides), only=list(args.only), results_dir=args.results_dir,
-        docs_dir=args.docs_dir, num_cpus=args.num_cpus, verbose=args.verbose)
+    return s
 
 
 class Terminated(KeyboardInterrupt):
@@ -131,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
         rc = run_sweep(s, resume=args.resume)
     except Terminated:
         resume = f"; continue it with: harness sweep --name {s.name} --resume" if s.name else ""
-        print(f"sweep {s.name or args.matrix}: terminated; what finished is on disk{resume}", file=sys.stderr,
+        print(f"sweep {s.name or s.matrix}: terminated; what finished is on disk{resume}", file=sys.stderr,
               flush=True)
         return 143
     finally:

@@ -197,6 +197,9 @@ def child_command(job: Job, args: Any) -> list[str]:
         if v:
             cmd += [f"--{flag.replace('_', '-')}", str(v)]
     cmd += ["--wandb", args.wandb]
+    # A budgeted campaign stops rows mid-run and resumes them (see fits): last.pt every epoch, not the default
+    # every 5, so no finished epoch is trained twice. The user's --set comes after and wins.
+    cmd += ["--set", "train.checkpoint_every=1"]
     for o in args.overrides:
         cmd += ["--set", o]
     return cmd

@@ -62,7 +62,7 @@ SPLIT_IMAGES = {"cifar10": (45_000, 5_000, 10_000), "mnist": (54_000, 6_000, 10_
 #: Keys that do not change what a step costs; a rate measured for one value serves them all.
 _COST_FREE = ("name", "out", "train.seed", "train.epochs", "train.budget", "train.early_stop_patience",
               "train.min_delta", "train.max_steps", "train.max_steps_per_epoch", "train.target_acc",
-              "train.stop_at_target", "train.checkpoint_every", "train.progress", "train.measure_inference",
+              "train.stop_at_target", "train.checkpoint_every", "train.progress", "train.measure_inference", "train.save_best",
               "data.data_dir", "data.download", "data.subset", "data.val_fraction", "data.folds", "data.fold",
               "strategy.init_from", "strategy.weights", "strategy.pretrain_epochs", "dist.use_gpu")
 

@@ -315,6 +315,18 @@ class EvalGraph(nn.Module):
         return self.model(x)
 
 
+class InferenceGraph(EvalGraph):
+    """The model as the inference-speed measurement calls it (batch 256, :func:`_inference_speed`).
+
+    Another code object again, so under --compile batch 256 compiles a static graph of its own instead of
+    recompiling the evaluation graph, whose batch is ``train.eval_batch_size``. That recompile was the one
+    left in a compiled run, and it measured a graph evaluation never ran.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+
 def compiled_graphs() -> int:
     """Graphs dynamo has compiled in this process so far (its counter only grows; a run reads the difference)."""
     # torch._dynamo takes seconds to import: only train.compile needs it
@@ -626,13 +638,13 @@ def checkpoint_due(epoch: int, epochs: int, every: int) -> bool:
     return every > 0 and (epoch % every == 0 or epoch == epochs)
 
 
-def _write_checkpoints(run: Run, state: TrainState, plain_cfg: dict) -> Path | None:
-    """Rank 0: ``last.pt`` when :func:`checkpoint_due` (the restart point); a copy for Ray Train.
+def _last_epoch(run: Run) -> int:
+    """The epoch the run ends on when nothing stops it early (``train.max_steps`` can end it before ``train.epochs``)."""
+    return epoch_count(planned_epochs(run.cfg.train.epochs, run.steps, run.cfg.train.max_steps))
 
-    ``best.pt`` is written once, by :func:`finish`: the best weights live in memory until then.
-    """
-    if not checkpoint_due(state.epoch, epoch_count(run.cfg.train.epochs), run.cfg.train.checkpoint_every):
-        return None
+
+def _save_last(run: Run, state: TrainState, plain_cfg: dict) -> None:
+    """Rank 0: ``last.pt``, written beside and renamed over, so a kill leaves the old or the new one."""
     d = run.run_dir
     ck = {"model": run.model.state_dict(), "optimizer": run.step.opt.state_dict(),
           "scheduler": run.step.sched.scheduler.state_dict(), "history": state.history, "state": state.scalars(),
@@ -640,6 +652,17 @@ def _write_checkpoints(run: Run, state: TrainState, plain_cfg: dict) -> Path | N
           "averager": run.step.averager.checkpoint() if run.step.averager is not None else None}
     torch.save(ck, d / f"{LAST_CKPT}.tmp")
     os.replace(d / f"{LAST_CKPT}.tmp", d / LAST_CKPT)
+
+
+def _write_checkpoints(run: Run, state: TrainState, plain_cfg: dict) -> Path | None:
+    """Rank 0: ``last.pt`` when :func:`checkpoint_due` (the restart point); a copy for Ray Train.
+
+    ``best.pt`` is written once, by :func:`finish`: the best weights live in memory until then.
+    """
+    if not checkpoint_due(state.epoch, _last_epoch(run), run.cfg.train.checkpoint_every):
+        return None
+    _save_last(run, state, plain_cfg)
+    d = run.run_dir
     if not run.ctx.ray_train:
         return None
     ckpt_dir = Path(tempfile.mkdtemp(prefix="harness-ckpt-"))
@@ -663,7 +686,9 @@ def end_epoch(run: Run, state: TrainState, stats: EpochStats, val: dict, report:
     if state.improved(val["acc"], val["loss"], run.cfg.train.min_delta):
         avg = run.step.averager  # --ema: the averaged weights are the ones evaluated, so the ones selected
         weights = avg.state_dict() if avg is not None else run.model.state_dict()
-        state.best_model = {k: v.detach().to("cpu", copy=True) for k, v in weights.items()}
+        # A copy on the device, queued like any kernel: a host copy here was a CUDA sync on every rank at
+        # every improving epoch. They reach the host only where rank 0 writes them (last.pt, best.pt).
+        state.best_model = {k: v.detach().clone() for k, v in weights.items()}
     target = run.cfg.train.target_acc
     if target and state.time_to_target_s is None and val["acc"] >= target:
         state.time_to_target_s = time.monotonic() - run.t_start
@@ -776,8 +801,9 @@ def finish(run: Run, state: TrainState, report: Report) -> RunSummary:
         summary = summary.with_pretraining(run.pretrained)
     final_ckpt = None
     if run.ctx.is_main:
-        if state.best_model is not None:
-            torch.save({"model": state.best_model, "epoch": state.best_epoch, "val_acc": state.best_acc,
+        if state.best_model is not None and run.cfg.train.save_best:
+            best = {k: v.cpu() for k, v in state.best_model.items()}  # loadable where there is no GPU
+            torch.save({"model": best, "epoch": state.best_epoch, "val_acc": state.best_acc,
                         "config": _plain_config(run.cfg)}, run.run_dir / BEST_CKPT)
         summary.peak_mem_mb = peak_mem_mb(run.ctx.device)
 
@@ -799,10 +825,16 @@ def finish(run: Run, state: TrainState, report: Report) -> RunSummary:
 def _inference_speed(run: Run) -> float:
     """Rank 0's inference images/s at batch 256 (:func:`~harness.run.measure.inference_img_per_s`).
 
-    Through the compiled evaluation graph where one process trained (under DDP its wrapper would sync
-    ranks): batch 256 is a new static shape for it, compiled in the measurement's untimed warm-up passes.
+    Compiled where one process trained (under DDP the compiled wrapper would sync ranks), and never by
+    recompiling: the evaluation graph where it already has batch 256, else a static graph of batch 256 of
+    its own (:class:`InferenceGraph`), compiled in the measurement's untimed warm-up passes. Batch 256
+    stays, so the figure compares with every other run's; the eval graph padded to its own batch would
+    time padding.
     """
-    served = run.eval_model if run.cfg.train.compile and run.ctx.world_size == 1 else run.model
+    served = run.model
+    if run.cfg.train.compile and run.ctx.world_size == 1:
+        served = (run.eval_model if run.cfg.train.eval_batch_size == 256
+                  else torch.compile(InferenceGraph(run.model), dynamic=False))
     return inference_img_per_s(served, tuple(run.meta.shape), run.cfg.train.precision,
                                bool(run.cfg.train.channels_last), run.ctx.device)
 
@@ -865,7 +897,17 @@ def run_worker(cfg: RunConfig, run_dir: Path, ctx: WorkerContext, report: Report
     except KeyboardInterrupt:
         interrupted(run, state)
         raise
+    if state.stop_reason in ("budget", "target", "early_stop"):
+        checkpoint_stopped_run(run, state, plain_cfg)
     return finish(run, state, report)
+
+
+def checkpoint_stopped_run(run: Run, state: TrainState, plain_cfg: dict) -> None:
+    """Rank 0: ``last.pt`` of the epoch a stop (budget, target, early stop) ended the run on, as the last
+    epoch of a run that was not stopped always has one, unless that epoch wrote it already."""
+    every = run.cfg.train.checkpoint_every
+    if run.ctx.is_main and every > 0 and state.epoch and not checkpoint_due(state.epoch, _last_epoch(run), every):
+        _save_last(run, state, plain_cfg)
 
 
 def interrupted(run: Run, state: TrainState) -> None:
@@ -884,11 +926,12 @@ def interrupted(run: Run, state: TrainState) -> None:
 def train_loop_per_worker(config: dict) -> dict:
     """The entry point for every mode.
 
-    ``config`` holds ``cfg`` (the resolved RunConfig as a dict), ``run_dir``, optionally ``run_hash``,
-    ``pretrained`` (an earlier stage's summary as a dict) and ``resume`` (continue from ``last.pt``), and, in process only, ``report`` (a
-    callable taking the metrics dict). Returns the summary as a dict.
+    ``config`` holds ``cfg`` (the resolved RunConfig: as it is in process, as a dict across the Ray
+    boundary), ``run_dir``, optionally ``run_hash``, ``pretrained`` (an earlier stage's summary as a dict)
+    and ``resume`` (continue from ``last.pt``), and, in process only, ``report`` (a callable taking the
+    metrics dict). Returns the summary as a dict.
     """
-    cfg = config_from_dict(config["cfg"])
+    cfg = config["cfg"] if isinstance(config["cfg"], RunConfig) else config_from_dict(config["cfg"])
     ctx = _context(cfg)
     user_report = config.get("report")
 

@@ -33,12 +33,14 @@ def _sgd(groups: list[dict], c: OptimConfig) -> torch.optim.Optimizer:
 
 @OPTIMIZERS.register("adam")
 def _adam(groups: list[dict], c: OptimConfig) -> torch.optim.Optimizer:
-    return torch.optim.Adam(groups, lr=c.lr, betas=tuple(c.betas), eps=c.eps, weight_decay=c.weight_decay)
+    return torch.optim.Adam(groups, lr=c.lr, betas=tuple(c.betas), eps=c.eps, weight_decay=c.weight_decay,
+                            amsgrad=c.amsgrad)
 
 
 @OPTIMIZERS.register("adamw")
 def _adamw(groups: list[dict], c: OptimConfig) -> torch.optim.Optimizer:
-    return torch.optim.AdamW(groups, lr=c.lr, betas=tuple(c.betas), eps=c.eps, weight_decay=c.weight_decay)
+    return torch.optim.AdamW(groups, lr=c.lr, betas=tuple(c.betas), eps=c.eps, weight_decay=c.weight_decay,
+                             amsgrad=c.amsgrad)
 
 
 @OPTIMIZERS.register("rmsprop")

@@ -15,6 +15,7 @@ the summary's ``config_hash`` all describe what really ran:
 from __future__ import annotations
 
 import copy
+import dataclasses
 import os
 
 import torch
@@ -32,13 +33,28 @@ from harness.run.whiten import whiten_layer
 from loaders import BACKENDS
 
 
+@dataclasses.dataclass
+class ResolvedConfig(RunConfig):
+    """A :class:`RunConfig` as :func:`resolve` returned it: checked, rewritten by its strategy, its device and
+    speed options settled. The type says it is resolved, so the layers below (:func:`harness.run.trainer.fit`)
+    take it as it is instead of checking and rewriting it again; a plain ``RunConfig`` is resolved there once.
+    ``config.yaml`` holds a resolved config, so :func:`as_resolved` marks one read back (``--resume``)."""
+
+
+def as_resolved(cfg: RunConfig) -> ResolvedConfig:
+    """``cfg`` typed as resolved, without checking it: only for a config that :func:`resolve` wrote."""
+    if isinstance(cfg, ResolvedConfig):
+        return cfg
+    return ResolvedConfig(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(RunConfig)})
+
+
 def target_device_type(cfg: RunConfig, cluster_gpus: float | None = None) -> str:
     """``cuda`` or ``cpu``: where the run's workers train.
 
-    ``dist.use_gpu`` when set. Otherwise, for Ray Train workers, whether the cluster has GPUs
-    (``cluster_gpus``, from ``ray.cluster_resources()``): the process resolving may be a CPU-only head
-    whose workers are GPU nodes, so CUDA on *this* machine says nothing about them. In process, whether
-    CUDA is here.
+    ``dist.use_gpu`` when set (on a Ray cluster it must be: :func:`harness.run.resources.require_cluster_device`).
+    Otherwise, for Ray Train workers on a private local Ray, whether it has GPUs (``cluster_gpus``, from
+    :mod:`harness.run.resources`): the process resolving may be a CPU-only head whose workers are GPU
+    nodes, so CUDA on *this* machine says nothing about them. In process, whether CUDA is here.
     """
     if cfg.dist.use_gpu is not None:
         return "cuda" if cfg.dist.use_gpu else "cpu"
@@ -126,7 +142,8 @@ def _check_stage_names(cfg: RunConfig) -> None:
 def check_deterministic_cuda(cfg: RunConfig) -> None:
     """Refuse ``train.deterministic`` on CUDA for a model whose backward has no deterministic CUDA kernel.
 
-    Adaptive average pooling to more than 1x1 (tv_vgg16's 7x7, tv_alexnet's 6x6) has none, and
+    Adaptive average pooling to more than 1x1 (tv_vgg16's 7x7, tv_alexnet's 6x6: the only registered models
+    with such a layer) has none, nor have the other layers :func:`nondeterministic_cuda_backward` names, and
     ``torch.use_deterministic_algorithms`` raises at the first backward, after the data has loaded;
     pooling to 1x1 is a mean, which is deterministic. The pool's backward runs only when a layer before
     it trains, so a linear probe (only the head after it trains) is allowed. ``cfg`` is rewritten by its
@@ -142,11 +159,30 @@ def check_deterministic_cuda(cfg: RunConfig) -> None:
     for name, mod in model.named_modules():
         own = (f"{name}.{n}" if name else n for n, _ in mod.named_parameters(recurse=False))
         trains_before = trains_before or any(not any(p == f or p.startswith(f + ".") for f in frozen) for p in own)
-        pooled = isinstance(mod, (nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d)) and _beyond_1x1(mod.output_size)
-        if pooled and trains_before:
+        if trains_before and nondeterministic_cuda_backward(mod):
             raise ConfigError(f"train.deterministic=true: {cfg.model.arch}'s {name} ({mod}) has no deterministic "
                               "CUDA backward; drop --deterministic, train on the CPU (dist.use_gpu=false), or train "
                               "only the layers after it (--strategy linear_probe)")
+
+
+#: Module types whose CUDA backward always lacks a deterministic kernel (``torch.use_deterministic_algorithms``
+#: lists them); adaptive average pools and upsampling depend on their settings (see below).
+_NONDETERMINISTIC_BACKWARD = (nn.AvgPool3d, nn.AdaptiveMaxPool2d, nn.FractionalMaxPool2d, nn.FractionalMaxPool3d,
+                              nn.MaxUnpool1d, nn.MaxUnpool2d, nn.MaxUnpool3d, nn.ReflectionPad1d, nn.ReflectionPad2d,
+                              nn.ReflectionPad3d)
+
+
+def nondeterministic_cuda_backward(mod: nn.Module) -> bool:
+    """Whether ``mod``'s own backward has no deterministic CUDA kernel (it raises under ``--deterministic``).
+
+    An adaptive average pool to 1x1 is a mean (deterministic); to anything larger it is not, whether or not
+    its input divides evenly. Upsampling is not in its interpolating modes, and is in ``nearest``.
+    """
+    if isinstance(mod, (nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d)):
+        return _beyond_1x1(mod.output_size)
+    if isinstance(mod, nn.Upsample):
+        return mod.mode in ("linear", "bilinear", "bicubic", "trilinear")
+    return isinstance(mod, _NONDETERMINISTIC_BACKWARD)
 
 
 def _beyond_1x1(output_size: int | None | tuple) -> bool:
@@ -192,7 +228,7 @@ def device_defaults(cfg: RunConfig, device_type: str, probe: bool = True) -> Non
         cfg.train.channels_last = True
 
 
-def settle_probe(asked: RunConfig, resolved: RunConfig) -> RunConfig:
+def settle_probe(asked: RunConfig, resolved: ResolvedConfig) -> ResolvedConfig:
     """``resolved`` (by ``resolve(asked, probe=False)``) with what ``asked`` left to ``auto`` on a CPU settled
     by the probe instead of the plain default.
 
@@ -201,14 +237,14 @@ def settle_probe(asked: RunConfig, resolved: RunConfig) -> RunConfig:
     line, not a probe's table and then that line), and only then settles the speed options.
     """
     if resolved.dist.use_gpu:
-        return resolved
+        return as_resolved(resolved)
     out = copy.deepcopy(resolved)
     if asked.train.precision == "auto":
         out.train.precision = "auto"
     if asked.train.channels_last is None:
         out.train.channels_last = None
     device_defaults(out, "cpu")
-    return out
+    return as_resolved(out)
 
 
 def scale_lr(cfg: RunConfig) -> None:
@@ -223,10 +259,12 @@ def scale_lr(cfg: RunConfig) -> None:
     o.lr_scaling = "none"
 
 
-def resolve(cfg: RunConfig, cluster_gpus: float | None = None, probe: bool = True) -> RunConfig:
+def resolve(cfg: RunConfig, cluster_gpus: float | None = None, probe: bool = True) -> ResolvedConfig:
     """The config as it will run: checked, rewritten by its strategy, device defaults and lr scaling applied.
 
-    Resolving a resolved config changes nothing. The input is not modified. ``cluster_gpus``: the GPUs
+    Resolving a resolved config changes nothing, and a :class:`ResolvedConfig` is returned as it is (no
+    second round of checks: ``check`` loads pretrained weights and inspects the model). The input is not
+    modified. ``cluster_gpus``: the GPUs
     of the Ray cluster that DDP workers (``dist.workers > 0``) will run on (see
     :func:`target_device_type`). ``probe=False``: a CPU's ``auto`` speed options become fp32 NCHW without
     timing anything (:func:`device_defaults`).
@@ -234,6 +272,8 @@ def resolve(cfg: RunConfig, cluster_gpus: float | None = None, probe: bool = Tru
     Raises:
         HarnessError: see :func:`check`.
     """
+    if isinstance(cfg, ResolvedConfig):
+        return cfg
     check(cfg, cluster_gpus)
     out = STRATEGIES.get(cfg.strategy.name).rewrite(copy.deepcopy(cfg))
     device = target_device_type(out, cluster_gpus)
@@ -243,4 +283,4 @@ def resolve(cfg: RunConfig, cluster_gpus: float | None = None, probe: bool = Tru
     device_defaults(out, device, probe)
     scale_lr(out)
     validate(out)
-    return out
+    return as_resolved(out)

@@ -26,7 +26,7 @@ class TrainState:
             whitening init, training epochs and that epoch's validation (see ``harness bench speed``).
         cpu_s: CPU seconds of the run's process so far (every thread), across restarts.
         history: one row per finished epoch (:data:`harness.run.summary.EPOCH_COLUMNS`).
-        best_model: the weights of the best validation epoch, on the CPU.
+        best_model: the weights of the best validation epoch, on the run's device (every rank holds them).
         stop_reason: why the loop ended: completed, early_stop, budget or diverged.
         first_step_at: unix time of the first optimizer step (``bench overhead`` reads it).
     """

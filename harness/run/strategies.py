@@ -207,8 +207,8 @@ def read_init_checkpoint(run_dir: str) -> dict[str, torch.Tensor]:
         raise HarnessError(f"--init-from {run_dir}: no {BEST_CKPT} or {LAST_CKPT} there (give an earlier run's "
                            "directory)")
     try:
-        # mmap: the config is checked before the run and each stage resolves it again, so this file is
-        # opened several times per run; mapping it reads only what is used (harness checkpoints are zip files).
+        # mmap: the file is opened twice per run (checked when the config is resolved, loaded when the model
+        # is built); mapping it reads only what is used (harness checkpoints are zip files).
         state = torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True)
         state = state.get("model", state)
         if not isinstance(state, dict):

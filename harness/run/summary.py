@@ -76,7 +76,7 @@ class RunSummary:
     whiten_s: float | None = None  # model.whiten: the whitening init
     val_s: float | None = None  # validation, every epoch together (with TTA)
     test_s: float | None = None  # the one test evaluation (with TTA)
-    compiled_graphs: int | None = None  # --compile: graphs this run compiled (training, eval; + batch 256 measured)
+    compiled_graphs: int | None = None  # --compile: graphs this run compiled (training, eval; + inference at 256)
     train_img_per_s: float | None = None  # median over epochs
     infer_img_per_s: float | None = None
     peak_mem_mb: float | None = None

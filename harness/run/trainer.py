@@ -9,19 +9,36 @@ from __future__ import annotations
 
 import copy
 import datetime as _dt
-import os
 import re
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from harness.errors import HarnessError
 from harness.files import CONFIG_FILE
 from harness.raycluster import init_ray
-from harness.run.config import RunConfig, config_hash, config_to_dict, load_config, save_config
+from harness.run.config import (
+    RunConfig,
+    apply_overrides,
+    config_hash,
+    config_to_dict,
+    field_info,
+    load_config,
+    save_config,
+)
 from harness.run.loop import load_last, train_loop_per_worker
-from harness.run.resolve import resolve
+from harness.run.resolve import ResolvedConfig, as_resolved, resolve
+from harness.run.resources import (
+    check_fits,
+    current_shape,
+    require_cluster_device,
+    run_worker_cpus,
+)
 from harness.run.strategies import STRATEGIES
 from harness.run.summary import RunSummary
+
+#: what torch raises, inside Ray Train's process-group setup, for NCCL on a worker without a CUDA GPU
+_NCCL_WITHOUT_GPU = "ProcessGroupNCCL is only supported with GPUs"
 
 
 def make_run_dir(cfg: RunConfig) -> Path:
@@ -42,12 +59,14 @@ def fit(cfg: RunConfig, run_dir: Path | None = None, report: Callable[[dict], No
         tune_report: bool = False, resume: bool = False) -> RunSummary:
     """Run one configuration end to end and return its summary.
 
-    The config is resolved first (:func:`harness.run.resolve.resolve`), so the run directory's name,
-    ``config.yaml`` and the summary's ``config_hash`` all describe what ran. Then the strategy's
+    A plain ``RunConfig`` is resolved first (:func:`harness.run.resolve.resolve`), so the run directory's
+    name, ``config.yaml`` and the summary's ``config_hash`` all describe what ran; a
+    :class:`~harness.run.resolve.ResolvedConfig` (what ``harness run`` and a sweep trial pass) is used as
+    it is, so a run is resolved once. Then the strategy's
     stages run in order, each in process or as a ``TorchTrainer``.
 
     Args:
-        cfg: the config as asked for.
+        cfg: the config as asked for, or already resolved.
         run_dir: where the run's files go; a fresh directory under ``cfg.out`` if None.
         report: in process, called with each epoch's metrics and finally the summary (``done=True``).
         tune_report: under Ray Train, forward the workers' reports to the enclosing Tune trial.
@@ -56,7 +75,8 @@ def fit(cfg: RunConfig, run_dir: Path | None = None, report: Callable[[dict], No
     Returns:
         The summary of the last stage (also in ``summary.json``); a transfer run's includes its stage one.
     """
-    cfg = resolve(cfg, ray_cluster_gpus() if cfg.dist.workers > 0 else None)
+    if not isinstance(cfg, ResolvedConfig):
+        cfg = resolve(cfg, ray_cluster_gpus(cfg) if cfg.dist.workers > 0 else None)
     run_dir = Path(run_dir).resolve() if run_dir else make_run_dir(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, run_dir / CONFIG_FILE)
@@ -88,52 +108,33 @@ def fit(cfg: RunConfig, run_dir: Path | None = None, report: Callable[[dict], No
     return summary
 
 
-def ray_cluster_gpus() -> float:
-    """The GPUs of the Ray cluster DDP workers will use (connecting to it, or starting a local one)."""
-    # ray is heavy: imported only where Ray is used
-    import ray
-
-    init_ray()
-    return float(ray.cluster_resources().get("GPU", 0))
-
-
-def check_worker_group_fits(workers: int, cpus: int, gpus: float, cluster: dict[str, float]) -> None:
-    """Refuse a worker group the cluster can never place, instead of waiting on its placement group.
+def ray_cluster_gpus(cfg: RunConfig) -> float:
+    """The GPUs of the Ray cluster DDP workers will use: ``$RAY_ADDRESS``'s (connecting to it), or this
+    machine's (a private local Ray, which knows no autoscaler: no need to start it to ask).
 
     Raises:
-        HarnessError: more CPUs or GPUs than the cluster has in total.
+        HarnessError: on a cluster, ``dist.use_gpu`` unset (see :func:`require_cluster_device`).
     """
-    have_cpu, have_gpu = float(cluster.get("CPU", 0)), float(cluster.get("GPU", 0))
-    if workers * cpus > have_cpu:
-        raise HarnessError(f"--workers {workers} x {cpus} CPU(s) = {workers * cpus} CPUs, but the Ray cluster has "
-                           f"{have_cpu:g}; lower --workers or --cpus-per-worker")
-    if workers * gpus > have_gpu:
-        raise HarnessError(f"--workers {workers} x {gpus:g} GPU = {workers * gpus:g} GPUs, but the Ray cluster has "
-                           f"{have_gpu:g}; lower --workers (one GPU per worker)")
+    require_cluster_device(cfg)
+    return sum(n.gpus for n in current_shape().gpu_nodes)
 
 
-def check_run_fits_cluster(cfg: RunConfig) -> None:
-    """For ``dist.workers > 0``: refuse, before anything is written, a worker group the Ray cluster
-    (``$RAY_ADDRESS``, or a local one) can never place (see :func:`check_worker_group_fits`)."""
-    # ray is heavy: imported only where Ray is used
-    import ray
-
-    if cfg.dist.workers <= 0:
-        return
-    init_ray()
-    cluster = ray.cluster_resources()
-    cpus = cfg.dist.cpus_per_worker or 1
-    check_worker_group_fits(cfg.dist.workers, cpus, 1.0 if cfg.dist.use_gpu else 0.0, cluster)
-
-
-def resume_run(run_dir: str | Path, report: Callable[[dict], None] | None = None) -> RunSummary:
+def resume_run(run_dir: str | Path, shown: dict[str, Any] | None = None,
+               report: Callable[[dict], None] | None = None) -> RunSummary:
     """Continue an interrupted ``harness run`` from its last checkpoint, with the config it was started with.
 
     The finished epochs are kept (``metrics.csv`` gets no duplicate rows), and the run ends with the
     summary an uninterrupted run would have.
 
+    Args:
+        run_dir: the run directory.
+        shown: ``{config key: value}`` of keys that change no result (declared ``resume=True``, such as
+            ``train.progress`` or ``data.data_dir``), applied on top of the saved config.
+        report: as for :func:`fit`.
+
     Raises:
-        HarnessError: not a run directory, a run that already ended, or an unreadable checkpoint.
+        HarnessError: not a run directory, a run that already ended, an unreadable checkpoint, or a key
+            in ``shown`` that would change what runs.
     """
     d = Path(run_dir).expanduser().resolve()
     if not (d / CONFIG_FILE).is_file():
@@ -143,22 +144,28 @@ def resume_run(run_dir: str | Path, report: Callable[[dict], None] | None = None
     if prev is not None and prev.stop_reason != "interrupted":
         raise HarnessError(f"--resume {run_dir}: that run already ended ({prev.stop_reason}); nothing to resume")
 
+    changes = [k for k in shown or {} if not field_info(k).resume]
+    if changes:
+        raise HarnessError(f"--resume {run_dir}: {', '.join(changes)} would change what runs; the run continues "
+                           "with the config it was started with")
     load_last(d)  # a corrupt checkpoint is one line now, before any data loads
-    return fit(load_config(d / CONFIG_FILE), run_dir=d, report=report, resume=True)
+    # config.yaml was written resolved, and what --resume may change (display, where the data is) does not
+    # touch what resolving settles: resolving it again would check (and load weights) for nothing
+    cfg = load_config(d / CONFIG_FILE)
+    return fit(as_resolved(apply_overrides(cfg, shown) if shown else cfg), run_dir=d, report=report, resume=True)
 
 
 def _dispatch(cfg: RunConfig, run_dir: Path, report: Callable[[dict], None] | None, tune_report: bool,
               extra: dict) -> RunSummary:
     """One stage, in process or as a TorchTrainer; ``extra`` goes to the loop (``run_hash``, ``pretrained``)."""
-    loop_config = {"cfg": config_to_dict(cfg), "run_dir": str(run_dir), **extra}
-    if cfg.dist.workers == 0:
+    loop_config = {"cfg": cfg, "run_dir": str(run_dir), **extra}
+    if cfg.dist.workers == 0:  # in process the typed config goes in as it is; a dict only for Ray (below)
         return RunSummary.from_dict(train_loop_per_worker({**loop_config, "report": report}))
     return _fit_ray(cfg, loop_config, tune_report)
 
 
 def _fit_ray(cfg: RunConfig, loop_config: dict, tune_report: bool) -> RunSummary:
     # ray is heavy: imported only where Ray is used
-    import ray
     from ray.train import CheckpointConfig, FailureConfig, ScalingConfig
     from ray.train import RunConfig as RayRunConfig
     from ray.train.torch import TorchConfig, TorchTrainer
@@ -167,13 +174,14 @@ def _fit_ray(cfg: RunConfig, loop_config: dict, tune_report: bool) -> RunSummary
     init_ray()
     use_gpu = bool(cfg.dist.use_gpu)  # resolved against the cluster's resources, never this process's CUDA
     n = cfg.dist.workers
-    cpus = cfg.dist.cpus_per_worker
-    cluster = ray.cluster_resources()
-    if cpus is None:
-        cpus = max(1, int(cluster.get("CPU", os.cpu_count() or 1)) // n)
-        if tune_report:
-            cpus = 1  # inside a trial the sweep sizes resources; never ask for more than exists
-    check_worker_group_fits(n, cpus, 1.0 if use_gpu else 0.0, cluster)
+    if tune_report:
+        # A sweep trial: the sweep sized its workers and checked them against the cluster's nodes (or the
+        # autoscaler's); the nodes that hold them may not be up yet, so nothing here may refuse them.
+        cpus = cfg.dist.cpus_per_worker or 1
+    else:
+        shape = current_shape()
+        cpus = run_worker_cpus(cfg, shape)
+        check_fits(shape, n, cpus, 1.0 if use_gpu else 0.0, "--workers")
     cfg = copy.deepcopy(cfg)
     cfg.dist.cpus_per_worker = cpus
     run_dir = Path(loop_config["run_dir"])
@@ -202,6 +210,12 @@ def _fit_ray(cfg: RunConfig, loop_config: dict, tune_report: bool) -> RunSummary
             cause = cause.__cause__ or getattr(cause, "cause", None)
         if isinstance(cause, HarnessError):
             raise HarnessError(str(cause)) from None
+        if use_gpu and _NCCL_WITHOUT_GPU in str(e):
+            # Ray Train sets up NCCL before the loop runs, so a GPU group placed on nodes that lack CUDA (a
+            # node declaring GPUs it lacks) fails there with a worker's traceback: the loop's one line instead.
+            raise HarnessError("CUDA not available on a Ray Train worker (NCCL found no GPU there), but the run "
+                               "resolved to train on GPUs (dist.use_gpu); check the nodes' GPUs or set "
+                               "dist.use_gpu=false") from None
         raise
     if result.error is not None:
         raise result.error

@@ -9,6 +9,7 @@ bias starts at zero and trains for ``model.whiten_bias_epochs`` epochs, then is 
 from __future__ import annotations
 
 import time
+import weakref
 
 import torch
 from torch import nn
@@ -60,8 +61,23 @@ def init_whitening(model: nn.Module, arch: str, images: torch.Tensor, mean: tupl
 
 def freeze_whiten_bias(model: nn.Module, arch: str) -> None:
     """Freeze the whitening conv's bias (after ``model.whiten_bias_epochs``): it gets no more gradients, so
-    the optimizer leaves it where it is."""
-    conv = whiten_layer(model, arch)
-    if conv.bias is not None:
-        conv.bias.requires_grad_(False)
-        conv.bias.grad = None
+    the optimizer leaves it where it is (optimizers and gradient clipping skip a parameter whose grad is None).
+
+    The gradient is dropped as backward accumulates it, not by ``requires_grad_(False)``: dynamo guards every
+    parameter's ``requires_grad``, so under --compile that flip recompiled the training graph at the first
+    step of the next epoch, inside its timed span (issue 21). Calling it again changes nothing.
+    """
+    bias = whiten_layer(model, arch).bias
+    if bias is None or (id(bias) in _FROZEN and _FROZEN[id(bias)]() is bias):
+        return
+    bias.register_post_accumulate_grad_hook(_drop_grad)
+    bias.grad = None
+    _FROZEN[id(bias)] = weakref.ref(bias)
+
+
+#: the biases :func:`freeze_whiten_bias` froze, by id and held weakly (a WeakSet would compare tensors with ==)
+_FROZEN: dict[int, weakref.ref] = {}
+
+
+def _drop_grad(p: torch.Tensor) -> None:
+    p.grad = None

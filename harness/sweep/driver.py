@@ -51,11 +51,12 @@ from harness.report.records import collect
 from harness.results_csv import results_dir
 from harness.run.config import RunConfig
 from harness.run.data import data_options
+from harness.run.resources import ClusterShape, cluster_shape, local_cpus, local_shape
 from harness.sweep.asha import asha_params, asha_warning
 from harness.sweep.interrupt import SweepInterrupt
 from harness.sweep.matrix import Matrix, load_matrix
 from harness.sweep.phases import plan_rerun, read_state, selection_lines
-from harness.sweep.resources import check_fits_locally, local_cpus, trial_resources
+from harness.sweep.resources import check_fits_locally, trial_resources
 from harness.sweep.settings import (
     METRIC,
     MODE,
@@ -64,6 +65,7 @@ from harness.sweep.settings import (
     SINGLE,
     TIME_ATTR,
     SweepSettings,
+    setting_fields,
     validate_settings,
     wandb_mode,
 )
@@ -74,6 +76,14 @@ _TUNE_STATE_GLOB = "experiment_state-*.json"  # Tune's saved experiment, which T
 # The driver's environment that trials on a cluster need too; a local cluster's workers inherit it.
 # A Ray job's runtime_env must not set these (tests/test_cluster_configs.py checks cluster/).
 _CLUSTER_ENV_VARS = ("WANDB_MODE", "WANDB_SILENT", "WANDB_CONSOLE", "HARNESS_DATA_DIR", "HARNESS_CACHE_DIR")
+
+
+# An in-process trial runs in a reused Ray worker where one is free: a fresh one per trial cost ~3 s of
+# `import torch` each (a null trial trains for 0.1 s). Trials find their folder by the name Tune gives the
+# reused actor (harness.sweep.trials.trial_storage_dir). A DDP trial's actor (a TorchTrainer inside) is
+# not reused: Tune refused to reset it and failed the next trial.
+def _reuse_actors(s: SweepSettings) -> bool:
+    return s.workers_per_trial <= 1
 
 
 def run_sweep(s: SweepSettings, resume: bool = False) -> int:
@@ -104,9 +114,9 @@ def run_sweep(s: SweepSettings, resume: bool = False) -> int:
         os.environ["HARNESS_DATA_DIR"] = s.data_dir
     # Per-worker CPUs and GPUs are settled from the cluster first, so trials are checked as they will
     # run: a GPU trial (fp16, say) from a CPU-only head is checked against the cluster's GPUs.
-    cluster = _cluster_resources(s)
-    trial_resources(s, cluster, local=not os.environ.get("RAY_ADDRESS"))
-    configs = _check_trials(m, s, cells, float(cluster.get("GPU", 0)))
+    shape = _cluster_shape(s)
+    resources = trial_resources(s, shape)
+    configs = _check_trials(m, s, cells, sum(n.gpus for n in shape.gpu_nodes))
     asha = _asha(s, m, configs)
     if not resume:
         warning = asha_warning(*asha, max((c.sched.warmup_epochs for c in configs), default=0.0))
@@ -116,7 +126,7 @@ def run_sweep(s: SweepSettings, resume: bool = False) -> int:
     n_trials = len(cells) if cells is not None else (s.num_samples or m.num_samples)
     exp_dir = storage / s.name
     with SweepInterrupt(s.name) as stop:  # from Ray's start to the last line: no phase swallows a Ctrl-C
-        elapsed, n_rerun = _run_tune(s, m, cells, n_trials, storage, mode, resume, asha, stop)
+        elapsed, n_rerun = _run_tune(s, m, cells, n_trials, storage, mode, resume, asha, stop, resources)
         return _finish(s, exp_dir, elapsed, mode, n_trials + n_rerun, stop)
 
 
@@ -129,7 +139,7 @@ def _resumed_settings(s: SweepSettings, storage: Path) -> tuple[SweepSettings, M
         raise HarnessError(f"--resume: no sweep '{s.name}' under {storage} (start it without --resume)")
     saved = json.loads((exp_dir / SWEEP_FILE).read_text())
     # The saved definition wins: the trials that ran and the ones still to run are one sweep.
-    keep = {"results_dir": s.results_dir, "docs_dir": s.docs_dir, "verbose": s.verbose, "num_cpus": s.num_cpus}
+    keep = {f.key: getattr(s, f.key) for f in setting_fields() if f.resume}  # where results go, what is shown
     s = SweepSettings(**{**saved, **{k: v for k, v in keep.items() if v is not None}})
     return s, matrix_of(s)  # the matrix as saved, even if its file changed since
 
@@ -160,8 +170,11 @@ def _make_paths_absolute(s: SweepSettings) -> None:
 
 
 def _run_tune(s: SweepSettings, m: Matrix, cells: list[dict] | None, n_trials: int, storage: Path,
-              mode: str | None, resume: bool, asha: tuple[int, int, float], stop: SweepInterrupt) -> tuple[float, int]:
+              mode: str | None, resume: bool, asha: tuple[int, int, float], stop: SweepInterrupt,
+              resources: tuple[dict, int | None]) -> tuple[float, int]:
     """Start Ray, run (or restore and finish) the search and, with ``--rerun-top``, the rerun; stop Ray.
+
+    ``resources``: each trial's reservation and the cap on trials at once (:func:`trial_resources`).
 
     A Ctrl-C recorded in ``stop`` ends the running phase and skips the ones after it.
 
@@ -177,7 +190,7 @@ def _run_tune(s: SweepSettings, m: Matrix, cells: list[dict] | None, n_trials: i
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     _init_ray(s)
     try:
-        res, cap = trial_resources(s, ray.cluster_resources(), local=not os.environ.get("RAY_ADDRESS"))
+        res, cap = resources
         exp_dir = storage / s.name
         if not resume:
             exp_dir.mkdir(parents=True, exist_ok=True)
@@ -248,7 +261,7 @@ def _rerun_tuner(s: SweepSettings, exp_dir: Path, cells: list[dict], trainable: 
         return tune.Tuner.restore(str(rerun_dir), trainable=trainable, resume_unfinished=True,
                                   resume_errored=False, restart_errored=True)
     tune_config = tune.TuneConfig(metric=METRIC, mode=MODE, scheduler=FIFOScheduler(), num_samples=1,
-                                  max_concurrent_trials=cap, reuse_actors=False, trial_name_creator=_trial_name,
+                                  max_concurrent_trials=cap, reuse_actors=_reuse_actors(s), trial_name_creator=_trial_name,
                                   trial_dirname_creator=_trial_name)
     run_config = tune.RunConfig(name=RERUN_DIR, storage_path=str(exp_dir), verbose=0,
                                 callbacks=_make_callbacks(s, len(cells), mode, f"{s.name}/{RERUN_DIR}"),
@@ -262,7 +275,7 @@ def _init_ray(s: SweepSettings) -> None:
     # the workers of a TorchTrainer trial that Tune ended; without it the next trial waits for CPUs
     # forever. In-process trials do not need it.
     env_vars = {k: os.environ[k] for k in _CLUSTER_ENV_VARS if k in os.environ}
-    init_ray(num_cpus=local_cpus(s), dashboard=s.workers_per_trial > 1, verbose=s.verbose, env_vars=env_vars)
+    init_ray(num_cpus=local_cpus(s.num_cpus), dashboard=s.workers_per_trial > 1, verbose=s.verbose, env_vars=env_vars)
 
 
 def _asha(s: SweepSettings, m: Matrix, configs: list[RunConfig]) -> tuple[int, int, float]:
@@ -294,9 +307,7 @@ def _new_tuner(s: SweepSettings, m: Matrix, cells: list[dict] | None, n_trials: 
     tune_config = tune.TuneConfig(
         metric=METRIC, mode=MODE, scheduler=_scheduler(*asha), search_alg=_searcher(s.search or m.search),
         num_samples=1 if cells is not None else n_trials, max_concurrent_trials=cap,
-        # A reused actor reports the previous trial's directory, which the replay-on-resume logic
-        # reads: one actor per trial.
-        reuse_actors=False, trial_name_creator=_trial_name, trial_dirname_creator=_trial_name)
+        reuse_actors=_reuse_actors(s), trial_name_creator=_trial_name, trial_dirname_creator=_trial_name)
     run_config = tune.RunConfig(name=s.name, storage_path=str(storage), verbose=0,
                                 callbacks=_make_callbacks(s, n_trials, mode), log_to_file=True,
                                 failure_config=tune.FailureConfig(max_failures=0))
@@ -375,18 +386,13 @@ def _prepare_data(configs: list[RunConfig]) -> None:
             print(f"data: {ds} ready ({time.monotonic() - t:.1f} s)", flush=True)
 
 
-def _cluster_resources(s: SweepSettings) -> dict[str, float]:
-    """The resources trials are sized to: this machine's (a private local Ray, not started yet), or the
-    cluster's in ``$RAY_ADDRESS`` (connecting to it)."""
+def _cluster_shape(s: SweepSettings) -> ClusterShape:
+    """The nodes trials are sized to: this machine's (a private local Ray, not started yet), or those of the
+    cluster in ``$RAY_ADDRESS`` (connecting to it) and the node types its autoscaler may add."""
     if not os.environ.get("RAY_ADDRESS"):
-        # torch is heavy: loaded when this runs, so importing this module stays light
-        import torch
-
-        return {"CPU": float(local_cpus(s)), "GPU": float(torch.cuda.device_count())}
-    import ray
-
+        return local_shape(s.num_cpus)
     _init_ray(s)
-    return dict(ray.cluster_resources())
+    return cluster_shape()
 
 
 def _check_trials(m: Matrix, s: SweepSettings, cells: list[dict] | None,

@@ -60,38 +60,19 @@ import yaml
 
 from harness.errors import ConfigError, HarnessError
 from harness.registry import suggest, unknown_name_message
-from harness.run.config import RunConfig, apply_overrides, config_to_dict, epoch_count, field_info, keys_with
+from harness.run.config import (
+    RunConfig,
+    apply_overrides,
+    config_to_dict,
+    epoch_count,
+    field_info,
+    fields,
+    keys_with,
+)
 
-#: Short axis names and the config keys they stand for. Any dotted RunConfig key works as well.
-AXIS_ALIASES: dict[str, str] = {
-    "arch": "model.arch",
-    "init": "model.init",
-    "dataset": "data.dataset",
-    "augment": "data.augment",
-    "img_size": "data.img_size",
-    "subset": "data.subset",
-    "grayscale": "data.grayscale",
-    "loader": "data.loader",
-    "strategy": "strategy.name",
-    "weights": "strategy.weights",
-    "freeze": "strategy.freeze",
-    "trainable": "strategy.trainable",
-    "head_layers": "strategy.head_layers",
-    "pretrain_dataset": "strategy.pretrain_dataset",
-    "pretrain_epochs": "strategy.pretrain_epochs",
-    "optimizer": "optim.name",
-    "lr": "optim.lr",
-    "weight_decay": "optim.weight_decay",
-    "momentum": "optim.momentum",
-    "head_lr": "optim.head_lr",
-    "body_lr": "optim.body_lr",
-    "scheduler": "sched.name",
-    "warmup_epochs": "sched.warmup_epochs",
-    "batch_size": "train.batch_size",
-    "epochs": "train.epochs",
-    "label_smoothing": "train.label_smoothing",
-    "precision": "train.precision",
-}
+#: Short axis names and the config keys they stand for, declared on the keys (``knob(axis=...)``).
+#: Any dotted RunConfig key works as well.
+AXIS_ALIASES: dict[str, str] = {f.axis: key for key, f in fields().items() if f.axis}
 
 GRID_KINDS = ("grid", "choice")
 DIST_KINDS = ("uniform", "loguniform", "randint")

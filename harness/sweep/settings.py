@@ -14,11 +14,12 @@ seeds (1..S). Without it a sweep is one phase (``single``) and ``--seeds`` appli
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from harness.errors import ConfigError, HarnessError
 from harness.run.config import field_info, parse_override
+from harness.run.knobs import FieldInfo, knob, problem, walk
 from harness.sweep.matrix import SEARCHES, Matrix
 
 #: What ASHA optimises (``val_acc``, higher is better) and its clock (the ``epoch`` of each report).
@@ -28,36 +29,73 @@ WANDB_CHOICES = ("auto", "online", "offline", "off")
 
 @dataclass
 class SweepSettings:
-    """Everything that defines a sweep; saved as ``sweep.json`` so that ``--resume`` needs only the name."""
+    """Everything that defines a sweep; saved as ``sweep.json`` so that ``--resume`` needs only the name.
 
-    matrix: str = "quick"
-    name: str = ""
-    search: str | None = None  # None: the matrix's
-    num_samples: int | None = None  # None: the matrix's
-    max_epochs: int | None = None  # None: the matrix's epochs
-    grace_period: int | None = None
-    reduction_factor: float | None = None
-    workers_per_trial: int = 1
-    cpus_per_worker: int | None = None  # None: 1 on CPU-only machines, an equal share per GPU otherwise
-    gpus_per_worker: float | None = None  # None: 1 where there are GPUs, else 0
-    max_concurrent: int | None = None
-    seeds: int = 1  # with rerun_top: the seeds of phase two only (phase one runs seed 0)
-    rerun_top: int | None = None  # K: rerun the best K configurations of each architecture (phase two)
-    folds: int = 0
-    target_acc: float | None = None
-    wandb: str = "auto"  # auto | online | offline | off
-    storage: str | None = None  # None: ./sweeps
-    data_dir: str | None = None
-    overrides: list[str] = field(default_factory=list)  # --set key=value, on top of every trial
-    only: list[str] = field(default_factory=list)  # --only AXIS=GLOB: run the matching trials only
-    results_dir: str | None = None  # None: $HARNESS_RESULTS_DIR or ./results
-    docs_dir: str | None = None  # None: $HARNESS_DOCS_DIR or ./docs; "" skips the docs page
-    num_cpus: int | None = None  # CPUs of a local Ray cluster (None: this machine's)
-    verbose: bool = False
+    Each setting is declared once here (:func:`harness.run.knobs.knob`): ``harness sweep``'s flags, their
+    help and the range and choice checks of :func:`validate_settings` come from these declarations. Those
+    declared ``resume=True`` may be given again with ``--resume``; the rest are the saved sweep's.
+    """
+
+    matrix: str = knob("quick", "preset name (quick, zoo, full) or a matrix YAML file", flag="--matrix")
+    name: str = knob("", "sweep name: its folder under --storage (default: <matrix>-<time>)", flag="--name")
+    storage: str | None = knob(None, "where sweeps live (default: ./sweeps, or $HARNESS_SWEEPS_DIR)",
+                               flag="--storage")
+    search: str | None = knob(None, "grid: cross the grid axes; random: sample every axis; optuna: Tune's "
+                              "OptunaSearch (default: the matrix's)", flag="--search", choices=SEARCHES)
+    num_samples: int | None = knob(None, "grid: samples of the sampled axes per cell; random/optuna: trials "
+                                   "(default: the matrix's)", flag="--num-samples", ge=1)
+    max_epochs: int | None = knob(None, "epochs per trial (caps an epochs axis); ASHA's max_t",
+                                  flag="--max-epochs", ge=1)
+    grace_period: int | None = knob(None, "ASHA: epochs before a trial may be stopped (default: the matrix's, "
+                                    "else a third of the epochs and at least the warm-up)",
+                                    flag="--grace-period", ge=1)
+    reduction_factor: float | None = knob(None, "ASHA: keep 1/R of the trials at each rung (default: the "
+                                          "matrix's, else 3)", flag="--reduction-factor", gt=1)
+    rerun_top: int | None = knob(None, "two phases: after the ASHA search, rerun the best K configurations of "
+                                 "each architecture at full budget with --seeds seeds; the leaderboard ranks "
+                                 "only those reruns", flag="--rerun-top", ge=1)
+    workers_per_trial: int = knob(1, "1: train in the trial's process; N > 1: a Ray Train TorchTrainer with N "
+                                  "DDP workers", flag="--workers-per-trial", ge=1)
+    cpus_per_worker: int | None = knob(None, "CPUs per worker (default: 1 on CPU-only machines; on GPUs the "
+                                       "GPU nodes' smallest CPU-per-GPU ratio)", flag="--cpus-per-worker", ge=1)
+    gpus_per_worker: float | None = knob(None, "GPUs per worker (default: 1 if any; say it where an autoscaler "
+                                         "adds the GPU nodes)", flag="--gpus-per-worker",
+                                         ge=0)
+    max_concurrent: int | None = knob(None, "at most this many trials at once", flag="--max-concurrent", ge=1)
+    seeds: int = knob(1, "run each configuration with this many seeds (with --rerun-top: each rerun; the search "
+                      "runs one)", flag="--seeds", ge=1)
+    folds: int = knob(0, "K-fold cross-validation on the training split (K >= 2)", flag="--folds")
+    target_acc: float | None = knob(None, "record time_to_target_s at this val accuracy", flag="--target-acc",
+                                    gt=0, le=1)
+    wandb: str = knob("auto", "auto: online with WANDB_API_KEY set, else offline (default: auto)", flag="--wandb",
+                      choices=WANDB_CHOICES)
+    data_dir: str | None = knob(None, "data root (default: $HARNESS_DATA_DIR or ./data)", flag="--data-dir")
+    overrides: list[str] = knob(help="config override on top of every trial, e.g. --set "
+                                "train.max_steps_per_epoch=5", flag="--set", factory=list)
+    only: list[str] = knob(help="run only the trials whose AXIS label (or report row) matches a GLOB of the comma "
+                           "list, e.g. --only row='S3.*,S4.*' (repeat to narrow further)", flag="--only",
+                           factory=list)
+    results_dir: str | None = knob(None, "leaderboard CSVs (default: $HARNESS_RESULTS_DIR or ./results)",
+                                   flag="--results-dir", resume=True)
+    docs_dir: str | None = knob(None, "where leaderboard.md and img/ go (default: $HARNESS_DOCS_DIR or ./docs; "
+                                "'' skips them)", flag="--docs-dir", resume=True)
+    num_cpus: int | None = knob(None, "CPUs of the local Ray cluster (default: all)", flag="--num-cpus", ge=1,
+                                resume=True)
+    verbose: bool = knob(False, "show Ray's and the trials' logs", flag="--verbose", resume=True)
     # Filled in by the sweep:
     matrix_text: str = ""
     matrix_path: str = ""
     created: str = ""
+
+
+def setting_fields() -> list[FieldInfo]:
+    """Every field of :class:`SweepSettings` with its declaration, in order."""
+    return walk(SweepSettings)
+
+
+def setting_field(name: str) -> FieldInfo:
+    """The declaration of the setting ``name`` (a :class:`SweepSettings` field)."""
+    return next(f for f in setting_fields() if f.key == name)
 
 
 def validate_settings(s: SweepSettings, m: Matrix, submitted: bool = False) -> None:
@@ -74,35 +112,19 @@ def validate_settings(s: SweepSettings, m: Matrix, submitted: bool = False) -> N
     Raises:
         HarnessError: one line naming the bad option and what it takes.
     """
-    search = s.search or m.search
-    if search not in SEARCHES:
-        raise HarnessError(f"--search must be grid, random or optuna, got '{search}'")
-    if s.seeds < 1:
-        raise HarnessError(f"--seeds must be >= 1, got {s.seeds}")
+    for f in setting_fields():
+        wrong = problem(f, getattr(s, f.key))
+        if wrong:
+            raise HarnessError(f"{f.flag} {wrong}")
+    search = s.search or m.search  # the matrix's is checked when it is loaded
     if s.folds == 1 or s.folds < 0:
         raise HarnessError(f"--folds must be 0 (no cross-validation) or >= 2, got {s.folds}")
-    if s.rerun_top is not None and s.rerun_top < 1:
-        raise HarnessError(f"--rerun-top must be >= 1, got {s.rerun_top}")
     if s.rerun_top and s.folds:
         raise HarnessError("--rerun-top reruns the best configurations with --seeds; it does not take --folds "
                            "(drop one of them)")
     if search == "optuna" and not s.rerun_top and (s.seeds > 1 or s.folds):
         raise HarnessError("--search optuna tunes one run per suggestion; --seeds/--folds need --search grid or "
                            "random (each configuration then runs every seed and fold)")
-    for k in ("num_samples", "max_epochs", "grace_period", "max_concurrent", "workers_per_trial"):
-        v = getattr(s, k)
-        if v is not None and v < 1:
-            raise HarnessError(f"--{k.replace('_', '-')} must be >= 1, got {v}")
-    if s.reduction_factor is not None and s.reduction_factor <= 1:
-        raise HarnessError(f"--reduction-factor must be > 1, got {s.reduction_factor}")
-    if s.cpus_per_worker is not None and s.cpus_per_worker < 1:
-        raise HarnessError(f"--cpus-per-worker must be >= 1, got {s.cpus_per_worker}")
-    if s.gpus_per_worker is not None and s.gpus_per_worker < 0:
-        raise HarnessError(f"--gpus-per-worker must be >= 0, got {s.gpus_per_worker}")
-    if s.target_acc is not None and not 0 < s.target_acc <= 1:
-        raise HarnessError(f"--target-acc must be in (0, 1], got {s.target_acc}")
-    if s.num_cpus is not None and s.num_cpus < 1:
-        raise HarnessError(f"--num-cpus must be >= 1, got {s.num_cpus}")
     for o in s.overrides:  # here, not per trial: a bad --set is one error, not one per trial
         try:
             key, _ = parse_override(o)
@@ -113,7 +135,6 @@ def validate_settings(s: SweepSettings, m: Matrix, submitted: bool = False) -> N
                 field_info(key)
             except ConfigError as e:
                 raise ConfigError(f"--set {o}: {e}") from None
-    wandb_mode(s.wandb)
     if submitted:
         return
     for flag, path in (("--storage", s.storage), ("--results-dir", s.results_dir), ("--docs-dir", s.docs_dir),
@@ -141,8 +162,9 @@ def wandb_mode(choice: str) -> str | None:
     Raises:
         ConfigError: ``choice`` is none of auto, online, offline, off.
     """
-    if choice not in WANDB_CHOICES:
-        raise ConfigError(f"--wandb must be auto, online, offline or off, got '{choice}'")
+    wrong = problem(setting_field("wandb"), choice)
+    if wrong:
+        raise ConfigError(f"--wandb {wrong}")
     if choice == "off":
         return None
     if choice == "auto":

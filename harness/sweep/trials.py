@@ -19,7 +19,6 @@ of training again; one that was cut short continues its run from ``last.pt``.
 from __future__ import annotations
 
 import json
-import shutil
 import traceback
 from pathlib import Path
 from typing import Any
@@ -173,7 +172,7 @@ def run_trial(config: dict, settings: dict) -> None:
     from harness.run.trainer import fit
 
     s = SweepSettings(**settings)
-    trial_dir = Path(tune.get_context().get_trial_dir())
+    trial_dir = trial_storage_dir(s, config, Path(tune.get_context().get_trial_dir()).name)
     trial_dir.mkdir(parents=True, exist_ok=True)
     try:
         resolved = trial_config(config, s)
@@ -209,29 +208,25 @@ def run_trial(config: dict, settings: dict) -> None:
     run_dir = trial_dir / TRIAL_RUN_DIR
     # A trial restored after its sweep was stopped continues its run from last.pt (the finished epochs are
     # kept, not trained again), as `harness run --resume` would; a run that had not started starts afresh.
-    resume = _restore_run_dir(run_dir, s, info["phase"])
+    resume = (run_dir / CONFIG_FILE).is_file()
     try:
         fit(cfg, run_dir, report=report if in_process else None, tune_report=not in_process, resume=resume)
     except Exception as e:  # noqa: BLE001 - any failure is recorded with the trial, and the sweep goes on
         _report_failure(trial_dir, e)
 
 
-def _restore_run_dir(run_dir: Path, s: SweepSettings, phase: str) -> bool:
-    """Whether this trial has a run to continue; brings it back from the sweep's storage if need be.
+def trial_storage_dir(s: SweepSettings, config: dict, trial_dir_name: str) -> Path:
+    """Where a trial writes its own files: its folder in the sweep's storage, from whichever node runs it.
 
-    Tune runs a trial in a staging folder of the Ray session (``.../artifacts/.../driver_artifacts/``)
-    and syncs it to ``<storage>/<sweep>/``. A sweep restored in a new Ray session gets a fresh, empty
-    staging folder, so the run's ``last.pt`` is only in the storage copy: copy it back first.
+    Tune gives a trial a staging folder in its node's Ray session (``get_trial_dir()``) and syncs only the
+    driver's to ``<storage>/<sweep>/``: on a multi-node cluster what a worker node's trial wrote there
+    never reached the leaderboard. ``--storage`` is the one path every node shares (NFS on a cluster, as
+    Ray Train's checkpoints need anyway), so the trial writes ``trial.json`` and ``run/`` straight into
+    it, and the driver's staging folder holds only Tune's files (``result.json``, ``outcome.json``).
+    A resumed trial finds its ``last.pt`` there, in whatever Ray session it restarts.
     """
-    if (run_dir / CONFIG_FILE).is_file():
-        return True
-    if not s.storage or not s.name:
-        return False
-    stored = Path(s.storage) / s.name / (RERUN_DIR if phase == RERUN else "") / run_dir.parent.name / TRIAL_RUN_DIR
-    if not (stored / CONFIG_FILE).is_file() or stored.resolve() == run_dir.resolve():
-        return False
-    shutil.copytree(stored, run_dir, dirs_exist_ok=True)
-    return True
+    phase = (config.get("cell") or {}).get("phase") or search_phase(s)
+    return Path(s.storage) / s.name / (RERUN_DIR if phase == RERUN else "") / trial_dir_name
 
 
 def _report_failure(trial_dir: Path, e: BaseException) -> None:

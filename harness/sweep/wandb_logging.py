@@ -4,7 +4,8 @@ Each trial is a W&B run in the project ``$WANDB_PROJECT`` (default ``cnn-harness
 sweep, tagged ``arch:``/``strategy:``/``dataset:``, with the trial's config and the text fields of
 its summary as the run's config and every numeric report as its metrics. ``--wandb offline``
 writes the runs next to each trial (``wandb sync`` uploads them later) and keeps ``WANDB_API_KEY``
-away from every process and log.
+away from every process and log. One logging actor (:class:`SweepLoggingActor`) writes every trial's
+run, where Ray's callback starts two actors per trial.
 
 Importing this module imports Ray's W&B integration (and so Ray Tune); the driver imports it only
 once the sweep starts. Tune saves its callbacks with the experiment and unpickles them on
@@ -24,7 +25,7 @@ from harness.errors import ConfigError, HarnessError
 from harness.run.config import RunConfig, apply_overrides
 from harness.run.summary import RunSummary
 from harness.sweep.settings import SweepSettings
-from harness.sweep.trials import trial_label, trial_overrides
+from harness.sweep.trials import one_line, trial_label, trial_overrides
 
 WANDB_PROJECT = "cnn-harness"
 
@@ -49,15 +50,52 @@ def setup_wandb_env(mode: str | None) -> None:
     os.environ.setdefault("WANDB_CONSOLE", "off")
 
 
-class LoggingActor(_WandbLoggingActor):
-    """Ray's W&B logging actor, which waits for W&B to have written the run before it returns."""
+class SweepLoggingActor:
+    """One Ray actor for every W&B run of a sweep (``wandb.init(reinit="create_new")`` per trial).
 
-    def run(self) -> None:
-        super().run()
-        # finish() returns before wandb-core has written the run; the callback kills this actor
-        # as soon as run() returns. Wait for W&B, so that a finished run() means closed files
-        # (WandbCallback.on_experiment_end relies on that).
-        self._wandb.teardown()
+    Ray's callback starts a logging actor and a queue actor per trial: two fresh worker processes that
+    each import W&B (~5 CPU-s, ~400 MB), and a blocking ``Queue.put`` in Tune's loop for every result.
+    Here W&B is imported once, and the driver's calls are fire-and-forget: a single caller's calls to
+    an actor run in the order they were made, so a trial's results arrive before its end.
+    """
+
+    def __init__(self, exclude: list[str], to_config: list[str]) -> None:
+        import wandb  # heavy and optional: only this actor's process needs it
+
+        os.environ["WANDB_START_METHOD"] = "thread"  # one process already: W&B's threads suffice
+        self._wandb = wandb
+        self._exclude, self._to_config = set(exclude), set(to_config)  # read by Ray's _handle_result
+        self._runs: dict[str, Any] = {}
+
+    def start(self, key: str, logdir: str, kwargs: dict[str, Any]) -> None:
+        """Open the W&B run of trial ``key``, its files under ``logdir`` (the trial's staging folder)."""
+        os.makedirs(logdir, exist_ok=True)
+        run = self._wandb.init(**{**kwargs, "reinit": "create_new", "dir": logdir})
+        run.config.update({"trial_log_path": logdir}, allow_val_change=True)
+        self._runs[key] = run
+
+    def log(self, key: str, result: dict[str, Any]) -> None:
+        """Log one Tune result of trial ``key``: text keys to the run's config, numbers as metrics."""
+        run = self._runs.get(key)
+        if run is None:
+            return
+        log, config_update = _WandbLoggingActor._handle_result(self, result)  # Ray's split, reused
+        run.config.update(config_update, allow_val_change=True)
+        run.log(log, step=log.get("training_iteration"))
+
+    def end(self, key: str) -> None:
+        """Finish the W&B run of trial ``key`` (its files are complete when this returns)."""
+        run = self._runs.pop(key, None)
+        if run is not None:
+            run.finish()
+
+    def close(self) -> int:
+        """Finish every run still open (trials that never ended: an interrupted sweep); how many."""
+        keys = list(self._runs)
+        for key in keys:
+            self.end(key)
+        self._wandb.teardown()  # wait for wandb-core to have written every run
+        return len(keys)
 
 
 class WandbCallback(WandbLoggerCallback):
@@ -66,7 +104,6 @@ class WandbCallback(WandbLoggerCallback):
     # Results keys that go to the W&B run's config rather than its metrics: text, not measurements.
     AUTO_CONFIG_KEYS = [*WandbLoggerCallback.AUTO_CONFIG_KEYS, *RunSummary.text_keys(), "config_id"]
 
-    _logger_actor_cls = LoggingActor
 
     def __init__(self, settings: SweepSettings, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -91,32 +128,57 @@ class WandbCallback(WandbLoggerCallback):
         super().log_trial_start(trial)
 
     def _start_logging_actor(self, trial: Any, exclude_results: list, **wandb_init_kwargs: Any) -> None:
-        # Ray's callback hands WANDB_API_KEY to its actor through a runtime_env, which Ray's
-        # runtime-env agent writes to its log. The actor inherits the driver's environment on a
-        # local cluster anyway, so keep the key out of the runtime_env.
-        key = os.environ.pop("WANDB_API_KEY", None)
+        # ray is imported by this module already (Tune's W&B integration)
+        import ray
+        from ray.air.util.node import _force_on_current_node
+
+        if getattr(self, "_sweep_actor", None) is None:
+            # No runtime_env: Ray's callback would hand WANDB_API_KEY to the actor through one, which
+            # Ray's runtime-env agent writes to its log; the actor inherits the driver's environment.
+            cls = ray.remote(num_cpus=0, max_restarts=0, **_force_on_current_node())(SweepLoggingActor)
+            self._sweep_actor = cls.remote(list(exclude_results), list(self.AUTO_CONFIG_KEYS))
+        self._sweep_actor.start.remote(trial.trial_id, trial.local_path, wandb_init_kwargs)
+        self._trial_logging_actors[trial] = self._sweep_actor
+
+    def log_trial_result(self, iteration: int, trial: Any, result: dict) -> None:
+        from ray.air.integrations.wandb import _clean_log
+
+        if trial not in self._trial_logging_actors:
+            self.log_trial_start(trial)
+        self._sweep_actor.log.remote(trial.trial_id, _clean_log(result))  # not waited for: see SweepLoggingActor
+
+    def _signal_logging_actor_stop(self, trial: Any) -> None:
+        if self._trial_logging_actors.pop(trial, None) is not None:
+            self._sweep_actor.end.remote(trial.trial_id)
+
+    def log_trial_end(self, trial: Any, failed: bool = False) -> None:
+        self._signal_logging_actor_stop(trial)
+
+    def _cleanup_logging_actors(self, timeout: int = 0, **_: Any) -> None:
+        """Wait up to ``timeout`` s for every run to be finished, then end the actor (always: as Ray kills on timeout)."""
+        actor = getattr(self, "_sweep_actor", None)
+        if actor is None or not timeout:
+            return
+        import ray
+
         try:
-            super()._start_logging_actor(trial, exclude_results, **wandb_init_kwargs)
-        finally:
-            if key is not None:
-                os.environ["WANDB_API_KEY"] = key
+            ray.get(actor.close.remote(), timeout=timeout)
+        except (ray.exceptions.GetTimeoutError, ray.exceptions.RayActorError) as e:
+            print(f"W&B: the logging actor did not finish every run in {timeout} s: {one_line(e)}",
+                  file=sys.stderr, flush=True)
+        ray.kill(actor)
+        self._sweep_actor = None
+        self._trial_logging_actors = {}
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
-        """Wait for every trial's W&B run (Ray's callback), then copy the finished runs to storage again.
+        """Finish every trial's W&B run (those of trials that never ended too), then copy the runs to storage.
 
-        The actors write each run under the trial's staging folder in Ray's temp dir, and Tune copies
-        that folder to storage for the last time *before* it calls this hook, where Ray's callback
-        waits for the actors. A trial that ended just before the experiment did (typically one ASHA
-        stopped at its first result) was copied while wandb-core still buffered its records: a 7-byte
-        ``.wandb``, or none. That was the sweep test's one-in-seven flake.
+        The runs are written under each trial's staging folder in Ray's temp dir, and Tune copies that
+        folder to storage for the last time *before* it calls this hook: a trial that ended just before
+        the experiment did was copied while wandb-core still buffered its records (a 7-byte ``.wandb``,
+        or none). So the runs are copied again once the actor has finished them all.
         """
-        # A trial that never ended (the sweep was interrupted, or stopped with it) never got its actor's END
-        # message: Ray's callback would wait the whole upload_timeout for it, then kill it with its W&B run
-        # unfinished (lost). Tell every actor still running to finish its run first.
-        for trial in list(self._trial_queues):
-            if trial in self._trial_logging_futures:
-                self._signal_logging_actor_stop(trial)
-        super().on_experiment_end(trials, **info)
+        self._cleanup_logging_actors(timeout=self._upload_timeout, kill_on_timeout=True)
         for trial in trials:
             _copy_wandb_to_storage(trial)
 
@@ -142,5 +204,6 @@ def _copy_wandb_to_storage(trial: Any) -> None:
 
 def wandb_callback(s: SweepSettings) -> WandbCallback:
     """The W&B callback of sweep ``s`` (call :func:`setup_wandb_env` first)."""
+    # upload_timeout: how long the end of the sweep waits for W&B to finish every run (Ray's default: 1,800 s)
     return WandbCallback(s, project=os.environ.get("WANDB_PROJECT") or WANDB_PROJECT, group=s.name,
                          excludes=["config"], upload_timeout=120)
