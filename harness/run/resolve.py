@@ -33,12 +33,19 @@ from harness.run.whiten import whiten_layer
 from loaders import BACKENDS
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(eq=False)
 class ResolvedConfig(RunConfig):
     """A :class:`RunConfig` as :func:`resolve` returned it: checked, rewritten by its strategy, its device and
     speed options settled. The type says it is resolved, so the layers below (:func:`harness.run.trainer.fit`)
     take it as it is instead of checking and rewriting it again; a plain ``RunConfig`` is resolved there once.
     ``config.yaml`` holds a resolved config, so :func:`as_resolved` marks one read back (``--resume``)."""
+
+    def __eq__(self, other: object) -> bool:
+        """Equal to any ``RunConfig`` with the same values: being resolved is a fact about the value, not a
+        second kind of config (the dataclass default would compare the classes first)."""
+        if not isinstance(other, RunConfig):
+            return NotImplemented
+        return all(getattr(self, f.name) == getattr(other, f.name) for f in dataclasses.fields(RunConfig))
 
 
 def as_resolved(cfg: RunConfig) -> ResolvedConfig:
