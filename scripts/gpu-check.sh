@@ -166,6 +166,11 @@ print(f"img/s={f(s.get('train_img_per_s'))} test_acc={f(s.get('test_acc'))} prec
       f"loader={s.get('loader')} dev={s.get('device')} ws={s.get('world_size')} epochs={s.get('epochs_run')} "
       f"total_s={f(s.get('total_s'))} train_s={f(s.get('train_s'))} peak_MB={f(s.get('peak_mem_mb'))} "
       f"infer/s={f(s.get('infer_img_per_s'))}")
+# What a probe asked for, as the run resolved it: the saved config says whether the option took effect.
+if step.startswith("probe-") and (run_dir / "config.yaml").is_file():
+    import yaml
+    c = yaml.safe_load((run_dir / "config.yaml").read_text())
+    print(f"optim={c['optim']['name']} layout={c['data']['layout']} deterministic={c['train']['deterministic']}")
 EOF
 
 cat >"$WORK/sanity.py" <<'EOF'
