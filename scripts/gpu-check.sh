@@ -115,7 +115,7 @@ skip() {  # skip NAME CAP_S REASON
 
 # gpu_step: like step, but skipped when torch sees no CUDA device (the run would crawl on the CPU).
 gpu_step() {
-    if (( HAVE_CUDA )); then step "$@"; else skip "$1" "$2" "torch.cuda.is_available() is False"; fi
+    if (( HAVE_CUDA )); then step "$@"; else skip "$1" "$2" "no CUDA device (see the import step)"; fi
 }
 
 # What goes into a step's note: METRIC lines, the run summary of `harness run`, recompile counts.
@@ -321,9 +321,10 @@ if (( DRY )) || timeout 20 "$PY" -c 'import torch, torchvision' 2>/dev/null; the
 else
     skip install 30 "torch/torchvision missing: needs torch>=2.1 + torchvision>=0.16 wheels (cu13) in .whl"
 fi
-# The import step also finds out whether there is a GPU and Ray, inside its time box.
+# The import step also finds out whether there is a GPU and Ray, inside its time box; it writes what it
+# found before importing the project, so a broken project import does not hide the GPU from later steps.
 step import 30 5 "$PY" -c "
-import harness.cli, loaders, architectures, torch
+import torch
 cuda = torch.cuda.is_available()
 try:
     import ray.train.torch, ray.tune
@@ -331,6 +332,7 @@ try:
 except Exception:
     ray = 0
 open('$WORK/have.sh', 'w').write(f'HAVE_CUDA={int(cuda)}\nHAVE_RAY={ray}\n')
+import harness.cli, loaders, architectures
 print(f'METRIC import ok; cuda={cuda} ray={bool(ray)}')"
 HAVE_CUDA=0 HAVE_RAY=0
 [[ -f $WORK/have.sh ]] && source "$WORK/have.sh"
