@@ -110,7 +110,7 @@ def test_a_failing_step_does_not_stop_the_rest(tmp_path):
 
 def _helper(tmp_path: Path, name: str) -> Path:
     """One of the Python helpers the script writes into $WORK (a heredoc), as a file."""
-    body = re.search(r"<<'EOF'\n(.*?)\nEOF\n", SCRIPT.read_text().split(f'"$WORK/{name}"', 1)[1], re.S)
+    body = re.search(rf">\"\$WORK/{re.escape(name)}\" <<'EOF'\n(.*?)\nEOF\n", SCRIPT.read_text(), re.S)
     path = tmp_path / name
     path.write_text(body.group(1))
     return path
