@@ -1,32 +1,51 @@
 #!/usr/bin/env bash
-# gpu-check.sh: one time-boxed GPU check of cnn-harness on a fresh nvidia-h200 machine.
+# gpu-check.sh: one time-boxed GPU check of cnn-harness on a fresh device machine (H100 or H200).
 #
-# Run it from the project root on the device machine, e.g. (as the device tool's command):
-#     bash gpu-check.sh            (copy it into the repo first, or give its path)
+# Run it from the project root on the device machine, e.g. (as the device tool's command, limit 540 s):
+#     bash scripts/gpu-check.sh
 # Everything it keeps lands in $OUT (default ./gpu-check-out): at most 7 files, since the device
 # tool brings back 8 at most, each under 16 MiB:
 #     summary.txt  summary.tsv  runs.csv  throughput.csv  gpu_util.csv  env.txt  gpu-check-logs.tar.gz
-# The summary table is also printed last, so it is in the tool's output_tail.
+# The summary table is printed last, so it is in the tool's output_tail.
 #
-# Machine facts this relies on (the device tool's KINDS.md, H200.md and README.md):
-#   * python3 is /opt/torch/.venv/bin/python3 (3.12) with torch 2.11+cu130, torchvision 0.26, numpy,
-#     numba, pyyaml, matplotlib, tensorboard, setuptools, wheel; NOT ray, wandb, optuna or ffcv.
+# Machine facts this relies on (the device tool's README):
+#   * python3 has torch, torchvision, numpy, numba, pyyaml, matplotlib; NOT ray, wandb, optuna or ffcv.
 #   * no network: pip works only with --no-index (and --no-build-isolation for `-e .`).
-#   * 16 CPU cores, 1 H200 (cc 9.0), 128 GiB RAM; nvidia-smi works (read-only queries only here).
+#   * 16 CPU cores, 1 GPU; nvidia-smi works (read-only queries only here).
 # Data: $HARNESS_DATA_DIR with cifar10/cifar10.npz if present. The shared cifar10.npz is 134 MiB,
 #   over the 64 MiB a `run` call carries, so on the device it is normally absent and the script
 #   falls back to synthetic CIFAR-shaped data (50,000 images, 3x32x32: same shapes and step counts).
 # Ray: optional. Put wheels in ./.whl and name .whl in `carry` (device README, Notes); they are
-#   installed into /tmp/site. Ray and its needs likely exceed 64 MiB, so expect the Ray steps to SKIP.
-# Budget: the steps share GPU_CHECK_BUDGET_S (default 440 s); each step has its own cap and a
-#   minimum; a step whose minimum no longer fits is skipped. Every step runs under `timeout`, and a
-#   failing step never stops the script. The GPU's settings are never changed.
+#   installed into /tmp/site. Ray and its needs likely exceed 64 MiB, so expect the Ray step to SKIP.
+#
+# Order: what a call cut short must still have comes first: install, import, data (everything needs
+#   them), compile-r9 (recompiles counted), bench-speed94, the 1-epoch probes (fp16 + GradScaler,
+#   data.layout=airbench, muon, --deterministic and its refusal); then bench-overhead, gpu-sanity, the
+#   3-epoch runs, sync-probe, bench-loaders, ray. A failing step never stops the rest.
+# Time boxes, seconds (cap; a step starts only if its minimum still fits the budget):
+#     install 30, import 30, data 30, compile-r9 140, bench-speed94 90,
+#     probe-fp16 35, probe-layout 35, probe-muon 35, probe-det 35, probe-det-refused 20   = 480
+#     bench-overhead 90, gpu-sanity 60, run-r9-auto 90, run-r9-noaug 60, sync-probe 60,
+#     bench-loaders 90, ray-r9-w1 120                                                       = 570
+#   (install-wheels 60 runs first only where .whl is carried; its time comes out of the later steps.)
+#   The steps share GPU_CHECK_BUDGET_S (default 480 s, counted from the script's start), and a step's
+#   limit is min(its cap, what is left). The first ten's caps add up to the budget, so only the few
+#   seconds before them (env.txt, the torch check) can shorten a box, the last probe's; the rest run in
+#   the time the first ten leave (estimated ~250 s: those take ~200 s on an H200, not yet measured).
+#   Worst case: 480 budget + 5 kill grace of the step running at its end (timeout -k) + 30 wrap-up
+#   (each command in it under its own timeout) = 515 s < 540 s.
+# DRY_RUN=1 (tests/test_gpu_check.py, on the CPU): every step runs a stand-in that prints its command
+#   instead of the command, so the order, the summary and the budget are checked in a second;
+#   DRY_FAIL_STEP=NAME makes that step's stand-in fail, to check that the rest still run.
 
 set -u -o pipefail
 
 ROOT=$(pwd)
 OUT=${OUT:-$ROOT/gpu-check-out}
-BUDGET=${GPU_CHECK_BUDGET_S:-440}
+BUDGET=${GPU_CHECK_BUDGET_S:-480}
+KILL_GRACE=5    # seconds between a step's TERM and its KILL (counted in the worst case above)
+WRAPUP_MAX=30   # the wrap-up's own timeouts added up (ditto)
+DRY=${DRY_RUN:-0}
 T0=$(date +%s)
 WORK=$(mktemp -d /tmp/gpu-check.XXXXXX)
 LOGS=$WORK/logs
@@ -34,7 +53,7 @@ mkdir -p "$OUT" "$LOGS" "$WORK/runs" "$WORK/results" "$WORK/cache"
 TSV=$OUT/summary.tsv
 RUNS_CSV=$OUT/runs.csv
 TP_CSV=$WORK/throughput.csv
-printf 'step\tstatus\tseconds\tstart_unix\tend_unix\tnote\n' >"$TSV"
+printf 'step\tstatus\tseconds\tcap_s\tstart_unix\tend_unix\tnote\n' >"$TSV"
 
 export PYTHONUNBUFFERED=1
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
@@ -48,53 +67,65 @@ H="$PY -m harness"   # works with or without the editable install (harness/__mai
 
 log() { echo "[gpu-check $(( $(date +%s) - T0 ))s] $*"; }
 
+# row NAME STATUS SECONDS CAP START END NOTE: one line of summary.tsv.
+row() { printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$@" >>"$TSV"; }
+
+# The dry run's stand-in for a step's command: print it (so the note shows it), fail where asked.
+dry_cmd() {
+    local name=$1; shift
+    echo "METRIC dry: $*" | sed "s#$WORK#\$WORK#g; s#$PY -m harness#harness#g"
+    [[ $name != "${DRY_FAIL_STEP:-}" ]]
+}
+
 # step NAME MAX_S MIN_S CMD...: run CMD under timeout, log to $LOGS/NAME.log, add a row to summary.tsv.
 step() {
     local name=$1 max=$2 min=$3; shift 3
-    local now left lim start end rc status
+    local now left lim start end rc status note
     now=$(date +%s); left=$(( BUDGET - (now - T0) ))
     if (( left < min )); then
-        printf '%s\tSKIP\t0\t%s\t%s\t%s\n' "$name" "$now" "$now" "budget: ${left}s left, step needs ${min}s" >>"$TSV"
+        row "$name" SKIP 0 "$max" "$now" "$now" "budget: ${left}s left, step needs ${min}s"
         log "$name: SKIP (budget)"; return 0
     fi
     lim=$(( max < left ? max : left ))
+    (( DRY )) && set -- dry_cmd "$name" "$@"
     log "$name: start (limit ${lim}s)"
     start=$(date +%s)
-    timeout -k 15 "$lim" "$@" >"$LOGS/$name.log" 2>&1
+    if (( DRY )); then "$@"; else timeout -k "$KILL_GRACE" "$lim" "$@"; fi >"$LOGS/$name.log" 2>&1
     rc=$?
     end=$(date +%s)
     case $rc in
-        0) status=OK ;;
+        0) status=OK; (( DRY )) && status=DRY ;;
         124|137) status=TIMEOUT ;;
         *) status="FAIL($rc)" ;;
     esac
-    local note
     note=$(step_note "$name" 2>/dev/null | tr '\t\n' '  ' | cut -c1-400)
-    if [[ $status != OK ]]; then
+    if [[ $status != OK && $status != DRY ]]; then
         note="$note | last: $(grep -v '^\s*$' "$LOGS/$name.log" | tail -n 1 | tr '\t' ' ' | cut -c1-200)"
     fi
-    printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$status" "$(( end - start ))" "$start" "$end" "$note" >>"$TSV"
+    row "$name" "$status" "$(( end - start ))" "$max" "$start" "$end" "$note"
     log "$name: $status in $(( end - start ))s"
     return 0
 }
 
-skip() {  # skip NAME REASON
+skip() {  # skip NAME CAP_S REASON
     local now; now=$(date +%s)
-    printf '%s\tSKIP\t0\t%s\t%s\t%s\n' "$1" "$now" "$now" "$2" >>"$TSV"
-    log "$1: SKIP ($2)"
+    row "$1" SKIP 0 "$2" "$now" "$now" "$3"
+    log "$1: SKIP ($3)"
 }
 
 # gpu_step: like step, but skipped when torch sees no CUDA device (the run would crawl on the CPU).
 gpu_step() {
-    if (( HAVE_CUDA )); then step "$@"; else skip "$1" "torch.cuda.is_available() is False"; fi
+    if (( HAVE_CUDA )); then step "$@"; else skip "$1" "$2" "no CUDA device (see the import step)"; fi
 }
 
 # What goes into a step's note: METRIC lines, the run summary of `harness run`, recompile counts.
 step_note() {
     local name=$1 f=$LOGS/$1.log
     grep '^METRIC ' "$f" | sed 's/^METRIC //' | paste -sd ';' -
+    (( DRY )) && return 0
     case $name in
-        run-*|compile-*|ray-*) "$PY" "$WORK/runinfo.py" "$f" "$name" "$RUNS_CSV" "$LOGS/rundirs/$name" ;;
+        *-refused) ;;
+        run-*|compile-*|ray-*|probe-*) "$PY" "$WORK/runinfo.py" "$f" "$name" "$RUNS_CSV" "$LOGS/rundirs/$name" ;;
     esac
     case $name in
         compile-*) echo "recompiles=$(grep -c 'Recompiling function' "$f")"
@@ -135,6 +166,11 @@ print(f"img/s={f(s.get('train_img_per_s'))} test_acc={f(s.get('test_acc'))} prec
       f"loader={s.get('loader')} dev={s.get('device')} ws={s.get('world_size')} epochs={s.get('epochs_run')} "
       f"total_s={f(s.get('total_s'))} train_s={f(s.get('train_s'))} peak_MB={f(s.get('peak_mem_mb'))} "
       f"infer/s={f(s.get('infer_img_per_s'))}")
+# What a probe asked for, as the run resolved it: the saved config says whether the option took effect.
+if step.startswith("probe-") and (run_dir / "config.yaml").is_file():
+    import yaml
+    c = yaml.safe_load((run_dir / "config.yaml").read_text())
+    print(f"optim={c['optim']['name']} layout={c['data']['layout']} deterministic={c['train']['deterministic']}")
 EOF
 
 cat >"$WORK/sanity.py" <<'EOF'
@@ -239,45 +275,70 @@ top = ", ".join(f"{loc}x{n}" for loc, n in where.most_common(4))
 print(f"METRIC loop: {sum(where.values())} syncs/{steps} steps; top {top}")
 EOF
 
+cat >"$WORK/expect_exit.py" <<'EOF'
+"""Run a command that must be refused: exit WANT with a one-line error, before any training."""
+import subprocess, sys
+want, cmd = int(sys.argv[1]), sys.argv[2:]
+p = subprocess.run(cmd, capture_output=True, text=True)
+err = [l for l in p.stderr.splitlines() if l.strip()]
+print(p.stdout, p.stderr, sep="\n")
+ok = p.returncode == want and len(err) == 1
+print(f"METRIC exit {p.returncode} (want {want}), {len(err)} stderr line(s){'' if ok else ': NOT as expected'}: "
+      f"{err[-1][:160] if err else ''}")
+sys.exit(0 if ok else 1)
+EOF
+
 # ------------------------------------------------------------------ 0. environment, GPU monitor
+# (inside the budget: T0 is already set; every command here has its own timeout)
 {
     echo "date: $(date -u +%FT%TZ)"; echo "root: $ROOT"; echo "uname: $(uname -a)"
-    echo "python: $(command -v "$PY") $("$PY" -V 2>&1)"
-    nvidia-smi --query-gpu=name,driver_version,memory.total,memory.used,clocks.sm,clocks.max.sm,power.limit,temperature.gpu --format=csv 2>&1
-    "$PY" -m pip list 2>/dev/null | grep -iE '^(torch|torchvision|triton|numpy|numba|ray|ffcv|wandb|optuna|pyyaml|tensorboard|matplotlib|setuptools) ' || true
+    echo "python: $(command -v "$PY") $(timeout 10 "$PY" -V 2>&1)"
+    (( DRY )) && echo "DRY_RUN=1: commands printed, not run"
+    if (( ! DRY )); then
+        timeout 10 nvidia-smi --query-gpu=name,driver_version,memory.total,memory.used,clocks.sm,clocks.max.sm,power.limit,temperature.gpu --format=csv 2>&1
+        timeout 20 "$PY" -m pip list 2>/dev/null | grep -iE '^(torch|torchvision|triton|numpy|numba|ray|ffcv|wandb|optuna|pyyaml|tensorboard|matplotlib|setuptools) ' || true
+    fi
     git -C "$ROOT" rev-parse HEAD 2>/dev/null | sed 's/^/git: /'
     git -C "$ROOT" status --short 2>/dev/null | head -n 20
 } >"$OUT/env.txt" 2>&1
 SMI_PID=""
-if command -v nvidia-smi >/dev/null; then
+if (( ! DRY )) && command -v nvidia-smi >/dev/null; then
     nvidia-smi --query-gpu=timestamp,utilization.gpu,utilization.memory,memory.used,clocks.sm,power.draw \
         --format=csv,nounits -lms 500 >"$OUT/gpu_util.csv" 2>/dev/null &
     SMI_PID=$!
 fi
 
-# ------------------------------------------------------------------ 1. install
+# ------------------------------------------------------------------ 1. install, import (CUDA? Ray?)
 if [[ -d .whl ]] && compgen -G '.whl/*.whl' >/dev/null; then
     step install-wheels 60 10 "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir \
         --upgrade --target /tmp/site .whl/*.whl
     export PYTHONPATH="/tmp/site:$PYTHONPATH"
 fi
-if "$PY" -c 'import torch, torchvision' 2>/dev/null; then
+if (( DRY )) || timeout 20 "$PY" -c 'import torch, torchvision' 2>/dev/null; then
     # No network and no build isolation: setuptools must come from the image. On failure the
     # checkout stays importable through PYTHONPATH (python3 -m harness).
-    step install 60 10 "$PY" -m pip install --no-deps --no-build-isolation --no-index -e .
+    step install 30 10 "$PY" -m pip install --no-deps --no-build-isolation --no-index -e .
 else
-    skip install "torch/torchvision missing: needs torch>=2.1 + torchvision>=0.16 wheels (cu13) in .whl"
+    skip install 30 "torch/torchvision missing: needs torch>=2.1 + torchvision>=0.16 wheels (cu13) in .whl"
 fi
-step import 30 5 "$PY" -c 'import harness.cli, loaders, architectures, torch; print("METRIC import ok")'
-HAVE_RAY=0
-"$PY" -c 'import ray.train.torch, ray.tune' >/dev/null 2>&1 && HAVE_RAY=1
-HAVE_CUDA=0
-"$PY" -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)' >/dev/null 2>&1 && HAVE_CUDA=1
+# The import step also finds out whether there is a GPU and Ray, inside its time box; it writes what it
+# found before importing the project, so a broken project import does not hide the GPU from later steps.
+step import 30 5 "$PY" -c "
+import torch
+cuda = torch.cuda.is_available()
+try:
+    import ray.train.torch, ray.tune
+    ray = 1
+except Exception:
+    ray = 0
+open('$WORK/have.sh', 'w').write(f'HAVE_CUDA={int(cuda)}\nHAVE_RAY={ray}\n')
+import harness.cli, loaders, architectures
+print(f'METRIC import ok; cuda={cuda} ray={bool(ray)}')"
+HAVE_CUDA=0 HAVE_RAY=0
+[[ -f $WORK/have.sh ]] && source "$WORK/have.sh"
+(( DRY )) && HAVE_CUDA=1 HAVE_RAY=0   # as on the device: a GPU, no Ray
 
-# ------------------------------------------------------------------ 2. GPU sanity + bare GPU loop
-step gpu-sanity 90 30 "$PY" "$WORK/sanity.py"
-
-# ------------------------------------------------------------------ 3. data
+# ------------------------------------------------------------------ 2. data
 DATA_DIR=${HARNESS_DATA_DIR:-}
 if [[ -z $DATA_DIR ]]; then
     for d in "$ROOT/data" "$ROOT/shared/data" "$ROOT/../shared/data"; do
@@ -293,76 +354,91 @@ fi
 export HARNESS_DATA_DIR=$DATA_DIR
 echo "dataset: $DSNAME ($DATA_DIR)" >>"$OUT/env.txt"
 # Decode once (the LZMA npz takes ~15 s) so that the timed steps below read the cache.
-step data 90 20 "$PY" -c "
+step data 30 10 "$PY" -c "
 from loaders import DataOptions, load_splits
 s = load_splits(DataOptions('$DSNAME', data_dir='$DATA_DIR', synthetic_size=50000))
 print('METRIC $DSNAME', tuple(s.train.images.shape), 'train', len(s.val.labels), 'val', len(s.test.labels), 'test')"
 
-# ------------------------------------------------------------------ 4. where the GPU path syncs
-gpu_step sync-probe 75 20 "$PY" "$WORK/sync_probe.py" "$WORK"
-
-# ------------------------------------------------------------------ 5. training on the GPU (in process)
+# What the in-process runs share: same data, batch and schedule; the probes add a 1-epoch run.
 COMMON=(--arch resnet9 "${DS[@]}" --batch-size 512 --lr-scaling linear --scheduler onecycle --out "$WORK/runs")
-gpu_step run-r9-auto 120 45 $H run "${COMMON[@]}" --epochs 3 --loader auto --augment base --name r9-auto
-# Same run without augmentation: the tensor backend then makes no per-batch host->device copies,
-# so the img/s difference is what the per-batch syncs (augment.py _dev) cost.
-gpu_step run-r9-noaug 75 40 $H run "${COMMON[@]}" --epochs 3 --loader tensor --augment none --name r9-noaug \
-    --set train.measure_inference=false
+PROBE=(--epochs 1 --loader tensor --augment base --set train.measure_inference=false)
 
-# ------------------------------------------------------------------ 6. loader throughput
-gpu_step bench-loaders 90 40 $H bench loaders --data-dir "$DATA_DIR" --presets none,base,strong --epochs 2 \
-    --batch-size 512 --workers 12 --limit 25000 --out "$TP_CSV"
-
-# ------------------------------------------------------------------ 7. torch.compile (recompiles logged)
-gpu_step compile-r9 170 90 env TORCH_LOGS=recompiles $H run "${COMMON[@]}" --epochs 2 --loader tensor --augment base \
+# ------------------------------------------------------------------ 3. torch.compile (recompiles logged)
+gpu_step compile-r9 140 60 env TORCH_LOGS=recompiles $H run "${COMMON[@]}" --epochs 2 --loader tensor --augment base \
     --compile --name r9-compile --set train.measure_inference=false
 
-# ------------------------------------------------------------------ 8. Ray Train, one GPU worker
-# (`harness run` shuts its private local Ray down itself; nothing here kills processes by name.)
-if (( HAVE_RAY )); then
-    gpu_step ray-r9-w1 150 70 $H run "${COMMON[@]}" --epochs 2 --loader tensor --augment base --workers 1 \
-        --set dist.use_gpu=true --name r9-ray --set train.measure_inference=false
-else
-    skip ray-r9-w1 "ray not importable on this machine (carry ray wheels in .whl to run it)"
-fi
-
-# ------------------------------------------------------------------ 9. harness vs bare loop vs Ray
-MODES=bare,inprocess
-(( HAVE_RAY )) && MODES=bare,inprocess,ray
-gpu_step bench-overhead 120 40 $H bench overhead --arch resnet20 --batch-size 512 --epochs 3 --n-train 5120 \
-    --modes "$MODES" --out "$TP_CSV"
-
-# ------------------------------------------------------------------ 10. time to 94% (the speed track)
+# ------------------------------------------------------------------ 4. time to 94% (the speed track)
 # speed94 (airbench94's recipe) timed as the records time it; the airbench package runs beside it when
 # its wheel is carried (.whl) and imports. On synthetic data the target is not meaningful: it times the steps.
 SPEED_DS=(--data-dir "$DATA_DIR")
 [[ $DSNAME == synthetic ]] && SPEED_DS=(--set data.dataset=synthetic --set data.synthetic_size=50000)
-gpu_step bench-speed94 180 60 $H bench speed --recipe speed94 --target 0.94 --runs 3 "${SPEED_DS[@]}" \
+gpu_step bench-speed94 90 45 $H bench speed --recipe speed94 --target 0.94 --runs 3 "${SPEED_DS[@]}" \
     --runs-dir "$WORK/runs" --out "$TP_CSV"
 
-# ------------------------------------------------------------------ wrap up
+# ------------------------------------------------------------------ 5. 1-epoch probes of CUDA-only paths
+# These paths run only on a GPU, so the CPU suite cannot cover them: does each train, and how fast.
+gpu_step probe-fp16 35 20 $H run "${COMMON[@]}" "${PROBE[@]}" --precision fp16 --name p-fp16
+# The split stored normalised in half precision on the device (needs bf16/fp16 and the tensor loader).
+gpu_step probe-layout 35 20 $H run "${COMMON[@]}" "${PROBE[@]}" --precision bf16 --set data.layout=airbench \
+    --name p-layout
+gpu_step probe-muon 35 20 $H run "${COMMON[@]}" "${PROBE[@]}" --optimizer muon --name p-muon
+# resnet20 ends in an adaptive average pool to 1x1, which the harness allows under --deterministic (a mean).
+gpu_step probe-det 35 20 $H run --arch resnet20 "${DS[@]}" --batch-size 512 --out "$WORK/runs" "${PROBE[@]}" \
+    --deterministic --name p-det
+# tv_vgg16's 7x7 adaptive pool has no deterministic CUDA backward: refused in one line, exit 2, no training.
+gpu_step probe-det-refused 20 10 "$PY" "$WORK/expect_exit.py" 2 $H run --arch tv_vgg16 "${DS[@]}" \
+    --out "$WORK/runs" "${PROBE[@]}" --deterministic --name p-det-refused
+
+# ------------------------------------------------------------------ 6. harness vs bare loop vs Ray
+# The full 45k-image training split (CIFAR-10 less its 5k validation), 3 epochs: the first is warm-up.
+MODES=bare,inprocess
+(( HAVE_RAY )) && MODES=bare,inprocess,ray
+gpu_step bench-overhead 90 40 $H bench overhead --arch resnet20 --batch-size 512 --epochs 3 --n-train 45000 \
+    --modes "$MODES" --out "$TP_CSV"
+
+# ------------------------------------------------------------------ 7. GPU sanity + bare GPU loop
+gpu_step gpu-sanity 60 20 "$PY" "$WORK/sanity.py"
+
+# ------------------------------------------------------------------ 8. training on the GPU (in process)
+gpu_step run-r9-auto 90 40 $H run "${COMMON[@]}" --epochs 3 --loader auto --augment base --name r9-auto
+# Same run without augmentation: the tensor backend then makes no per-batch host->device copies,
+# so the img/s difference is what the per-batch syncs (augment.py _dev) cost.
+gpu_step run-r9-noaug 60 30 $H run "${COMMON[@]}" --epochs 3 --loader tensor --augment none --name r9-noaug \
+    --set train.measure_inference=false
+
+# ------------------------------------------------------------------ 9. where the GPU path syncs
+gpu_step sync-probe 60 20 "$PY" "$WORK/sync_probe.py" "$WORK"
+
+# ------------------------------------------------------------------ 10. loader throughput
+gpu_step bench-loaders 90 40 $H bench loaders --data-dir "$DATA_DIR" --presets none,base,strong --epochs 2 \
+    --batch-size 512 --workers 12 --limit 25000 --out "$TP_CSV"
+
+# ------------------------------------------------------------------ 11. Ray Train, one GPU worker
+# (`harness run` shuts its private local Ray down itself; nothing here kills processes by name.)
+if (( HAVE_RAY )); then
+    gpu_step ray-r9-w1 120 60 $H run "${COMMON[@]}" --epochs 2 --loader tensor --augment base --workers 1 \
+        --set dist.use_gpu=true --name r9-ray --set train.measure_inference=false
+else
+    skip ray-r9-w1 120 "ray not importable on this machine (carry ray wheels in .whl to run it)"
+fi
+
+# ------------------------------------------------------------------ wrap up (at most WRAPUP_MAX s)
 [[ -n $SMI_PID ]] && kill "$SMI_PID" 2>/dev/null
-nvidia-smi --query-gpu=memory.used,clocks.sm,temperature.gpu --format=csv >>"$OUT/env.txt" 2>&1 || true
+(( DRY )) || timeout 5 nvidia-smi --query-gpu=memory.used,clocks.sm,temperature.gpu --format=csv >>"$OUT/env.txt" 2>&1
 [[ -f $TP_CSV ]] && cp "$TP_CSV" "$OUT/throughput.csv"
 cp "$TSV" "$LOGS/" 2>/dev/null
 KEEP=(logs)
 for d in runs runs-probe results; do [[ -d $WORK/$d ]] && KEEP+=("$d"); done
-tar -czf "$OUT/gpu-check-logs.tar.gz" -C "$WORK" --exclude='*.pt' --exclude='*.pt.tmp' --exclude='tb' \
-    --exclude='pids' --exclude='*.beton' "${KEEP[@]}" 2>/dev/null || \
-    tar -czf "$OUT/gpu-check-logs.tar.gz" -C "$WORK" logs 2>/dev/null
+timeout 15 tar -czf "$OUT/gpu-check-logs.tar.gz" -C "$WORK" --exclude='*.pt' --exclude='*.pt.tmp' --exclude='tb' \
+    --exclude='pids' --exclude='*.beton' "${KEEP[@]}" 2>/dev/null
 # Keep the archive under the 16 MiB the tool brings back: fall back to the logs alone.
-if [[ $(stat -c %s "$OUT/gpu-check-logs.tar.gz" 2>/dev/null || echo 0) -gt 15000000 ]]; then
-    tar -czf "$OUT/gpu-check-logs.tar.gz" -C "$WORK" logs
+if [[ $(stat -c %s "$OUT/gpu-check-logs.tar.gz" 2>/dev/null || echo 0) -gt 15000000 || ! -s $OUT/gpu-check-logs.tar.gz ]]; then
+    timeout 10 tar -czf "$OUT/gpu-check-logs.tar.gz" -C "$WORK" logs
 fi
+ls -la "$OUT"
 
-{
-    echo "cnn-harness GPU check: dataset $DSNAME, $(( $(date +%s) - T0 ))s of a ${BUDGET}s budget"
-    echo
-    awk -F'\t' 'NR==1 {printf "%-15s %-11s %5s  %s\n", "step", "status", "secs", "note"; next}
-                {printf "%-15s %-11s %5s  %s\n", $1, $2, $3, $6}' "$TSV"
-    if [[ -f $LOGS/bench-loaders.log ]]; then
-        echo; echo "bench loaders:"; sed -n '/^backend /,/^rows appended/p' "$LOGS/bench-loaders.log"
-    fi
+# The benches' own tables, for the summary.
+bench_tables() {
     if [[ -f $LOGS/bench-speed94.log ]]; then
         echo; echo "bench speed (time to 94% val):"; sed -n '/^recipe /,/^rows appended/p' "$LOGS/bench-speed94.log"
         grep '^peer:' "$LOGS/bench-speed94.log"
@@ -371,11 +447,23 @@ fi
         echo; echo "bench overhead:"
         sed -n '/^mode /,/^rows appended/p' "$LOGS/bench-overhead.log"
     fi
+    if [[ -f $LOGS/bench-loaders.log ]]; then
+        echo; echo "bench loaders:"; sed -n '/^backend /,/^rows appended/p' "$LOGS/bench-loaders.log"
+    fi
     if [[ -f $LOGS/sync-probe.log ]]; then
         echo; sed -n '/^train loop:/,$p' "$LOGS/sync-probe.log" | grep -v '^METRIC'
     fi
+}
+
+# The step table goes last, so it is what a cut-off output_tail keeps.
+{
+    echo "cnn-harness GPU check: dataset $DSNAME, $(( $(date +%s) - T0 ))s of a ${BUDGET}s budget" \
+         "(worst case $(( BUDGET + KILL_GRACE + WRAPUP_MAX ))s)$( (( DRY )) && echo ', DRY RUN: nothing ran')"
+    (( DRY )) || bench_tables
+    echo
+    awk -F'\t' 'NR==1 {printf "%-18s %-11s %5s %4s  %s\n", "step", "status", "secs", "cap", "note"; next}
+                {printf "%-18s %-11s %5s %4s  %s\n", $1, $2, $3, $4, $7}' "$TSV"
 } >"$OUT/summary.txt"
-cat "$OUT/summary.txt"
-ls -la "$OUT"
 rm -rf "$WORK"
+cat "$OUT/summary.txt"
 exit 0

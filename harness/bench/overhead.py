@@ -1,7 +1,8 @@
 """``harness bench overhead``: what the harness costs on top of a bare PyTorch loop.
 
 Same model, same in-memory data, same batch, measured side by side in one run:
-(a) a bare loop written here (forward, backward, step, nothing else);
+(a) a bare loop written here (forward, backward, step, nothing else), with the torch backend flags the
+    harness's loop sets (cuDNN autotuning, TF32);
 (b) ``harness run`` in process, as a subprocess (so imports and setup count toward its start-up);
 (c) ``harness run --workers 1`` under Ray Train, also a subprocess.
 Training images/s are steady state: the first epoch is warm-up and excluded, the median of the rest is
@@ -19,6 +20,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -28,9 +30,12 @@ from harness.files import METRICS_FILE, THROUGHPUT_CSV
 from harness.provenance import provenance
 from harness.results_csv import THROUGHPUT_COLUMNS, append_rows, results_dir
 from harness.run.config import RunConfig, apply_overrides
-from harness.run.measure import autocast
+from harness.run.measure import apply_backend_flags, autocast, backend_flags
 from harness.run.summary import RunSummary
 from loaders import DataOptions, load_splits
+
+if TYPE_CHECKING:
+    from harness.run.resolve import ResolvedConfig
 
 MODES = ("bare", "inprocess", "ray")
 # What the bench checks: harness images/s as a fraction of the bare loop's, Ray's seconds to a first step.
@@ -56,22 +61,34 @@ def run_overrides(arch: str, n_train: int, batch_size: int, epochs: int, workers
             "train.progress": False}
 
 
-def speed_settings(arch: str, n_train: int, batch_size: int, epochs: int) -> tuple[torch.device, str, bool]:
-    """Device, precision and memory layout the harness runs resolve to (the bare loop uses the same)."""
+def _resolved(arch: str, n_train: int, batch_size: int, epochs: int) -> ResolvedConfig:
     # torchvision is heavy: loaded when this runs, so importing this module stays light
     from harness.run.resolve import resolve
 
-    cfg = resolve(apply_overrides(RunConfig(), run_overrides(arch, n_train, batch_size, epochs, 0)))
+    return resolve(apply_overrides(RunConfig(), run_overrides(arch, n_train, batch_size, epochs, 0)))
+
+
+def _settings(cfg: ResolvedConfig) -> tuple[torch.device, str, bool]:
     return torch.device("cuda" if cfg.dist.use_gpu else "cpu"), cfg.train.precision, bool(cfg.train.channels_last)
+
+
+def speed_settings(arch: str, n_train: int, batch_size: int, epochs: int) -> tuple[torch.device, str, bool]:
+    """Device, precision and memory layout the harness runs resolve to (the bare loop uses the same)."""
+    return _settings(_resolved(arch, n_train, batch_size, epochs))
 
 
 def bare_loop(arch: str, n_train: int, batch_size: int, epochs: int) -> list[float]:
     """Images/s per epoch of the plainest correct loop over the same normalised data, on the same device,
-    in the same precision and memory layout as the harness runs (:func:`speed_settings`)."""
+    in the same precision, memory layout and torch backend flags as the harness runs (:func:`speed_settings`,
+    :func:`~harness.run.measure.backend_flags`)."""
     # torchvision is heavy: loaded when this runs, so importing this module stays light
     from architectures import create_model
 
-    device, precision, channels_last = speed_settings(arch, n_train, batch_size, epochs)
+    cfg = _resolved(arch, n_train, batch_size, epochs)
+    device, precision, channels_last = _settings(cfg)
+    # The harness's loop sets these before it trains (cuDNN autotuning on CUDA, TF32 for fp32); without
+    # them the bare loop would be timed on other kernels and the ratio would not compare like with like.
+    apply_backend_flags(backend_flags(precision, cfg.train.deterministic, device.type))
     d = _data_args(n_train)
     splits = load_splits(DataOptions(dataset="synthetic", synthetic_size=d["synthetic_size"],
                                      val_fraction=VAL_FRACTION, num_classes=10))
