@@ -19,7 +19,6 @@ import csv
 import os
 import secrets
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -31,6 +30,8 @@ from pathlib import Path
 
 import psutil
 import pytest
+
+from harness.bench.loopback import terminate
 
 pytestmark = pytest.mark.slow
 
@@ -65,19 +66,7 @@ def _head_processes(marker: str) -> list[psutil.Process]:
 
 def stop_head(marker: str, grace: float = 8.0) -> None:
     """`ray stop`, scoped to one head: SIGTERM its processes, SIGKILL what is left after ``grace`` s."""
-    procs = _head_processes(marker)
-    for p in procs:
-        try:
-            p.send_signal(signal.SIGTERM)
-        except psutil.Error:
-            pass
-    _, alive = psutil.wait_procs(procs, timeout=grace)
-    for p in alive:
-        try:
-            p.kill()
-        except psutil.Error:
-            pass
-    psutil.wait_procs(alive, timeout=5)
+    terminate(_head_processes(marker), grace)
 
 
 class Head:

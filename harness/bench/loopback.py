@@ -94,17 +94,22 @@ class LoopbackCluster:
 
     def stop(self, grace: float = 8.0) -> None:
         """SIGTERM this cluster's processes (and only them), SIGKILL what is left, remove its folder."""
-        procs = self._processes()
-        for p in procs:
-            try:
-                p.send_signal(signal.SIGTERM)
-            except psutil.Error:
-                pass
-        _, alive = psutil.wait_procs(procs, timeout=grace)
-        for p in alive:
-            try:
-                p.kill()
-            except psutil.Error:
-                pass
-        psutil.wait_procs(alive, timeout=5)
+        terminate(self._processes(), grace)
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+def terminate(procs: list[psutil.Process], grace: float = 8.0) -> None:
+    """`ray stop` scoped to ``procs``: SIGTERM them, SIGKILL what is left after ``grace`` s (never a bare
+    `ray stop`, which ends every Ray process on the machine)."""
+    for p in procs:
+        try:
+            p.send_signal(signal.SIGTERM)
+        except psutil.Error:
+            pass
+    _, alive = psutil.wait_procs(procs, timeout=grace)
+    for p in alive:
+        try:
+            p.kill()
+        except psutil.Error:
+            pass
+    psutil.wait_procs(alive, timeout=5)
