@@ -98,3 +98,36 @@ def test_sweep_trials_are_sized_per_node():
     assert res == {"cpu": 6, "gpu": 0.5}, "half a GPU: half the CPUs per GPU"
     with pytest.raises(HarnessError, match="DDP trials need one whole GPU per worker"):
         trial_resources(SweepSettings(workers_per_trial=2, gpus_per_worker=0.5), TWO_G5)
+
+
+def test_small_models_share_a_gpu_sized_from_their_step_cost(capsys):
+    """A sweep of small models on a big GPU packs several trials per GPU, not one at a time."""
+    one_h200 = ClusterShape((NodeShape(16, 1),), where="the Ray cluster")
+    s = SweepSettings(workers_per_trial=1)
+    res, _ = trial_resources(s, one_h200, step_gflops=125.0)  # ResNet-20 at batch 512
+    assert s.gpus_per_worker == 1 / 8 and res == {"cpu": 2, "gpu": 0.125}
+    assert "8 trials share each GPU" in capsys.readouterr().out
+    s = SweepSettings(workers_per_trial=1)
+    trial_resources(s, one_h200, step_gflops=430.0)  # ResNet-18 at batch 128
+    assert s.gpus_per_worker == 0.5
+    s = SweepSettings(workers_per_trial=1)
+    trial_resources(s, one_h200, step_gflops=None)
+    assert s.gpus_per_worker == 1, "cost unknown: a whole GPU"
+    s = SweepSettings(workers_per_trial=2)
+    trial_resources(s, ClusterShape((NodeShape(32, 2),)), step_gflops=1.0)
+    assert s.gpus_per_worker == 1, "DDP workers each need a whole GPU"
+    s = SweepSettings(workers_per_trial=1)
+    trial_resources(s, ClusterShape((NodeShape(4, 2),)), step_gflops=1.0)
+    assert s.gpus_per_worker == 0.5, "2 CPUs per GPU: at most 2 trials per GPU, a CPU each"
+    s = SweepSettings(workers_per_trial=1, gpus_per_worker=1)
+    trial_resources(s, one_h200, step_gflops=1.0)
+    assert s.gpus_per_worker == 1, "an explicit --gpus-per-worker stands"
+
+
+def test_the_step_cost_counts_the_largest_model_at_its_batch():
+    small = apply_overrides(RunConfig(), ["model.arch=tiny_cnn", "train.batch_size=64"])
+    big = apply_overrides(RunConfig(), ["model.arch=resnet20", "train.batch_size=512"])
+    from harness.sweep.resources import largest_step_gflops
+
+    step = largest_step_gflops([small, big])
+    assert 100 < step < 150, f"ResNet-20 (81 MFLOPs) x 512 x 3 is ~125 GFLOPs, got {step}"

@@ -5,6 +5,7 @@ Every check of CPUs, GPUs and workers lives here, for ``harness run`` and ``harn
 - :func:`local_shape` / :func:`cluster_shape` / :func:`current_shape`: the nodes, one entry each (a
   worker group is placed node by node, so totals say nothing about whether it fits), and, on a
   cluster, the node types its autoscaler may add.
+- :func:`gpu_share`: GPUs per single-worker trial when none were asked for: small models share a GPU.
 - :func:`worker_cpus`: CPUs per worker when none were asked for: per GPU, the smallest CPU-per-GPU
   ratio over the GPU nodes (a CPU-only head does not count); on CPUs, the largest equal share that
   places every worker.
@@ -156,6 +157,35 @@ def placeable(nodes: tuple[NodeShape, ...], cpus: float, gpus: float) -> float:
             return math.inf
         total += per_node * n.max_count
     return total
+
+
+#: A training step of this many GFLOPs (forward and backward) keeps one large GPU busy on its own. A
+#: smaller step is mostly kernel launches and leaves the GPU idle between them, so several trials share
+#: it. A ResNet-20 step at batch 512 is ~125 GFLOPs, so eight trials share a GPU; ResNet-18 at 128 (~430) two.
+GPU_FULL_STEP_GFLOPS = 1000.0
+#: Each trial holds a CUDA context and its own activations and split: beyond this, packing more gains little.
+MAX_TRIALS_PER_GPU = 8
+
+
+def gpu_share(shape: ClusterShape, step_gflops: float | None) -> float:
+    """GPUs per single-worker trial when none were asked for: ``1/k``, with ``k`` trials to a GPU.
+
+    ``k`` is the largest power of two (at most :data:`MAX_TRIALS_PER_GPU`, and at most the GPU nodes'
+    smallest CPU-per-GPU ratio, so each trial keeps a CPU of its own) whose trials' steps together stay
+    within :data:`GPU_FULL_STEP_GFLOPS`. 1 where the cost is unknown or there is no GPU node.
+
+    Args:
+        shape: the nodes the trials run on.
+        step_gflops: the largest training step of the sweep's trials, in GFLOPs.
+    """
+    ratios = [n.cpus / n.gpus for n in shape.gpu_nodes if n.gpus]
+    if not step_gflops or step_gflops <= 0 or not ratios:
+        return 1.0
+    most = min(MAX_TRIALS_PER_GPU, max(1, int(min(ratios))))
+    k = 1
+    while 2 * k <= most and 2 * k * step_gflops <= GPU_FULL_STEP_GFLOPS:
+        k *= 2
+    return 1.0 / k
 
 
 def worker_cpus(shape: ClusterShape, workers: int, gpus: float) -> int:

@@ -38,6 +38,7 @@ import os
 import re
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +57,7 @@ from harness.sweep.asha import asha_params, asha_warning
 from harness.sweep.interrupt import SweepInterrupt
 from harness.sweep.matrix import Matrix, load_matrix
 from harness.sweep.phases import plan_rerun, read_state, selection_lines
-from harness.sweep.resources import check_fits_locally, trial_resources
+from harness.sweep.resources import check_fits_locally, largest_step_gflops, needs_step_cost, trial_resources
 from harness.sweep.settings import (
     METRIC,
     MODE,
@@ -115,7 +116,9 @@ def run_sweep(s: SweepSettings, resume: bool = False) -> int:
     # Per-worker CPUs and GPUs are settled from the cluster first, so trials are checked as they will
     # run: a GPU trial (fp16, say) from a CPU-only head is checked against the cluster's GPUs.
     shape = _cluster_shape(s)
-    resources = trial_resources(s, shape)
+    step = largest_step_gflops(_trial_configs(m, dataclasses.replace(s, gpus_per_worker=1), cells)) \
+        if needs_step_cost(s, shape) else None
+    resources = trial_resources(s, shape, step)
     configs = _check_trials(m, s, cells, sum(n.gpus for n in shape.gpu_nodes))
     asha = _asha(s, m, configs)
     if not resume:
@@ -402,8 +405,14 @@ def _check_trials(m: Matrix, s: SweepSettings, cells: list[dict] | None,
     # torch is heavy: loaded when this runs, so importing this module stays light
     from harness.run.resolve import check
 
-    configs = []
-    if cells is None:  # Optuna: check the base config and each grid value on top of it
+    return _trial_configs(m, s, cells, lambda cfg: check(cfg, cluster_gpus))
+
+
+def _trial_configs(m: Matrix, s: SweepSettings, cells: list[dict] | None,
+                   check: Callable[[RunConfig], Any] | None = None) -> list[RunConfig]:
+    """Each trial's configuration (for Optuna: the base config and each grid value on top of it), each
+    passed to ``check`` first; a :class:`HarnessError` names the trial."""
+    if cells is None:
         probe = [{a.name: a.labels[0] if a.labels else a.low for a in m.axes}]
         for a in m.axes:
             for lab in a.labels[1:]:
@@ -411,13 +420,15 @@ def _check_trials(m: Matrix, s: SweepSettings, cells: list[dict] | None,
         items = probe
     else:
         items = [{"cell": c} for c in cells]
+    configs = []
     for item in items:
         try:
             r = trial_config(item, s)
             if r is None:
                 continue
-            cfg, info = r
-            check(cfg, cluster_gpus)
+            cfg, _ = r
+            if check is not None:
+                check(cfg)
         except HarnessError as e:
             axes = item["cell"]["axes"] if "cell" in item else item
             label = ", ".join(f"{k}={v}" for k, v in axes.items())
