@@ -242,13 +242,19 @@ def _replay_summary(trial_dir: Path, tags: dict[str, Any]) -> bool:
     # ray is heavy: imported only where Ray is used
     from ray import tune
 
-    prev = read_trial(trial_dir)
-    if prev is None or prev.summary is None:
+    # The run's own summary.json, written straight into storage before the trial reported it: Tune's
+    # result.json reaches storage only at its next sync, so a driver killed in between (kill -9) left
+    # a finished trial whose result.json had no summary, and --resume trained it again.
+    prev = RunSummary.read(trial_dir / TRIAL_RUN_DIR)
+    if prev is None:
+        rec = read_trial(trial_dir)  # a trial of a sweep written before runs kept their summary here
+        prev = rec.summary if rec is not None else None
+    if prev is None or prev.status == "interrupted":  # a stopped sweep's trial: it continues from last.pt
         return False
     # A resumed sweep restarts trials it had not yet saved as finished; this one had. Replay its
     # summary (no `epoch` key, so ASHA ignores it) instead of training it again. Only the summary's
     # own fields go back: Tune adds its bookkeeping keys (time, date, pid, ...) afresh.
-    tune.report({**prev.summary.to_dict(), **tags, "replayed": True})
+    tune.report({**prev.to_dict(), **tags, "replayed": True})
     return True
 
 
