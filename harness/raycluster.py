@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -53,11 +54,43 @@ def init_ray(*, num_cpus: int | None = None, dashboard: bool = False, verbose: b
             return False
         temp_dir = temp_dir or os.environ.get("RAY_TMPDIR")
         local: dict[str, Any] = {"_temp_dir": temp_dir} if temp_dir else {}
+        port = _free_port() if dashboard else None
+        if port is not None:
+            # Ray Train's placement-group cleaner asks the State API about its cluster without an address.
+            # With another Ray on this machine it finds two and gives up ("Found multiple active Ray
+            # instances"), so a finished TorchTrainer trial's workers are never freed and the next trial
+            # waits for them forever. The GCS gets a port chosen here, and the workers its address.
+            local["runtime_env"] = {"env_vars": {"RAY_ADDRESS": f"{ray.util.get_node_ip_address()}:{port}"}}
         # address="local" never attaches to a stale cluster file; the dashboard must not face the network.
-        ray.init(address="local", num_cpus=num_cpus or available_cpus(), include_dashboard=dashboard,
-                 dashboard_host="127.0.0.1", log_to_driver=verbose, configure_logging=True,
-                 logging_level="INFO" if verbose else "ERROR", **local)
+        with _env(ray_gcs_port=port):
+            ray.init(address="local", num_cpus=num_cpus or available_cpus(), include_dashboard=dashboard,
+                     dashboard_host="127.0.0.1", log_to_driver=verbose, configure_logging=True,
+                     logging_level="INFO" if verbose else "ERROR", **local)
         return True
+
+
+def _free_port() -> int:
+    """A TCP port free now (the OS picks it)."""
+    with socket.socket() as s:
+        s.bind(("", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def _env(ray_gcs_port: int | None) -> Iterator[None]:
+    """``$RAY_GCS_SERVER_PORT`` (Ray's head reads it as it starts) for the duration, when a port is given."""
+    if ray_gcs_port is None:
+        yield
+        return
+    before = os.environ.get("RAY_GCS_SERVER_PORT")
+    os.environ["RAY_GCS_SERVER_PORT"] = str(ray_gcs_port)
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("RAY_GCS_SERVER_PORT", None)
+        else:
+            os.environ["RAY_GCS_SERVER_PORT"] = before
 
 
 @contextlib.contextmanager
