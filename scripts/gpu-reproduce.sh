@@ -15,6 +15,7 @@
 # DRY_RUN=1 (what `make test` runs, on the CPU): the same queue and commands with tiny caps (2 steps of
 # batch 8 on 256 synthetic images, fp32), so the script and every queued config are proved without a GPU.
 # Budget: GPU_REPRODUCE_BUDGET_S (default 500 s, inside the device tool's 600 s per call).
+# GPU_REPRODUCE_MAX_ROWS=N: train the N cheapest rows only (the rest are listed as skipped); default all.
 
 set -u -o pipefail
 
@@ -22,6 +23,7 @@ ROOT=$(pwd)
 OUT=${OUT:-$ROOT/gpu-reproduce-out}
 BUDGET=${GPU_REPRODUCE_BUDGET_S:-500}
 DRY=${DRY_RUN:-0}
+MAX_ROWS=${GPU_REPRODUCE_MAX_ROWS:-0}
 PY=${PYTHON:-python3}
 T0=$(date +%s)
 export PYTHONUNBUFFERED=1 WANDB_MODE=disabled
@@ -48,7 +50,14 @@ else
 fi
 
 printf 'config\treport\trows\tstatus\tseconds\tstated_gpu_s\tval_acc\ttest_acc\n' >"$SUMMARY"
+n=0
 tail -n +2 "$OUT/queue/queue.tsv" | while IFS=$'\t' read -r file report rows gpu_s; do
+    n=$((n + 1))
+    if [ "$MAX_ROWS" -gt 0 ] && [ "$n" -gt "$MAX_ROWS" ]; then
+        printf '%s\t%s\t%s\tSKIP (GPU_REPRODUCE_MAX_ROWS=%s)\t0\t%s\t\t\n' "$file" "$report" "$rows" "$MAX_ROWS" \
+            "$gpu_s" >>"$SUMMARY"
+        continue
+    fi
     left=$((BUDGET - ($(date +%s) - T0)))
     need=$(( DRY == 1 ? 5 : ${gpu_s:-60} + 30 ))  # the stated time plus start-up
     if [ "$left" -lt "$need" ]; then

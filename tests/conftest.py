@@ -25,7 +25,21 @@ os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
 os.environ.pop("RAY_ADDRESS", None)
 # auto on a CPU is fp32 NCHW without timing a probe first; tests/test_probe.py turns the probe on itself.
 os.environ["HARNESS_PROBE"] = "off"
+# The code version every row the suite writes records: stated (provenance honours HARNESS_GIT_SHA), not read
+# from git, so rows stay publishable while the checkout has uncommitted changes, as it has whenever a change
+# is being tested; otherwise each page a test renders drops them as "+dirty". Tests of the git reading set
+# their own.
+TEST_SHA = "0123456789"
+os.environ["HARNESS_GIT_SHA"] = TEST_SHA
 torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    """The environment of a ``harness`` subprocess: nothing of the caller's Ray, W&B or harness settings,
+    except the suite's own (no probe, :data:`TEST_SHA`), unbuffered output, and ``extra``."""
+    e = {k: v for k, v in os.environ.items() if not k.startswith(("WANDB_", "RAY_", "HARNESS_"))}
+    e.update(HARNESS_PROBE="off", HARNESS_GIT_SHA=TEST_SHA, PYTHONUNBUFFERED="1", **extra)
+    return e
 
 
 @pytest.fixture(scope="module")

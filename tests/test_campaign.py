@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import child_env
 
 from harness.report.campaign import plan
 from harness.report.costs import COSTS_CSV, read_rates
@@ -56,9 +57,7 @@ def _metrics(run_dirs: list[Path]) -> dict[Path, list[dict]]:
 @pytest.mark.slow
 def test_killed_campaign_row_continues_from_its_last_epoch(tmp_path):
     ray_tmp = tempfile.mkdtemp(prefix="rt", dir="/tmp")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("WANDB_", "RAY_", "HARNESS_"))}
-    env["HARNESS_PROBE"] = "off"  # auto is fp32 NCHW without a probe, as in the whole suite
-    env.update(RAY_TMPDIR=ray_tmp, PYTHONUNBUFFERED="1", HARNESS_CACHE_DIR=str(tmp_path / "cache"))
+    env = child_env(RAY_TMPDIR=ray_tmp, HARNESS_CACHE_DIR=str(tmp_path / "cache"))
     sweeps = tmp_path / "sweeps"
     cmd = [sys.executable, "-m", "harness", "reproduce", "kfold", "--run", "--budget", "10m", "--max-rows", "1",
            "--results-dir", str(tmp_path / "results"), "--docs-dir", str(tmp_path / "docs"), "--storage",

@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import child_env
 
 from harness.results_csv import read_rows
 
@@ -42,9 +43,7 @@ axes:
 def env(tmp_path):
     """The sweep process's environment: nothing of the caller's Ray, W&B or harness settings; a short Ray temp dir."""
     ray_tmp = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # unix socket paths must stay short
-    e = {k: v for k, v in os.environ.items() if not k.startswith(("WANDB_", "RAY_", "HARNESS_"))}
-    e["HARNESS_PROBE"] = "off"  # auto is fp32 NCHW without a probe, as in the whole suite
-    e.update(HARNESS_CACHE_DIR=str(tmp_path / "cache"), RAY_TMPDIR=ray_tmp, PYTHONUNBUFFERED="1")
+    e = child_env(HARNESS_CACHE_DIR=str(tmp_path / "cache"), RAY_TMPDIR=ray_tmp)
     yield e
     shutil.rmtree(ray_tmp, ignore_errors=True)
 
