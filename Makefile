@@ -4,7 +4,9 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-dev
 FFCV_STAMP := $(VENV)/.installed-ffcv
-PYTEST_ARGS ?=
+# Two pytest workers: most tests wait on Ray start-up and subprocesses, so two overlap well on 2 cores
+# (each test's Ray cluster is private to it). PYTEST_ARGS='-n 0' runs them one at a time.
+PYTEST_ARGS ?= -n 2 --dist worksteal
 SWEEP_ARGS ?=
 
 .PHONY: test bench install ffcv lint clean-venv
