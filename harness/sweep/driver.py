@@ -70,7 +70,16 @@ from harness.sweep.settings import (
     validate_settings,
     wandb_mode,
 )
-from harness.sweep.trials import matrix_of, one_line, run_trial, trial_cells, trial_config, trial_label
+from harness.sweep.trials import (
+    grid_cells,
+    matrix_of,
+    one_line,
+    run_trial,
+    trial_cell,
+    trial_cells,
+    trial_config,
+    trial_label,
+)
 
 _NAME = re.compile(r"[A-Za-z0-9_.=+-]+")
 _TUNE_STATE_GLOB = "experiment_state-*.json"  # Tune's saved experiment, which Tuner.restore reads
@@ -269,7 +278,7 @@ def _rerun_tuner(s: SweepSettings, exp_dir: Path, cells: list[dict], trainable: 
     run_config = tune.RunConfig(name=RERUN_DIR, storage_path=str(exp_dir), verbose=0,
                                 callbacks=_make_callbacks(s, len(cells), mode, f"{s.name}/{RERUN_DIR}"),
                                 log_to_file=True, failure_config=tune.FailureConfig(max_failures=0))
-    return tune.Tuner(trainable, param_space={"cell": tune.grid_search(cells)}, tune_config=tune_config,
+    return tune.Tuner(trainable, param_space={"cell": tune.grid_search(grid_cells(cells))}, tune_config=tune_config,
                       run_config=run_config)
 
 
@@ -358,13 +367,13 @@ def _param_space(m: Matrix, cells: list[dict] | None) -> dict:
 
     if cells is None:
         return m.tune_space()
-    return {"cell": tune.grid_search(cells)}
+    return {"cell": tune.grid_search(grid_cells(cells))}
 
 
 def _trial_name(trial: Any) -> str:
     cfg = trial.config if isinstance(trial.config, dict) else {}
     label = trial_label(cfg) if cfg else ""
-    idx = f"{cfg['cell']['index']:03d}_" if "cell" in cfg else ""
+    idx = f"{trial_cell(cfg)['index']:03d}_" if "cell" in cfg else ""
     label = re.sub(r"[^A-Za-z0-9_.=+-]+", "_", label)[:60].strip("_")
     return f"{idx}{label}_{trial.trial_id}" if label else f"{idx}{trial.trial_id}"
 

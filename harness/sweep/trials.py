@@ -79,7 +79,7 @@ def trial_overrides(config: dict, s: SweepSettings) -> tuple[dict[str, Any], dic
         HarnessError: an axis value or a ``--set`` override that does not resolve.
     """
     if "cell" in config:
-        cell = config["cell"]
+        cell = trial_cell(config)
         overrides, seed, fold, axes = dict(cell["overrides"]), cell["seed"], cell["fold"], cell["axes"]
         refs = cell.get("references", [])
         phase = cell.get("phase") or search_phase(s)
@@ -129,9 +129,9 @@ def trial_config(config: dict, s: SweepSettings) -> tuple[RunConfig, dict[str, A
 
 def trial_label(config: dict) -> str:
     """What a trial is, for tables and names: its axis labels, then its seed and fold where set."""
-    axes = config.get("cell", {}).get("axes") if "cell" in config else config
+    cell = trial_cell(config) or {}
+    axes = cell.get("axes") if "cell" in config else config
     parts = [f"{v:.4g}" if isinstance(v, float) else str(v) for v in (axes or {}).values()]
-    cell = config.get("cell") or {}
     if cell.get("phase") == RERUN:
         parts.append("rerun")
     if cell.get("seed"):
@@ -143,8 +143,26 @@ def trial_label(config: dict) -> str:
 
 def trial_index(trial: Any) -> str:
     """``#007`` for the eighth cell of a grid or random sweep; Tune's trial id for an Optuna trial."""
-    cell = trial.config.get("cell") if isinstance(trial.config, dict) else None
+    cell = trial_cell(trial.config) if isinstance(trial.config, dict) else None
     return f"#{cell['index']:03d}" if cell else trial.trial_id
+
+
+def grid_cells(cells: list[dict]) -> list[str]:
+    """The cells as the values of Tune's grid search: JSON text, read back by :func:`trial_cell`.
+
+    Tune deep-copies its whole search spec for every trial it generates (``_grid_search_generator`` in
+    ``ray.tune.search.variant_generator``), and the spec holds every cell: with cells as nested dicts that
+    is O(N) a trial and O(N^2) a sweep (at N = 1,000 about half of the driver's CPU). A string is copied
+    by reference. (A dict subclass that shares itself on copy does not survive: Tune rebuilds the config's
+    dicts as it injects its placeholders.)
+    """
+    return [json.dumps(c, sort_keys=True) for c in cells]
+
+
+def trial_cell(config: dict) -> dict | None:
+    """The matrix cell of a trial's config (JSON text from :func:`grid_cells`, or a dict); None for Optuna's."""
+    cell = config.get("cell")
+    return json.loads(cell) if isinstance(cell, str) else cell
 
 
 def is_excluded(result: dict) -> bool:
@@ -225,7 +243,7 @@ def trial_storage_dir(s: SweepSettings, config: dict, trial_dir_name: str) -> Pa
     it, and the driver's staging folder holds only Tune's files (``result.json``, ``outcome.json``).
     A resumed trial finds its ``last.pt`` there, in whatever Ray session it restarts.
     """
-    phase = (config.get("cell") or {}).get("phase") or search_phase(s)
+    phase = (trial_cell(config) or {}).get("phase") or search_phase(s)
     return Path(s.storage) / s.name / (RERUN_DIR if phase == RERUN else "") / trial_dir_name
 
 
