@@ -96,6 +96,19 @@ def test_throughput_keeps_other_benchmarks_rows(tmp_path):
     assert kinds == ["loader", "loader", "sweep"]
 
 
+def test_a_sweep_merge_keeps_every_bench_sweep_row(tmp_path):
+    """``harness bench sweep``'s rows of one commit (N = 100 and 1,000) share every key column of a sweep's
+    throughput row; a later sweep's merge kept only the last of them (make bench dropped 3 of 5)."""
+    from harness.results_csv import THROUGHPUT_COLUMNS, append_rows
+
+    bench = [{"kind": "sweep", "arch": "mlp", "dataset": "synthetic", "world_size": 1, "trials": n, "runs": n,
+              "git_sha": "abc"} for n in (100, 1000)]
+    append_rows(tmp_path / "throughput.csv", bench, THROUGHPUT_COLUMNS)
+    write_results([_done(_cfg(), 0.5, 0.5)], tmp_path)
+    rows = read_rows(tmp_path / "throughput.csv")
+    assert [r["trials"] for r in rows if r["trials"]] == ["100", "1000"], rows
+
+
 def _writer(out: str, k: int) -> None:
     recs = [_done(_cfg("tiny_cnn", lr=round(0.001 * (k * 100 + i + 1), 6)), 0.5, 0.5, sweep=f"w{k}")
             for i in range(10)]

@@ -345,11 +345,14 @@ def write_results(records: Sequence[RunRecord], out_dir: Path | None = None) -> 
         merge_rows(out_dir / PRUNED_CSV, pruned, PRUNED_COLUMNS, _pruned_key)
     tp = throughput_rows(records)
     if tp:
-        # Rows other benchmarks append (kind loader, overhead, ...) are never merged, even if two are equal.
+        # Rows other benchmarks append (kind loader, overhead, ...) are never merged, even if two are equal;
+        # nor are `harness bench sweep`'s (kind sweep with `trials`): its N = 100 and N = 1,000 rows of one
+        # commit share every key column, and a later sweep's merge kept only the last of them.
         others = itertools.count()
 
         def tp_key(row: dict) -> tuple:
-            return throughput_key(row) if row.get("kind") in ("sweep", "run") else ("other", next(others))
+            merged = row.get("kind") in ("sweep", "run") and row.get("trials") in (None, "")
+            return throughput_key(row) if merged else ("other", next(others))
 
         merge_rows(out_dir / THROUGHPUT_CSV, tp, THROUGHPUT_COLUMNS, tp_key)
     return len(rows), len(tp)
