@@ -18,9 +18,8 @@ from typing import Any
 
 from harness.bench.probe import target_config, write_rows
 from harness.provenance import provenance
-from harness.report.rows import model_mflops
+from harness.report.rows import forward_mflops
 from harness.run.probe import DEFAULT, candidates, choose, measured, native_bf16_cpu
-from harness.run.timing import NATIVE_SIZE
 
 #: The side of the square matmul that sets the peak (large enough to be compute bound on a CPU core).
 MATMUL_N = 2048
@@ -48,13 +47,6 @@ def matmul_gflops(dtype_name: str, threads: int, n: int = MATMUL_N, seconds: flo
     finally:
         torch.set_num_threads(before)
     return statistics.median(rates)
-
-
-def forward_mflops(cfg: Any) -> float | None:
-    """Forward MFLOPs per image of ``cfg``'s model at its input size (torch's FLOP counter)."""
-    size = cfg.data.img_size or NATIVE_SIZE.get(cfg.data.dataset, 32)
-    return model_mflops(cfg.model.arch, {"data.img_size": size, "data.grayscale": cfg.data.grayscale,
-                                         "model.kwargs": cfg.model.kwargs})
 
 
 def main(args: argparse.Namespace) -> int:

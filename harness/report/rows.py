@@ -17,6 +17,7 @@ from harness.files import LEADERBOARD_CSV
 from harness.provenance import publishable
 from harness.report.leaderboard import ranked
 from harness.results_csv import read_rows
+from harness.run.timing import NATIVE_SIZE
 from harness.sweep.matrix import Matrix
 
 #: The smallest tolerance of a *holds* verdict (3 percentage points), widened to 2 x std where larger.
@@ -146,6 +147,14 @@ def training_flops(arch: str, overrides: dict[str, Any], lb_row: dict[str, Any] 
 
 
 _MFLOPS: dict[str, float | None] = {}
+
+
+def forward_mflops(cfg: Any) -> float | None:
+    """Forward MFLOPs per image of ``cfg``'s model at the size it trains at (its dataset's native size unless
+    ``data.img_size`` says otherwise), with torch's FLOP counter (:func:`model_mflops`)."""
+    size = cfg.data.img_size or NATIVE_SIZE.get(cfg.data.dataset, 32)
+    return model_mflops(cfg.model.arch, {"data.img_size": size, "data.grayscale": cfg.data.grayscale,
+                                         "model.kwargs": cfg.model.kwargs})
 
 
 def model_mflops(arch: str, overrides: dict[str, Any]) -> float | None:

@@ -89,13 +89,11 @@ def largest_step_gflops(configs: list[RunConfig]) -> float | None:
     """GFLOPs of the costliest training step among ``configs`` (forward and backward: 3x the forward
     pass, torch's FLOP counter, times the batch); None where a model cannot be counted."""
     # imports torch (heavy) when a model is counted
-    from harness.report.rows import model_mflops
+    from harness.report.rows import forward_mflops
 
     steps = []
     for cfg in configs:
-        d = cfg.data
-        mflops = model_mflops(cfg.model.arch, {"data.img_size": d.img_size, "data.grayscale": d.grayscale,
-                                               "model.kwargs": cfg.model.kwargs})
+        mflops = forward_mflops(cfg)
         if mflops is None:
             return None
         steps.append(3 * mflops * cfg.train.batch_size / 1e3)
