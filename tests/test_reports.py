@@ -266,6 +266,16 @@ def test_resize_to_feeds_the_model_imagenet_sized_input():
     assert "classifier.6" in dict(model.named_modules())  # module names (for --trainable) unchanged
 
 
+def test_forward_mflops_counts_grey_and_colour_apart():
+    from harness.report.rows import forward_mflops
+
+    grey = apply_overrides(RunConfig(), {"model.arch": "all_cnn", "data.dataset": "imagenette", "data.grayscale": True})
+    colour = apply_overrides(grey, {"data.grayscale": False})
+    # All-CNN's first conv: 64 x 3 x 3 multiply-adds a pixel per input channel, at 64 x 64 (imagenette's size)
+    extra = 2 * 64 * 9 * 2 * 64 * 64 / 1e6
+    assert forward_mflops(colour) - forward_mflops(grey) == pytest.approx(extra, rel=0.01)
+
+
 @pytest.mark.parametrize("act, cls", [("relu", torch.nn.ReLU), ("leaky_relu", torch.nn.LeakyReLU), ("elu", torch.nn.ELU)])
 def test_tiny_cnn_takes_the_activation_study(act, cls):
     from architectures import create_model

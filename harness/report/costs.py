@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.provenance import cpu_model, git_sha, versions
-from harness.report.rows import model_mflops
+from harness.report.rows import forward_mflops
 from harness.results_csv import append_rows, read_rows
 from harness.run.config import epoch_count, flat_config, parse_duration, planned_epochs
 from harness.run.timing import (
@@ -215,14 +215,8 @@ def run_cost(cfg: Any, threads: int, rates: dict[tuple[str, str], Rate], cpu: st
     stages = []
     for stage_cfg, _prev, label in stage_configs(cfg):
         rate = lookup(rates, rate_key(stage_cfg, threads), cpu)
-        stages.append(plan_stage(stage_cfg, label, rate, _mflops(stage_cfg, model_mflops)))
+        stages.append(plan_stage(stage_cfg, label, rate, forward_mflops(stage_cfg)))
     return Cost(stages)
-
-
-def _mflops(cfg: Any, model_mflops: Any) -> float | None:
-    over = {"model.kwargs": cfg.model.kwargs, "data.img_size": cfg.data.img_size or NATIVE_SIZE.get(cfg.data.dataset),
-            "data.grayscale": cfg.data.grayscale}
-    return model_mflops(cfg.model.arch, over)
 
 
 def measure(cfg: Any, threads: int, init_from: Path | None = None, keep_weights: Path | None = None) -> Rate:

@@ -151,8 +151,9 @@ _MFLOPS: dict[str, float | None] = {}
 
 def forward_mflops(cfg: Any) -> float | None:
     """Forward MFLOPs per image of ``cfg``'s model at the size it trains at (its dataset's native size unless
-    ``data.img_size`` says otherwise), with torch's FLOP counter (:func:`model_mflops`)."""
-    size = cfg.data.img_size or NATIVE_SIZE.get(cfg.data.dataset, 32)
+    ``data.img_size`` says otherwise; the model's default for a dataset of unknown size), with torch's FLOP
+    counter (:func:`model_mflops`)."""
+    size = cfg.data.img_size or NATIVE_SIZE.get(cfg.data.dataset)
     return model_mflops(cfg.model.arch, {"data.img_size": size, "data.grayscale": cfg.data.grayscale,
                                          "model.kwargs": cfg.model.kwargs})
 
@@ -164,7 +165,8 @@ def model_mflops(arch: str, overrides: dict[str, Any]) -> float | None:
     per configuration; None where the model cannot be built here.
     """
     kwargs = dict(overrides.get("model.kwargs") or {})
-    key = repr((arch, sorted(kwargs.items()), overrides.get("data.img_size")))
+    grey = bool(overrides.get("data.grayscale"))  # one input channel: the first conv's FLOPs differ
+    key = repr((arch, sorted(kwargs.items()), overrides.get("data.img_size"), grey))
     if key not in _MFLOPS:
         try:
             # torch is heavy: loaded when this runs, so importing this module stays light
@@ -172,7 +174,7 @@ def model_mflops(arch: str, overrides: dict[str, Any]) -> float | None:
 
             info = model_info(arch)
             size = max(int(overrides.get("data.img_size") or info.default_img_size), info.min_img_size)
-            chans = 1 if overrides.get("data.grayscale") else 3
+            chans = 1 if grey else 3
             model = create_model(arch, num_classes=10, in_chans=chans, img_size=size, **kwargs)
             _MFLOPS[key] = float(count_mflops(model, chans, size))
         except Exception:  # noqa: BLE001 - an unbuildable row has no estimate
