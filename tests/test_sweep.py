@@ -199,3 +199,28 @@ def test_resume_and_name_errors_are_one_line(tmp_path, capsys, monkeypatch):
                  "--num-cpus", "2", "--wandb", "off", "--data-dir", str(tmp_path / "nodata")]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "32 CPUs" in err
+
+
+def test_resume_refuses_options_that_would_change_the_sweep(tmp_path, capsys, monkeypatch):
+    """A new --only or --seeds on --resume would be ignored (the saved sweep wins): it is refused instead."""
+    import dataclasses
+
+    from harness.sweep.driver import _changed_on_resume
+    from harness.sweep.settings import SweepSettings
+
+    monkeypatch.setenv("HARNESS_SWEEPS_DIR", str(tmp_path))
+    saved = SweepSettings(matrix="allcnn", name="old", seeds=2, only=["row=A4"], data_dir=str(tmp_path))
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "sweep.json").write_text(json.dumps(dataclasses.asdict(saved)))
+    (tmp_path / "old" / "experiment_state-2026-12-07_11-58-03.json").write_text("{}")
+    before = sorted(p.name for p in (tmp_path / "old").iterdir())
+    for args, msg in [(["--seeds", "3"], "--seeds 2, not 3"), (["--only", "row=A3"], "--only row=A4, not row=A3"),
+                      (["--matrix", "zoo"], "--matrix allcnn, not zoo")]:
+        assert main(["sweep", "--name", "old", "--resume", *args]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and msg in err and "--results-dir" in err, err
+    assert sorted(p.name for p in (tmp_path / "old").iterdir()) == before, "nothing written"
+    as_given = dataclasses.asdict(saved)
+    same = SweepSettings(**{**as_given, "data_dir": str(tmp_path / "." / "")})  # the same folder, spelt otherwise
+    assert _changed_on_resume(same, as_given) == ""
+    assert _changed_on_resume(SweepSettings(name="old", results_dir="elsewhere"), as_given) == ""

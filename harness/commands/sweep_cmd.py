@@ -30,7 +30,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "ranked. Trials ASHA stopped are listed apart (results/pruned.csv).")
     p.add_argument("--resume", action="store_true",
                    help="finish the interrupted sweep --name (Tune's restore); only "
-                   + ", ".join(f.flag for f in setting_fields() if f.resume and f.flag) + " may change")
+                   + ", ".join(f.flag for f in setting_fields() if f.resume and f.flag)
+                   + " may change; any other option given must be the sweep's own")
     for f in setting_fields():
         if f.flag:
             add_setting_flag(p, f)

@@ -150,10 +150,38 @@ def _resumed_settings(s: SweepSettings, storage: Path) -> tuple[SweepSettings, M
     if not _has_experiment(exp_dir) or not (exp_dir / SWEEP_FILE).is_file():
         raise HarnessError(f"--resume: no sweep '{s.name}' under {storage} (start it without --resume)")
     saved = json.loads((exp_dir / SWEEP_FILE).read_text())
-    # The saved definition wins: the trials that ran and the ones still to run are one sweep.
+    # The saved definition wins: the trials that ran and the ones still to run are one sweep. An option
+    # given again that would change it is refused rather than ignored (a new --only, say, would silently
+    # finish the old selection instead of running the new one).
+    changed = _changed_on_resume(s, saved)
+    if changed:
+        may = ", ".join(f.flag for f in setting_fields() if f.resume and f.flag)
+        raise HarnessError(f"--resume: sweep '{s.name}' was started with {changed}; only {may} may change "
+                           "(leave the option out, or start a sweep under another name)")
     keep = {f.key: getattr(s, f.key) for f in setting_fields() if f.resume}  # where results go, what is shown
     s = SweepSettings(**{**saved, **{k: v for k, v in keep.items() if v is not None}})
     return s, matrix_of(s)  # the matrix as saved, even if its file changed since
+
+
+def _changed_on_resume(s: SweepSettings, saved: dict[str, Any]) -> str:
+    """The first option of ``s`` that was given (differs from its default) and differs from the saved
+    sweep's, as "FLAG SAVED, not GIVEN"; "" when there is none."""
+    default = SweepSettings()
+    for f in setting_fields():
+        if f.resume or not f.flag or f.key in ("name", "storage"):  # name and storage find the sweep
+            continue
+        given, was = getattr(s, f.key), saved.get(f.key)
+        if f.key == "data_dir" and given and was:
+            given, was = str(Path(given).expanduser().resolve()), str(Path(was).expanduser().resolve())
+        if given != getattr(default, f.key) and given != was:
+            return f"{f.flag} {_shown(was)}, not {_shown(given)}"
+    return ""
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, list):
+        return " ".join(value) if value else "(none)"
+    return "(default)" if value is None else str(value)
 
 
 def _new_settings(s: SweepSettings, storage: Path) -> tuple[SweepSettings, Matrix]:
