@@ -70,7 +70,14 @@ class SweepLoggingActor:
     def start(self, key: str, logdir: str, kwargs: dict[str, Any]) -> None:
         """Open the W&B run of trial ``key``, its files under ``logdir`` (the trial's staging folder)."""
         os.makedirs(logdir, exist_ok=True)
-        run = self._wandb.init(**{**kwargs, "reinit": "create_new", "dir": logdir})
+        # No symlinks in a trial's folder: Tune's sync to storage follows them, so every trial got a copy
+        # of the run (``latest-run``) and of wandb-core's one log for the whole process (``debug-core.log``),
+        # which grows with every trial the sweep has run: O(N) bytes a trial, O(N^2) a sweep.
+        settings = self._wandb.Settings(symlink=False)
+        run = self._wandb.init(**{**kwargs, "reinit": "create_new", "dir": logdir, "settings": settings})
+        # wandb-core links its process-wide log into each run whatever ``symlink`` says; it stays in W&B's
+        # cache (~/.cache/wandb/logs), where it was written.
+        Path(run.settings.log_dir, "debug-core.log").unlink(missing_ok=True)
         run.config.update({"trial_log_path": logdir}, allow_val_change=True)
         self._runs[key] = run
 
