@@ -133,9 +133,11 @@ def test_sweep_resume_keeps_the_saved_definition_and_takes_the_resume_settings(t
     exp.mkdir()
     (exp / "experiment_state-2026.json").write_text("{}")  # what Tune leaves behind
     (exp / SWEEP_FILE).write_text(json.dumps(dataclasses.asdict(saved)))
-    asked = SweepSettings(name="s1", seeds=5, results_dir="/new", verbose=True, num_cpus=2)
+    asked = SweepSettings(name="s1", results_dir="/new", verbose=True, num_cpus=2)
     s, m = _resumed_settings(asked, tmp_path)
     assert (s.results_dir, s.verbose, s.num_cpus) == ("/new", True, 2)
     assert (s.seeds, s.overrides, s.docs_dir) == (2, ["optim.lr=0.1"], None)
     assert {f.key for f in setting_fields() if f.resume} == {"results_dir", "docs_dir", "num_cpus", "verbose"}
     assert m.axes
+    with pytest.raises(HarnessError, match="--seeds 2, not 5"):  # one that would change the sweep is refused
+        _resumed_settings(SweepSettings(name="s1", seeds=5), tmp_path)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -75,9 +76,7 @@ class SweepLoggingActor:
         # which grows with every trial the sweep has run: O(N) bytes a trial, O(N^2) a sweep.
         settings = self._wandb.Settings(symlink=False)
         run = self._wandb.init(**{**kwargs, "reinit": "create_new", "dir": logdir, "settings": settings})
-        # wandb-core links its process-wide log into each run whatever ``symlink`` says; it stays in W&B's
-        # cache (~/.cache/wandb/logs), where it was written.
-        Path(run.settings.log_dir, "debug-core.log").unlink(missing_ok=True)
+        _unlink_core_log(run, wait_s=2.0)
         run.config.update({"trial_log_path": logdir}, allow_val_change=True)
         self._runs[key] = run
 
@@ -95,6 +94,7 @@ class SweepLoggingActor:
         run = self._runs.pop(key, None)
         if run is not None:
             run.finish()
+            _unlink_core_log(run, wait_s=0.0)
 
     def close(self) -> int:
         """Finish every run still open (trials that never ended: an interrupted sweep); how many."""
@@ -103,6 +103,20 @@ class SweepLoggingActor:
             self.end(key)
         self._wandb.teardown()  # wait for wandb-core to have written every run
         return len(keys)
+
+
+def _unlink_core_log(run: Any, wait_s: float) -> None:
+    """Remove the link wandb-core puts in each run to its log for the whole process, waiting up to ``wait_s``
+    for it to appear (wandb-core makes it as it starts the run, just after ``wandb.init`` returns).
+
+    It is made whatever ``symlink`` says; the log stays in W&B's cache (~/.cache/wandb/logs), where it is written.
+    """
+    link = Path(run.settings.log_dir, "debug-core.log")
+    deadline = time.monotonic() + wait_s
+    while not link.is_symlink() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    if link.is_symlink():
+        link.unlink(missing_ok=True)
 
 
 class WandbCallback(WandbLoggerCallback):
