@@ -226,6 +226,6 @@ def test_resume_refuses_options_that_would_change_the_sweep(tmp_path, capsys, mo
         assert len(err.splitlines()) == 1 and msg in err and "--results-dir" in err, err
     assert sorted(p.name for p in (tmp_path / "old").iterdir()) == before, "nothing written"
     as_given = dataclasses.asdict(saved)
-    same = SweepSettings(**{**as_given, "data_dir": str(tmp_path / "." / "")})  # the same folder, spelt otherwise
+    same = SweepSettings(**{**as_given, "data_dir": f"{tmp_path}/./"})  # the same folder, spelt otherwise
     assert _changed_on_resume(same, as_given) == ""
     assert _changed_on_resume(SweepSettings(name="old", results_dir="elsewhere"), as_given) == ""

@@ -12,7 +12,7 @@ from harness.errors import ConfigError
 from harness.run.knobs import FieldInfo, base_type
 from harness.sweep.driver import run_sweep
 from harness.sweep.matrix import matrix_path
-from harness.sweep.settings import SweepSettings, setting_fields
+from harness.sweep.settings import SweepSettings, resume_flags, setting_fields
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -29,9 +29,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "architecture again at full budget, without early stopping, with --seeds S seeds; only those reruns are "
         "ranked. Trials ASHA stopped are listed apart (results/pruned.csv).")
     p.add_argument("--resume", action="store_true",
-                   help="finish the interrupted sweep --name (Tune's restore); only "
-                   + ", ".join(f.flag for f in setting_fields() if f.resume and f.flag)
-                   + " may change; any other option given must be the sweep's own")
+                   help=f"finish the interrupted sweep --name (Tune's restore); only {resume_flags()} may "
+                   "change; any other option given must be the sweep's own")
     for f in setting_fields():
         if f.flag:
             add_setting_flag(p, f)

@@ -66,6 +66,7 @@ from harness.sweep.settings import (
     SINGLE,
     TIME_ATTR,
     SweepSettings,
+    resume_flags,
     setting_fields,
     validate_settings,
     wandb_mode,
@@ -155,8 +156,7 @@ def _resumed_settings(s: SweepSettings, storage: Path) -> tuple[SweepSettings, M
     # finish the old selection instead of running the new one).
     changed = _changed_on_resume(s, saved)
     if changed:
-        may = ", ".join(f.flag for f in setting_fields() if f.resume and f.flag)
-        raise HarnessError(f"--resume: sweep '{s.name}' was started with {changed}; only {may} may change "
+        raise HarnessError(f"--resume: sweep '{s.name}' was started with {changed}; only {resume_flags()} may change "
                            "(leave the option out, or start a sweep under another name)")
     keep = {f.key: getattr(s, f.key) for f in setting_fields() if f.resume}  # where results go, what is shown
     s = SweepSettings(**{**saved, **{k: v for k, v in keep.items() if v is not None}})

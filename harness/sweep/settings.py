@@ -93,6 +93,11 @@ def setting_fields() -> list[FieldInfo]:
     return walk(SweepSettings)
 
 
+def resume_flags() -> str:
+    """The flags ``--resume`` may change (where results go, what is shown), as "--a, --b"."""
+    return ", ".join(f.flag for f in setting_fields() if f.resume and f.flag)
+
+
 def setting_field(name: str) -> FieldInfo:
     """The declaration of the setting ``name`` (a :class:`SweepSettings` field)."""
     return next(f for f in setting_fields() if f.key == name)
