@@ -105,10 +105,25 @@ def test_pages_show_measured_costs_and_why_each_row_is_not_run(tmp_path):
     page, _ = write_page(load_matrix("kfold"), tmp_path, tmp_path / "reports")
     k2 = [ln for ln in page.read_text().splitlines() if ln.startswith("| K2 |")]
     assert any("campaign: n = 2, ≈" in ln and "measured" in ln and "img/s" in ln for ln in k2), k2
-    assert any("not measured here yet" in ln for ln in k2), "the other K2 row was not timed: it says so"
+    assert any("not measured on a CPU yet (`harness reproduce kfold --estimate`)" in ln for ln in k2), \
+        "the other K2 row was not timed: it says so, and how"
     att = write_page(load_matrix("attention"), tmp_path, tmp_path / "reports")[0].read_text()
     rows = [ln for ln in att.splitlines() if ln.startswith("| T")]
     assert rows and all("GPU queue: ≈" in ln for ln in rows) and "## GPU queue" in att
+
+
+def test_a_queued_row_shows_its_measured_cpu_cost_beside_its_gpu_one(tmp_path):
+    """What a GPU-queue row would cost this CPU is what shows it belongs on a GPU: --estimate times it too."""
+    from harness.report.reproduce import write_page
+    from harness.sweep.matrix import load_matrix
+
+    (job,) = plan(["attention"], tmp_path, 2, [], measure=True, only=["T3.step"])
+    assert job.reason == "gpu" and job.cost.seconds > job.cost.gpu_seconds > 0, "measured here, stated for a GPU"
+    att = write_page(load_matrix("attention"), tmp_path, tmp_path / "reports")[0].read_text()
+    rows = {ln.split("|")[1].strip(): ln for ln in att.splitlines() if ln.startswith("| T")}
+    assert all("on one GPU (stated); ≈" in rows[r] and "img/s" in rows[r] for r in ("T3.step", "T3.cyclic")), \
+        "T3's schedulers share one model: one measurement prices them all"
+    assert "not measured on a CPU yet (`harness reproduce attention --estimate`)" in rows["T1"], rows["T1"]
     strat = write_page(load_matrix("strategies"), tmp_path, tmp_path / "reports")[0].read_text()
     s6 = [ln for ln in strat.splitlines() if ln.startswith("| S6.")]
     assert s6 and all("needs ImageNet weights" in ln and "strategy.weights=FILE.pth" in ln for ln in s6)

@@ -429,7 +429,8 @@ def test_reproduce_reads_a_real_sweeps_rows_and_writes_the_page(tmp_path, monkey
     r3 = next(line for line in page.splitlines() if line.startswith("| R3 |"))
     # Not run: no number in ours, and the cost column says what it would cost (here: not measured yet, and
     # its stated GPU time).
-    assert r3.split("|")[4].strip() == "not run" and "not measured here yet" in r3 and "on one GPU (stated)" in r3
+    assert r3.split("|")[4].strip() == "not run" and "on one GPU (stated)" in r3
+    assert "not measured on a CPU yet (`harness reproduce testrep --estimate`)" in r3, r3
     r2 = next(line for line in page.splitlines() if line.startswith("| R2 |"))
     assert r2.split("|")[6].strip() == "worse"  # 99 % val at lr 1e-7 is out of reach (the cost column follows)
     assert "batch 32: not stated" in page and "single runs" in page

@@ -129,10 +129,14 @@ def cost_jobs(jobs: list[Job], results: Path, cpus: int, sets: list[str], measur
     """Give each CPU job its measured cost, seeds and threads; a run over :data:`CPU_LIMIT_S` gets ``cost``."""
     rates, cpu = read_rates(results), cpu_model()
     for job in jobs:
-        if job.reason is not None:  # not run here: its stated GPU cost (and a CPU one where measured before)
+        if job.reason is not None:  # not run here: its stated GPU cost, and what it would cost this CPU
             try:
                 cfg = job_config(job, sets, resolved=job.reason != "weights")
-                job.cost, job.seeds, job.threads = run_cost(cfg, cpus, rates, cpu), 1, cpus
+                # A queued row's CPU cost is what shows it belongs on a GPU, so it is measured too (a few steps).
+                # A weights row cannot build its model here, so it keeps a rate measured before, if any.
+                timed = measure and job.reason == "gpu"
+                job.cost = measure_run(cfg, cpus, results) if timed else run_cost(cfg, cpus, rates, cpu)
+                job.seeds, job.threads = 1, cpus
             except Exception:  # noqa: BLE001 - e.g. weights that resolve only online: no estimate, still listed
                 job.cost = None
             continue

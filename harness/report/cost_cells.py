@@ -52,11 +52,11 @@ def _gpu_s(job: Job) -> float | None:
     return job.cost.gpu_seconds if job.cost else None
 
 
-def _here(cost: Cost | None) -> str:
+def _here(cost: Cost | None, report: str = "NAME") -> str:
     """``≈ 3.1 h on <CPU> (measured 104 img/s)``, or how to measure it."""
     rate = cost.rate if cost else None
     if cost is None or cost.seconds is None or rate is None:
-        return "not measured here yet (`harness reproduce NAME --estimate`)"
+        return f"not measured on a CPU yet (`harness reproduce {report} --estimate`)"
     bound = {"budget": ", its wall-clock budget", "steps": ", its step count"}.get(cost.bound, "")
     return (f"≈ {duration(cost.seconds)} a run on {rate.cpu} at {rate.threads} thread(s) "
             f"(measured {rate.train_img_per_s:.0f} img/s{bound})")
@@ -67,15 +67,15 @@ def not_run_cell(job: Job) -> str:
     gpu = _gpu_s(job)
     gpu_text = f"≈ {duration(gpu)} on one GPU (stated)" if gpu else "GPU cost unknown"
     if job.reason == "gpu":
-        return f"GPU queue: {gpu_text}; here {_here(job.cost)}"
+        return f"GPU queue: {gpu_text}; {_here(job.cost, job.report)}"
     if job.reason == "weights":
         return (f"needs ImageNet weights, which cannot be fetched here: run `harness reproduce {job.report} --run "
                 f"--only row='{job.label}' --set strategy.weights=FILE.pth` with a local torchvision state dict; "
                 f"{gpu_text}")
     if job.reason == "cost":
-        return f"too long for this CPU: {_here(job.cost)}; {gpu_text}"
+        return f"too long for this CPU: {_here(job.cost, job.report)}; {gpu_text}"
     what = f"{job.extra.get('trials', 1)} trials of `{job.search}`, " if job.search else f"n = {job.seeds}, "
-    return f"campaign: {what}{_here(job.cost)}; {gpu_text}"
+    return f"campaign: {what}{_here(job.cost, job.report)}; {gpu_text}"
 
 
 def run_cell(r: Any, rates: dict) -> str:
