@@ -97,11 +97,11 @@ def test_four_trial_asha_sweep_finishes_stops_early_and_logs_to_wandb(tmp_path, 
         blobs = b"".join(f.read_bytes() for f in run.glob("*.wandb"))
         assert b"val_acc" in blobs, f"no val_acc in {run}"
     assert b"arch:tiny_cnn" in b"".join(f.read_bytes() for run in runs for f in run.glob("*.wandb"))
-    # Tune's sync follows symlinks: a trial must not carry a second copy of its run (latest-run). The link to
-    # wandb-core's process-wide log (debug-core.log) is removed too, but wandb-core makes it asynchronously
-    # and under load it can outlive that removal, so it is not asserted here.
+    # Tune's sync follows symlinks: a trial must not carry a second copy of its run (latest-run), nor of
+    # wandb-core's log for the whole process (debug-core.log), which grows with every trial the sweep runs.
     for folder in exp.glob("*/wandb"):
         assert [p.name for p in folder.iterdir() if p.is_dir()] == [p.name for p in folder.glob("offline-run-*")]
+    assert not list(exp.glob("*/wandb/*/logs/debug-core.log")), "wandb-core's process-wide log was copied"
 
     for root in (exp, tmp_path / "results", tmp_path / "docs", Path(env["RAY_TMPDIR"])):
         for f in root.rglob("*"):

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -76,7 +75,7 @@ class SweepLoggingActor:
         # which grows with every trial the sweep has run: O(N) bytes a trial, O(N^2) a sweep.
         settings = self._wandb.Settings(symlink=False)
         run = self._wandb.init(**{**kwargs, "reinit": "create_new", "dir": logdir, "settings": settings})
-        _unlink_core_log(run, wait_s=2.0)
+        _unlink_core_log(run)
         run.config.update({"trial_log_path": logdir}, allow_val_change=True)
         self._runs[key] = run
 
@@ -88,13 +87,14 @@ class SweepLoggingActor:
         log, config_update = _WandbLoggingActor._handle_result(self, result)  # Ray's split, reused
         run.config.update(config_update, allow_val_change=True)
         run.log(log, step=log.get("training_iteration"))
+        _unlink_core_log(run)  # made after init returned: gone by the trial's first result, not waited for
 
     def end(self, key: str) -> None:
         """Finish the W&B run of trial ``key`` (its files are complete when this returns)."""
         run = self._runs.pop(key, None)
         if run is not None:
             run.finish()
-            _unlink_core_log(run, wait_s=0.0)
+            _unlink_core_log(run)
 
     def close(self) -> int:
         """Finish every run still open (trials that never ended: an interrupted sweep); how many."""
@@ -105,16 +105,15 @@ class SweepLoggingActor:
         return len(keys)
 
 
-def _unlink_core_log(run: Any, wait_s: float) -> None:
-    """Remove the link wandb-core puts in each run to its log for the whole process, waiting up to ``wait_s``
-    for it to appear (wandb-core makes it as it starts the run, just after ``wandb.init`` returns).
+def _unlink_core_log(run: Any) -> None:
+    """Remove the link wandb-core puts in each run to its log for the whole process, where it is there yet.
 
-    It is made whatever ``symlink`` says; the log stays in W&B's cache (~/.cache/wandb/logs), where it is written.
+    It is made whatever ``symlink`` says, as wandb-core starts the run: just after ``wandb.init`` returns,
+    so the actor tries again at each result and at the end rather than wait for it (a wait here would
+    hold every trial's logging behind one, in the one actor). The log stays in W&B's cache
+    (~/.cache/wandb/logs), where it is written.
     """
     link = Path(run.settings.log_dir, "debug-core.log")
-    deadline = time.monotonic() + wait_s
-    while not link.is_symlink() and time.monotonic() < deadline:
-        time.sleep(0.01)
     if link.is_symlink():
         link.unlink(missing_ok=True)
 
@@ -219,6 +218,12 @@ def _copy_wandb_to_storage(trial: Any) -> None:
     try:
         fs.create_dir(dest, recursive=True)
         pyarrow.fs.copy_files(src, dest, destination_filesystem=fs)
+        # Tune's syncs during the sweep follow symlinks, so one that ran while wandb-core's link to its log
+        # for the whole process was still there copied that log (the actor removes the link at the next
+        # result): a copy of up to the whole sweep's log. This runs after Tune's last sync, so none is left.
+        for info in fs.get_file_info(pyarrow.fs.FileSelector(dest, recursive=True)):
+            if info.base_name == "debug-core.log" and info.type == pyarrow.fs.FileType.File:
+                fs.delete_file(info.path)
     except OSError as e:
         print(f"W&B: could not copy {src} to {dest}: {e}", file=sys.stderr, flush=True)
 
