@@ -18,9 +18,13 @@ from pathlib import Path
 import pytest
 from conftest import child_env
 
+from harness.report import costs
 from harness.report.campaign import plan
-from harness.report.costs import COSTS_CSV, read_rates
-from harness.results_csv import read_rows
+from harness.report.costs import COST_COLUMNS, COSTS_CSV, measure_run, rate_key, read_rates
+from harness.results_csv import append_rows, read_rows
+from harness.run.config import RunConfig, apply_overrides
+from harness.run.resolve import resolve
+from harness.run.timing import BUSY_CPUS, OthersMeter
 
 
 def test_plan_names_why_each_row_is_not_for_this_cpu(tmp_path):
@@ -44,6 +48,35 @@ def test_estimate_measures_each_configuration_once_and_orders_cheapest_first(tmp
     n = len(read_rows(tmp_path / COSTS_CSV))
     plan(["kfold"], tmp_path, 2, sets, measure=True)
     assert len(read_rows(tmp_path / COSTS_CSV)) == n, "a rate measured once is read back, not measured again"
+
+
+def test_others_meter_counts_other_processes_cpu_not_this_ones():
+    spin = "import time\nt = time.time()\nwhile time.time() - t < 1.5: pass"
+    with OthersMeter() as busy:
+        subprocess.run([sys.executable, "-c", spin], check=True)
+    assert busy.cpus is not None and busy.cpus > BUSY_CPUS, "a process spinning beside the timing is counted"
+    with OthersMeter() as own:
+        t = time.perf_counter()
+        while time.perf_counter() - t < 1.0:
+            pass
+    assert own.cpus is not None and own.cpus < busy.cpus, "the measuring process's own CPU is not"
+
+
+def test_a_rate_timed_beside_other_work_is_timed_again_on_an_idle_cpu(tmp_path, monkeypatch):
+    cfg = resolve(apply_overrides(RunConfig(), {"model.arch": "tiny_cnn", "data.dataset": "synthetic"}))
+    slow = {"key": rate_key(cfg, 1), "cpu": costs.cpu_model(), "threads": 1, "arch": "tiny_cnn",
+            "train_img_per_s": 1.0, "eval_img_per_s": 1.0, "load": 2.3}  # no others_cpus: from before it
+    append_rows(tmp_path / COSTS_CSV, [slow], COST_COLUMNS)
+    monkeypatch.setattr(costs, "others_busy_now", lambda: 1.5)  # the CPU is busy now: keep what there is
+    assert measure_run(cfg, 1, tmp_path).rate.train_img_per_s == 1.0
+    assert len(read_rows(tmp_path / COSTS_CSV)) == 1, "not timed beside other work again"
+    monkeypatch.setattr(costs, "others_busy_now", lambda: 0.0)  # idle now: time it again
+    rate = measure_run(cfg, 1, tmp_path).rate
+    rows = read_rows(tmp_path / COSTS_CSV)
+    assert rate.train_img_per_s > 100 and len(rows) == 2 and rows[-1]["others_cpus"] != "", rows[-1]
+    if not rate.beside_others:  # timed alone (another test may share the CPU): read back, even when idle
+        measure_run(cfg, 1, tmp_path)
+        assert len(read_rows(tmp_path / COSTS_CSV)) == 2, "a rate timed alone is read back, not timed again"
 
 
 def _metrics(run_dirs: list[Path]) -> dict[Path, list[dict]]:

@@ -58,8 +58,9 @@ def _here(cost: Cost | None, report: str = "NAME") -> str:
     if cost is None or cost.seconds is None or rate is None:
         return f"not measured on a CPU yet (`harness reproduce {report} --estimate`)"
     bound = {"budget": ", its wall-clock budget", "steps": ", its step count"}.get(cost.bound, "")
+    busy = " beside other work" if rate.others_cpus is not None and rate.beside_others else ""
     return (f"≈ {duration(cost.seconds)} a run on {rate.cpu} at {rate.threads} thread(s) "
-            f"(measured {rate.train_img_per_s:.0f} img/s{bound})")
+            f"(measured {rate.train_img_per_s:.0f} img/s{busy}{bound})")
 
 
 def not_run_cell(job: Job) -> str:

@@ -9,7 +9,9 @@ augmentation included), and a few evaluation batches.
 
 Rates are kept in ``results/costs.csv``, one row per (CPU model, threads, configuration), with the date,
 torch version and sha that measured them: a result of this machine like any other, so a page made on
-another day (or from another machine's clone) still shows what was measured, and where.
+another day (or from another machine's clone) still shows what was measured, and where. Each row also
+says how many cores' worth of CPU other processes used while it was timed (``others_cpus``): a rate
+timed beside other work is too slow, so it is timed again the next time it is needed on an idle CPU.
 
 A run's cost adds its stages (transfer pretrains first): training steps from its epochs, its
 ``train.max_steps`` or its wall-clock budget, whichever ends it first, plus a validation pass per epoch
@@ -35,19 +37,22 @@ from harness.report.rows import forward_mflops
 from harness.results_csv import append_rows, read_rows
 from harness.run.config import epoch_count, flat_config, parse_duration, planned_epochs
 from harness.run.timing import (
+    BUSY_CPUS,
     EVAL_BATCHES,
     MAX_TIMED_STEPS,
     NATIVE_SIZE,
     TIMED_S,
     TIMED_STEPS,
     WARMUP_STEPS,
+    OthersMeter,
+    others_busy_now,
     probe_config,
 )
 
 COSTS_CSV = "costs.csv"
 COST_COLUMNS = ["key", "cpu", "threads", "arch", "img_size", "in_chans", "batch_size", "precision",
-                "channels_last", "strategy", "train_img_per_s", "eval_img_per_s", "steps_timed", "load", "torch",
-                "git_sha", "date"]
+                "channels_last", "strategy", "train_img_per_s", "eval_img_per_s", "steps_timed", "load", "others_cpus",
+                "torch", "git_sha", "date"]
 #: An assumed effective training rate of one current data-centre GPU (stated on every page): well under an
 #: H100's dense bf16 peak, since CIFAR-sized models at small batches are bound by memory and launches.
 GPU_FLOPS = 20e12
@@ -77,7 +82,13 @@ class Rate:
     threads: int
     date: str = ""
     steps: int = TIMED_STEPS  # training steps timed
-    load: float = 0.0  # the machine's 1-minute load average when it was measured (others' work slows it)
+    load: float = 0.0  # the machine's 1-minute load average when it was measured (this process's work too)
+    others_cpus: float | None = None  # cores' worth of other processes' CPU while timed; None: not recorded
+
+    @property
+    def beside_others(self) -> bool:
+        """Timed beside other work, or not known to have been (a row from before ``others_cpus``)."""
+        return self.others_cpus is None or self.others_cpus >= BUSY_CPUS
 
 
 @dataclass
@@ -143,8 +154,10 @@ def read_rates(results: Path) -> dict[tuple[str, str], Rate]:
     out = {}
     for r in read_rows(Path(results) / COSTS_CSV):
         try:
+            others = r.get("others_cpus")
             out[(r["cpu"], r["key"])] = Rate(float(r["train_img_per_s"]), float(r["eval_img_per_s"]), r["cpu"],
-                                             int(r["threads"]), r.get("date", ""))
+                                             int(r["threads"]), r.get("date", ""), load=float(r.get("load") or 0),
+                                             others_cpus=float(others) if others else None)
         except (KeyError, ValueError):
             continue
     return out
@@ -244,14 +257,15 @@ def measure(cfg: Any, threads: int, init_from: Path | None = None, keep_weights:
             batches = iter(run.train_loader)
             for _ in range(WARMUP_STEPS):
                 run.step(*next(batches))
-            t0, n, steps = time.perf_counter(), 0, 0
-            for x, y in batches:
-                loss, _ = run.step(x, y)
-                float(loss.detach())  # the step is done when its loss is
-                n, steps = n + y.size(0), steps + 1
-                if steps >= MAX_TIMED_STEPS or (steps >= TIMED_STEPS and time.perf_counter() - t0 > TIMED_S):
-                    break
-            train_rate = n / (time.perf_counter() - t0)
+            with OthersMeter() as others:
+                t0, n, steps = time.perf_counter(), 0, 0
+                for x, y in batches:
+                    loss, _ = run.step(x, y)
+                    float(loss.detach())  # the step is done when its loss is
+                    n, steps = n + y.size(0), steps + 1
+                    if steps >= MAX_TIMED_STEPS or (steps >= TIMED_STEPS and time.perf_counter() - t0 > TIMED_S):
+                        break
+                train_rate = n / (time.perf_counter() - t0)
             val = [b for _, b in zip(range(EVAL_BATCHES + 1), iter(run.val_loader))]
             evaluate(run.model, val[:1], run.num_classes, run.ctx, probe.train.precision)  # warm-up
             t0 = time.perf_counter()
@@ -263,19 +277,22 @@ def measure(cfg: Any, threads: int, init_from: Path | None = None, keep_weights:
     finally:
         torch.set_num_threads(before)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
-    return Rate(train_rate, eval_rate, cpu_model(), threads, _dt.date.today().isoformat(), steps, load)
+    return Rate(train_rate, eval_rate, cpu_model(), threads, _dt.date.today().isoformat(), steps, load,
+                others.cpus)
 
 
 def measure_run(cfg: Any, threads: int, results: Path, remeasure: bool = False) -> Cost:
-    """Measure each stage of the resolved ``cfg`` not yet in ``results/costs.csv`` for this CPU; its cost."""
+    """Measure each stage of the resolved ``cfg`` not yet in ``results/costs.csv`` for this CPU (or timed there
+    beside other work, while this CPU is idle now); its cost."""
     rates, cpu = read_rates(results), cpu_model()
     stages = stage_configs(cfg)
+    idle: list[bool] = []  # asked once, and only where a rate timed beside other work could be timed again
     with tempfile.TemporaryDirectory(prefix="harness-cost-stages-") as d:
         prev: Path | None = None
         for i, (stage_cfg, from_prev, _label) in enumerate(stages):
             key, here = rate_key(stage_cfg, threads), Path(d) / f"stage{i}"
             feeds_next = i + 1 < len(stages) and stages[i + 1][1]
-            if remeasure or (cpu, key) not in rates:
+            if remeasure or (cpu, key) not in rates or (rates[(cpu, key)].beside_others and _idle(idle)):
                 rates[(cpu, key)] = measure(stage_cfg, threads, prev if from_prev else None,
                                             here if feeds_next else None)
                 append_rows(Path(results) / COSTS_CSV, [_row(key, stage_cfg, rates[(cpu, key)], git_sha(),
@@ -285,6 +302,14 @@ def measure_run(cfg: Any, threads: int, results: Path, remeasure: bool = False) 
                 _write_weights(stage_cfg, here / "best.pt")
             prev = here
     return run_cost(cfg, threads, rates, cpu)
+
+
+def _idle(answer: list[bool]) -> bool:
+    """Whether other processes leave this CPU idle now (asked once per ``answer`` list, then remembered)."""
+    if not answer:
+        others = others_busy_now()
+        answer.append(others is not None and others < BUSY_CPUS)
+    return answer[0]
 
 
 def _write_weights(cfg: Any, path: Path) -> None:
@@ -305,7 +330,9 @@ def _row(key: str, cfg: Any, rate: Rate, sha: str, torch_version: str) -> dict[s
             "batch_size": cfg.train.batch_size, "precision": cfg.train.precision,
             "channels_last": cfg.train.channels_last, "strategy": cfg.strategy.name,
             "train_img_per_s": rate.train_img_per_s, "eval_img_per_s": rate.eval_img_per_s,
-            "steps_timed": rate.steps, "load": round(rate.load, 2), "torch": torch_version, "git_sha": sha, "date": rate.date}
+            "steps_timed": rate.steps, "load": round(rate.load, 2),
+            "others_cpus": None if rate.others_cpus is None else round(rate.others_cpus, 2),
+            "torch": torch_version, "git_sha": sha, "date": rate.date}
 
 
 def duration(seconds: float) -> str:
