@@ -19,7 +19,7 @@ import pytest
 from conftest import child_env
 
 from harness.report import costs
-from harness.report.campaign import plan
+from harness.report.campaign import plan, run_child
 from harness.report.costs import COST_COLUMNS, COSTS_CSV, measure_run, rate_key, read_rates
 from harness.results_csv import append_rows, read_rows
 from harness.run.config import RunConfig, apply_overrides
@@ -77,6 +77,13 @@ def test_a_rate_timed_beside_other_work_is_timed_again_on_an_idle_cpu(tmp_path, 
     if not rate.beside_others:  # timed alone (another test may share the CPU): read back, even when idle
         measure_run(cfg, 1, tmp_path)
         assert len(read_rows(tmp_path / COSTS_CSV)) == 2, "a rate timed alone is read back, not timed again"
+
+
+@pytest.mark.parametrize("rc,outcome", [(0, "done"), (130, "stopped"), (143, "stopped"), (1, "failed")])
+def test_a_row_whose_sweep_was_signalled_is_stopped_not_failed(rc, outcome):
+    # A sweep stopped by Ctrl-C or SIGTERM exits 130 or 143 and resumes on the next call, like a budget stop.
+    cmd = [sys.executable, "-c", f"raise SystemExit({rc})"]
+    assert run_child(cmd, time.monotonic() + 60, resume=False) == outcome
 
 
 def _metrics(run_dirs: list[Path]) -> dict[Path, list[dict]]:

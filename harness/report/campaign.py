@@ -213,7 +213,8 @@ def run_child(cmd: list[str], deadline: float, resume: bool) -> str:
     """Run one job until it ends or the deadline passes (then SIGINT, and SIGKILL after a grace period).
 
     Returns:
-        ``done``, ``stopped`` (the budget ran out; the next call resumes it) or ``failed``.
+        ``done``, ``stopped`` (the budget ran out, or the sweep itself was stopped by a signal: the next
+        call resumes it) or ``failed``.
     """
     if resume and "--resume" not in cmd and cmd[3] == "sweep":
         cmd = [*cmd, "--resume"]
@@ -221,7 +222,9 @@ def run_child(cmd: list[str], deadline: float, resume: bool) -> str:
     child = subprocess.Popen(cmd, start_new_session=True)
     try:
         rc = child.wait(timeout=max(1.0, deadline - time.monotonic()))
-        return "done" if rc == 0 else "failed"
+        # 130 and 143: the sweep was stopped by Ctrl-C or SIGTERM (a session that ends), kept its finished
+        # trials and says how to resume, which the next call does: not a failed row.
+        return "done" if rc == 0 else "stopped" if rc in (130, 143) else "failed"
     except subprocess.TimeoutExpired:
         os.killpg(child.pid, signal.SIGINT)
         try:
@@ -283,8 +286,9 @@ def run_campaign(jobs: list[Job], args: Any, budget_s: float, results: Path,
         print(f"campaign: {outcome} {job.report} {job.label} in {duration(wall)} (estimated {duration(job.wall_s or 0)})",
               flush=True)
         if outcome == "stopped":
-            print(f"campaign: the budget ran out; `harness reproduce --all --run` continues {job.label} from its "
-                  "last epoch", flush=True)
+            why = "the budget ran out" if time.monotonic() >= deadline else "its sweep was stopped"
+            print(f"campaign: {why}; `harness reproduce --all --run` continues {job.label} from its last epoch",
+                  flush=True)
             return 130
         page = write_page(job.report)
         print(f"campaign: wrote {page}", flush=True)
