@@ -65,7 +65,7 @@ class OthersMeter:
         self._busy, self._own, self._t = _cpu_busy_s(), time.process_time(), time.perf_counter()
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, *_: object) -> None:
         busy = _cpu_busy_s()
         if busy is not None and self._busy is not None:
             wall = max(time.perf_counter() - self._t, 1e-6)
