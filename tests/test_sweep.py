@@ -189,6 +189,21 @@ def test_optuna_search_with_ddp_trials(tmp_path, env):
     assert all(x["stop_reason"] == "completed" and x["test_acc_mean"] for x in rows)
 
 
+@pytest.mark.slow
+def test_resume_of_a_sweep_stopped_before_any_trial_ran_starts_it_afresh(tmp_path, env):
+    """A sweep stopped in its first seconds leaves its sweep.json and nothing of Tune's: --resume runs it."""
+    m = _matrix(tmp_path / "m.yaml", "  run:\n    - {arch: tiny_cnn, lr: 0.05, label: t}\n", epochs=1)
+    assert _sweep(env, "--matrix", str(m), "--name", "early", "--wandb", "off").returncode == 0
+    exp = tmp_path / "sweeps" / "early"
+    for p in exp.iterdir():  # what the stop leaves: the definition only
+        if p.name != "sweep.json":
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
+    r = _sweep(env, "--name", "early", "--resume", "--wandb", "off")
+    assert r.returncode == 0, r.stdout[-3000:]
+    assert "stopped before any trial started; starting it from the beginning" in r.stdout
+    assert list(exp.glob("*/*/summary.json")) and list(exp.glob("experiment_state-*.json")), "it ran, resumably"
+
+
 def test_resume_and_name_errors_are_one_line(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("HARNESS_SWEEPS_DIR", str(tmp_path))
     assert main(["sweep", "--matrix", "quick", "--name", "nope", "--resume"]) == 2

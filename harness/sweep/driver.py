@@ -111,6 +111,11 @@ def run_sweep(s: SweepSettings, resume: bool = False) -> int:
     if s.name and not _NAME.fullmatch(s.name):
         raise HarnessError(f"--name '{s.name}': use letters, digits and _ . = + - only")
     s, m = _resumed_settings(s, storage) if resume else _new_settings(s, storage)
+    if resume and not _has_experiment(storage / s.name):
+        # Stopped in its first seconds, before Tune saved the experiment: no trial ran, so the saved sweep
+        # starts from the beginning (refusing would leave a folder that neither start nor --resume takes).
+        print(f"sweep {s.name}: stopped before any trial started; starting it from the beginning", flush=True)
+        resume = False
     validate_settings(s, m)
     if not os.environ.get("RAY_ADDRESS"):  # a trial bigger than this machine would wait for its resources forever
         check_fits_locally(s)
@@ -148,7 +153,7 @@ def _resumed_settings(s: SweepSettings, storage: Path) -> tuple[SweepSettings, M
     if not s.name:
         raise HarnessError("--resume needs --name NAME (the sweep to resume)")
     exp_dir = storage / s.name
-    if not _has_experiment(exp_dir) or not (exp_dir / SWEEP_FILE).is_file():
+    if not (exp_dir / SWEEP_FILE).is_file():
         raise HarnessError(f"--resume: no sweep '{s.name}' under {storage} (start it without --resume)")
     saved = json.loads((exp_dir / SWEEP_FILE).read_text())
     # The saved definition wins: the trials that ran and the ones still to run are one sweep. An option
