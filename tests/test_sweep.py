@@ -235,7 +235,8 @@ def test_resume_refuses_options_that_would_change_the_sweep(tmp_path, capsys, mo
     (tmp_path / "old" / "experiment_state-2026-12-07_11-58-03.json").write_text("{}")
     before = sorted(p.name for p in (tmp_path / "old").iterdir())
     for args, msg in [(["--seeds", "3"], "--seeds 2, not 3"), (["--only", "row=A3"], "--only row=A4, not row=A3"),
-                      (["--matrix", "zoo"], "--matrix allcnn, not zoo")]:
+                      (["--matrix", "zoo"], "--matrix allcnn, not zoo"),
+                      (["--matrix", "quick"], "--matrix allcnn, not quick")]:  # quick: the default, still given
         assert main(["sweep", "--name", "old", "--resume", *args]) == 2
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and msg in err and "--results-dir" in err, err

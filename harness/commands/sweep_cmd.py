@@ -30,7 +30,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "ranked. Trials ASHA stopped are listed apart (results/pruned.csv).")
     p.add_argument("--resume", action="store_true",
                    help=f"finish the interrupted sweep --name (Tune's restore); only {resume_flags()} may "
-                   "change; any other option given must be the sweep's own")
+                   "change; any other option given must be the sweep's own; a sweep stopped before its first trial "
+                   "saved anything starts again from the beginning")
     for f in setting_fields():
         if f.flag:
             add_setting_flag(p, f)
@@ -83,6 +84,12 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM before Tune runs: stops the sweep as Ctrl-C does (and exits 143, not 130)."""
 
 
+def given_settings(args: argparse.Namespace) -> set[str]:
+    """The :class:`SweepSettings` fields whose flags were given in parsed ``harness sweep`` arguments."""
+    # Flags not given parse as None, [] or False (add_setting_flag), never as a value a user can type.
+    return {f.key for f in setting_fields() if f.flag and getattr(args, f.key) not in (None, [], False)}
+
+
 def run(args: argparse.Namespace) -> int:
     """Build the settings and run (or resume) the sweep.
 
@@ -103,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
 
     old = signal.signal(signal.SIGTERM, on_sigterm)
     try:
-        rc = run_sweep(s, resume=args.resume)
+        rc = run_sweep(s, resume=args.resume, given=given_settings(args))
     except Terminated:
         resume = f"; continue it with: harness sweep --name {s.name} --resume" if s.name else ""
         print(f"sweep {s.name or s.matrix}: terminated; what finished is on disk{resume}", file=sys.stderr,

@@ -38,7 +38,7 @@ import os
 import re
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
 
@@ -97,8 +97,14 @@ def _reuse_actors(s: SweepSettings) -> bool:
     return s.workers_per_trial <= 1
 
 
-def run_sweep(s: SweepSettings, resume: bool = False) -> int:
+def run_sweep(s: SweepSettings, resume: bool = False, given: Collection[str] | None = None) -> int:
     """Run (or resume) a sweep, then merge the leaderboards and regenerate the docs page.
+
+    Args:
+        s: the sweep's settings.
+        resume: finish the saved sweep ``s.name``.
+        given: the settings given on the command line; with ``resume``, each must be the saved sweep's
+            (None: those that differ from their default, where a caller cannot tell).
 
     Returns:
         0 when every trial ended, 130 when the sweep was interrupted (``--resume`` finishes it).
@@ -110,7 +116,7 @@ def run_sweep(s: SweepSettings, resume: bool = False) -> int:
     storage = Path(s.storage).expanduser().resolve() if s.storage else default_storage()
     if s.name and not _NAME.fullmatch(s.name):
         raise HarnessError(f"--name '{s.name}': use letters, digits and _ . = + - only")
-    s, m = _resumed_settings(s, storage) if resume else _new_settings(s, storage)
+    s, m = _resumed_settings(s, storage, given) if resume else _new_settings(s, storage)
     if resume and not _has_experiment(storage / s.name):
         # Stopped in its first seconds, before Tune saved the experiment: no trial ran, so the saved sweep
         # starts from the beginning (refusing would leave a folder that neither start nor --resume takes).
@@ -148,7 +154,7 @@ def run_sweep(s: SweepSettings, resume: bool = False) -> int:
         return _finish(s, exp_dir, elapsed, mode, n_trials + n_rerun, stop)
 
 
-def _resumed_settings(s: SweepSettings, storage: Path) -> tuple[SweepSettings, Matrix]:
+def _resumed_settings(s: SweepSettings, storage: Path, given: Collection[str] | None) -> tuple[SweepSettings, Matrix]:
     """The settings saved by the sweep ``s.name``; only where results and docs go may change."""
     if not s.name:
         raise HarnessError("--resume needs --name NAME (the sweep to resume)")
@@ -159,7 +165,7 @@ def _resumed_settings(s: SweepSettings, storage: Path) -> tuple[SweepSettings, M
     # The saved definition wins: the trials that ran and the ones still to run are one sweep. An option
     # given again that would change it is refused rather than ignored (a new --only, say, would silently
     # finish the old selection instead of running the new one).
-    changed = _changed_on_resume(s, saved)
+    changed = _changed_on_resume(s, saved, given)
     if changed:
         raise HarnessError(f"--resume: sweep '{s.name}' was started with {changed}; only {resume_flags()} may change "
                            "(leave the option out, or start a sweep under another name)")
@@ -168,18 +174,20 @@ def _resumed_settings(s: SweepSettings, storage: Path) -> tuple[SweepSettings, M
     return s, matrix_of(s)  # the matrix as saved, even if its file changed since
 
 
-def _changed_on_resume(s: SweepSettings, saved: dict[str, Any]) -> str:
-    """The first option of ``s`` that was given (differs from its default) and differs from the saved
-    sweep's, as "FLAG SAVED, not GIVEN"; "" when there is none."""
+def _changed_on_resume(s: SweepSettings, saved: dict[str, Any], given: Collection[str] | None = None) -> str:
+    """The first option of ``s`` that was given (in ``given``; None: differs from its default) and differs
+    from the saved sweep's, as "FLAG SAVED, not GIVEN"; "" when there is none."""
     default = SweepSettings()
     for f in setting_fields():
         if f.resume or not f.flag or f.key in ("name", "storage"):  # name and storage find the sweep
             continue
-        given, was = getattr(s, f.key), saved.get(f.key)
-        if f.key == "data_dir" and given and was:
-            given, was = str(Path(given).expanduser().resolve()), str(Path(was).expanduser().resolve())
-        if given != getattr(default, f.key) and given != was:
-            return f"{f.flag} {_shown(was)}, not {_shown(given)}"
+        now, was = getattr(s, f.key), saved.get(f.key)
+        if f.key == "data_dir" and now and was:
+            now, was = str(Path(now).expanduser().resolve()), str(Path(was).expanduser().resolve())
+        # Given at its default value (--matrix quick) is still given: comparing with the default would miss it.
+        was_given = f.key in given if given is not None else now != getattr(default, f.key)
+        if was_given and now != was:
+            return f"{f.flag} {_shown(was)}, not {_shown(now)}"
     return ""
 
 
