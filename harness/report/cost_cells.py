@@ -39,7 +39,7 @@ def cost_cells(m: Any, rows: list[Any], results: Path) -> tuple[dict[int, str], 
             job = next((j for j in by_row[rid] if j.overrides == r.overrides), by_row[rid][0])
             cells[id(r)] = not_run_cell(job)
         elif r.ours is not None:
-            cells[id(r)] = run_cell(r, rates)
+            cells[id(r)] = run_cell(r, rates, m.name)
     queue, seen = [], set()
     for j in sorted((j for j in jobs if j.reason == "gpu"), key=lambda j: _gpu_s(j) or 1e18):
         if j.label not in seen:
@@ -52,7 +52,7 @@ def _gpu_s(job: Job) -> float | None:
     return job.cost.gpu_seconds if job.cost else None
 
 
-def _here(cost: Cost | None, report: str = "NAME") -> str:
+def _here(cost: Cost | None, report: str) -> str:
     """``≈ 3.1 h on <CPU> (measured 104 img/s)``, or how to measure it."""
     rate = cost.rate if cost else None
     if cost is None or cost.seconds is None or rate is None:
@@ -79,8 +79,8 @@ def not_run_cell(job: Job) -> str:
     return f"campaign: {what}{_here(job.cost, job.report)}; {gpu_text}"
 
 
-def run_cell(r: Any, rates: dict) -> str:
-    """A row run: its actual time per run beside the estimate for its configuration."""
+def run_cell(r: Any, rates: dict, report: str) -> str:
+    """A row of ``report`` run: its actual time per run beside the estimate for its configuration."""
     src = r.source or {}
     wall, cpu_s = _num(src.get("total_s")), _num(src.get("cpu_s"))
     train = _num(src.get("train_s"))
@@ -98,7 +98,7 @@ def run_cell(r: Any, rates: dict) -> str:
         return actual
     if cost.seconds is None:
         return actual
-    return f"{actual}; estimated {_here(cost)}"
+    return f"{actual}; estimated {_here(cost, report)}"
 
 
 def queue_line(job: Job) -> str:

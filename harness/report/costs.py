@@ -24,6 +24,7 @@ stage, because thousands of small steps are bound by kernel launches, not by FLO
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import math
 import os
 import tempfile
@@ -286,13 +287,14 @@ def measure_run(cfg: Any, threads: int, results: Path, remeasure: bool = False) 
     beside other work, while this CPU is idle now); its cost."""
     rates, cpu = read_rates(results), cpu_model()
     stages = stage_configs(cfg)
-    idle: list[bool] = []  # asked once, and only where a rate timed beside other work could be timed again
+    # Asked at most once, and only where a rate timed beside other work could be timed again.
+    idle_now = functools.cache(lambda: (o := others_busy_now()) is not None and o < BUSY_CPUS)
     with tempfile.TemporaryDirectory(prefix="harness-cost-stages-") as d:
         prev: Path | None = None
         for i, (stage_cfg, from_prev, _label) in enumerate(stages):
             key, here = rate_key(stage_cfg, threads), Path(d) / f"stage{i}"
             feeds_next = i + 1 < len(stages) and stages[i + 1][1]
-            if remeasure or (cpu, key) not in rates or (rates[(cpu, key)].beside_others and _idle(idle)):
+            if remeasure or (cpu, key) not in rates or (rates[(cpu, key)].beside_others and idle_now()):
                 rates[(cpu, key)] = measure(stage_cfg, threads, prev if from_prev else None,
                                             here if feeds_next else None)
                 append_rows(Path(results) / COSTS_CSV, [_row(key, stage_cfg, rates[(cpu, key)], git_sha(),
@@ -302,14 +304,6 @@ def measure_run(cfg: Any, threads: int, results: Path, remeasure: bool = False) 
                 _write_weights(stage_cfg, here / "best.pt")
             prev = here
     return run_cost(cfg, threads, rates, cpu)
-
-
-def _idle(answer: list[bool]) -> bool:
-    """Whether other processes leave this CPU idle now (asked once per ``answer`` list, then remembered)."""
-    if not answer:
-        others = others_busy_now()
-        answer.append(others is not None and others < BUSY_CPUS)
-    return answer[0]
 
 
 def _write_weights(cfg: Any, path: Path) -> None:

@@ -128,16 +128,26 @@ def _check_recipe_options(cfg: RunConfig) -> None:
         backend.check_spec(augment_spec(cfg))
 
 
-def _meta_model(cfg: RunConfig):  # -> nn.Module (torch is imported lazily)
-    """The run's model built on the meta device (no memory, no weights, no data), to inspect its layers."""
+def _meta_model(cfg: RunConfig) -> nn.Module:
+    """The run's model built on the meta device (no memory, no weights, no data), to inspect its layers.
+
+    Shared between calls with the same model: only read it. A sweep resolves every trial, most trials
+    share a few models, and building one was most of ``harness plan --matrix full``'s time.
+    """
     info = model_info(cfg.model.arch)
     in_chans = 1 if cfg.data.grayscale else 3
     if in_chans not in info.in_chans:
         in_chans = info.in_chans[0]
-    with torch.device("meta"):
-        return create_model(cfg.model.arch, num_classes=10, in_chans=in_chans,
-                            img_size=max(cfg.data.img_size or info.default_img_size, info.min_img_size),
-                            **cfg.model.kwargs)
+    img_size = max(cfg.data.img_size or info.default_img_size, info.min_img_size)
+    key = (cfg.model.arch, in_chans, img_size, repr(sorted(cfg.model.kwargs.items())))
+    if key not in _META_MODELS:
+        with torch.device("meta"):
+            _META_MODELS[key] = create_model(cfg.model.arch, num_classes=10, in_chans=in_chans, img_size=img_size,
+                                             **cfg.model.kwargs)
+    return _META_MODELS[key]
+
+
+_META_MODELS: dict[tuple, nn.Module] = {}  # (arch, in_chans, img_size, kwargs) -> meta-device model
 
 
 def _check_stage_names(cfg: RunConfig) -> None:
