@@ -226,10 +226,13 @@ def test_resume_refuses_options_that_would_change_the_sweep(tmp_path, capsys, mo
     import dataclasses
 
     from harness.sweep.driver import _changed_on_resume
+    from harness.sweep.matrix import matrix_path
     from harness.sweep.settings import SweepSettings
 
     monkeypatch.setenv("HARNESS_SWEEPS_DIR", str(tmp_path))
-    saved = SweepSettings(matrix="allcnn", name="old", seeds=2, only=["row=A4"], data_dir=str(tmp_path))
+    allcnn = matrix_path("allcnn")
+    saved = SweepSettings(matrix="allcnn", name="old", seeds=2, only=["row=A4"], data_dir=str(tmp_path),
+                          matrix_path=str(allcnn), matrix_text=allcnn.read_text())
     (tmp_path / "old").mkdir()
     (tmp_path / "old" / "sweep.json").write_text(json.dumps(dataclasses.asdict(saved)))
     (tmp_path / "old" / "experiment_state-2026-12-07_11-58-03.json").write_text("{}")
@@ -245,3 +248,10 @@ def test_resume_refuses_options_that_would_change_the_sweep(tmp_path, capsys, mo
     same = SweepSettings(**{**as_given, "data_dir": f"{tmp_path}/./"})  # the same folder, spelt otherwise
     assert _changed_on_resume(same, as_given) == ""
     assert _changed_on_resume(SweepSettings(name="old", results_dir="elsewhere"), as_given) == ""
+    # A damaged sweep.json: one line naming it, and the folder is left as it was.
+    for text, msg in [("{bad", "cannot be read"), (json.dumps({**as_given, "matrix_text": ""}), "holds no matrix")]:
+        (tmp_path / "old" / "sweep.json").write_text(text)
+        assert main(["sweep", "--name", "old", "--resume"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and msg in err and "sweep.json" in err, err
+        assert (tmp_path / "old" / "sweep.json").read_text() == text

@@ -154,14 +154,15 @@ def run_sweep(s: SweepSettings, resume: bool = False, given: Collection[str] | N
         return _finish(s, exp_dir, elapsed, mode, n_trials + n_rerun, stop)
 
 
-def _resumed_settings(s: SweepSettings, storage: Path, given: Collection[str] | None) -> tuple[SweepSettings, Matrix]:
+def _resumed_settings(s: SweepSettings, storage: Path,
+                      given: Collection[str] | None = None) -> tuple[SweepSettings, Matrix]:
     """The settings saved by the sweep ``s.name``; only where results and docs go may change."""
     if not s.name:
         raise HarnessError("--resume needs --name NAME (the sweep to resume)")
     exp_dir = storage / s.name
     if not (exp_dir / SWEEP_FILE).is_file():
         raise HarnessError(f"--resume: no sweep '{s.name}' under {storage} (start it without --resume)")
-    saved = json.loads((exp_dir / SWEEP_FILE).read_text())
+    saved = _saved_settings(exp_dir / SWEEP_FILE)
     # The saved definition wins: the trials that ran and the ones still to run are one sweep. An option
     # given again that would change it is refused rather than ignored (a new --only, say, would silently
     # finish the old selection instead of running the new one).
@@ -172,6 +173,18 @@ def _resumed_settings(s: SweepSettings, storage: Path, given: Collection[str] | 
     keep = {f.key: getattr(s, f.key) for f in setting_fields() if f.resume}  # where results go, what is shown
     s = SweepSettings(**{**saved, **{k: v for k, v in keep.items() if v is not None}})
     return s, matrix_of(s)  # the matrix as saved, even if its file changed since
+
+
+def _saved_settings(path: Path) -> dict[str, Any]:
+    """The settings a sweep saved at its start; one line where the file is damaged or not a sweep's."""
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise HarnessError(f"--resume: {path} cannot be read ({e}); start the sweep under another name") from None
+    if not isinstance(saved, dict) or not saved.get("matrix_text"):
+        raise HarnessError(f"--resume: {path} holds no matrix (damaged, or not written by harness sweep); "
+                           "start the sweep under another name")
+    return saved
 
 
 def _changed_on_resume(s: SweepSettings, saved: dict[str, Any], given: Collection[str] | None = None) -> str:
