@@ -239,7 +239,8 @@ def test_resume_refuses_options_that_would_change_the_sweep(tmp_path, capsys, mo
     before = sorted(p.name for p in (tmp_path / "old").iterdir())
     for args, msg in [(["--seeds", "3"], "--seeds 2, not 3"), (["--only", "row=A3"], "--only row=A4, not row=A3"),
                       (["--matrix", "zoo"], "--matrix allcnn, not zoo"),
-                      (["--matrix", "quick"], "--matrix allcnn, not quick")]:  # quick: the default, still given
+                      (["--matrix", "quick"], "--matrix allcnn, not quick"),  # quick: the default, still given
+                      (["--gpus-per-worker", "0"], "--gpus-per-worker (default), not 0")]:  # 0 == False
         assert main(["sweep", "--name", "old", "--resume", *args]) == 2
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and msg in err and "--results-dir" in err, err

@@ -86,8 +86,10 @@ class Terminated(KeyboardInterrupt):
 
 def given_settings(args: argparse.Namespace) -> set[str]:
     """The :class:`SweepSettings` fields whose flags were given in parsed ``harness sweep`` arguments."""
-    # Flags not given parse as None, [] or False (add_setting_flag), never as a value a user can type.
-    return {f.key for f in setting_fields() if f.flag and getattr(args, f.key) not in (None, [], False)}
+    # Flags not given parse as None, [] or False (add_setting_flag). Compared by identity, not with `in`:
+    # 0 == False, so `--gpus-per-worker 0` would read as not given.
+    return {f.key for f in setting_fields() if f.flag
+            and not any(getattr(args, f.key) is v for v in (None, False)) and getattr(args, f.key) != []}
 
 
 def run(args: argparse.Namespace) -> int:
