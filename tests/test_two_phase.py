@@ -22,7 +22,10 @@ from harness.results_csv import read_rows
 from harness.run.config import RunConfig, apply_overrides
 from harness.run.summary import RunSummary
 from harness.sweep.asha import asha_params, asha_warning, default_grace
+from harness.sweep.driver import _asha, _new_settings, _trial_configs
 from harness.sweep.phases import rerun_cells, select_top
+from harness.sweep.settings import SweepSettings
+from harness.sweep.trials import trial_cells
 
 K, S = 1, 2
 AXES = """  arch: [tiny_cnn, lenet_cnn]
@@ -67,6 +70,25 @@ def test_asha_defaults_do_not_prune_slow_starters_and_less_is_a_warning():
     w = asha_warning(9, 1, 2)
     assert w and "\n" not in w and "grace period 1" in w and "reduction factor 2" in w and "fast starters" in w
     assert "warm-up" in asha_warning(9, 3, 3, warmup_epochs=4)
+
+
+@pytest.mark.parametrize("matrix, only, sets, max_t", [
+    ("strategies", ["row=S5.4"], [], 30),  # a 30-epoch row selected from a matrix whose longest trains 50
+    ("strategies", [], [], 50),
+    ("quick", [], ["train.epochs=7"], 7),  # --set outranks the matrix's 2 epochs
+    ("optuna-search", [], [], 50),  # an Optuna search: its trials are probed, not drawn
+])
+def test_ashas_max_t_is_the_longest_trial_the_sweep_runs(tmp_path, matrix, only, sets, max_t):
+    s, m = _new_settings(SweepSettings(matrix=matrix, name="s", only=only, overrides=sets), tmp_path)
+    cells = trial_cells(m, s) if m.search != "optuna" else None
+    assert _asha(s, m, _trial_configs(m, s, cells))[0] == max_t
+
+
+def test_a_searchs_drawn_epochs_axis_sets_max_t_by_its_top(tmp_path):
+    (tmp_path / "m.yaml").write_text("search: optuna\nnum_samples: 2\nbase: {data.dataset: synthetic}\n"
+                                     "axes:\n  epochs: {randint: [2, 9]}\n  lr: [0.1, 0.01]\n")
+    s, m = _new_settings(SweepSettings(matrix=str(tmp_path / "m.yaml"), name="s"), tmp_path)
+    assert _asha(s, m, _trial_configs(m, s, None))[0] == 8, "randint's top is exclusive; the probe saw only 2"
 
 
 # ---------------------------------------------------------------------------------------------

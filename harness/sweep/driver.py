@@ -50,12 +50,12 @@ from harness.report.docs import render_docs
 from harness.report.leaderboard import write_results
 from harness.report.records import collect
 from harness.results_csv import results_dir
-from harness.run.config import RunConfig
+from harness.run.config import RunConfig, epoch_count
 from harness.run.data import data_options
 from harness.run.resources import ClusterShape, cluster_shape, local_cpus, local_shape
 from harness.sweep.asha import asha_params, asha_warning
 from harness.sweep.interrupt import SweepInterrupt
-from harness.sweep.matrix import Matrix, load_matrix
+from harness.sweep.matrix import GRID_KINDS, Matrix, load_matrix
 from harness.sweep.phases import plan_rerun, read_state, selection_lines
 from harness.sweep.resources import check_fits_locally, largest_step_gflops, needs_step_cost, trial_resources
 from harness.sweep.settings import (
@@ -350,7 +350,18 @@ def _asha(s: SweepSettings, m: Matrix, configs: list[RunConfig]) -> tuple[int, i
     warmup = max((c.sched.warmup_epochs for c in configs), default=0.0)
     grace = s.grace_period if s.grace_period is not None else m.grace_period
     rf = s.reduction_factor if s.reduction_factor is not None else m.reduction_factor
-    return asha_params(s.max_epochs or m.max_epochs(), grace, rf, warmup)
+    return asha_params(s.max_epochs or _longest(m, configs), grace, rf, warmup)
+
+
+def _longest(m: Matrix, configs: list[RunConfig]) -> int:
+    """The most epochs a trial of this sweep trains, counted as ``harness plan`` counts them: over its
+    resolved trials, after ``--only`` and ``--set``, not over the whole matrix (30-epoch rows selected from
+    a matrix whose longest row trains 50 have no rung placed for 50). An Optuna search's trials are drawn
+    later, so a drawn epochs axis adds its top."""
+    longest = max((epoch_count(c.train.epochs) for c in configs), default=1)
+    if any(a.key == "train.epochs" and a.kind not in GRID_KINDS for a in m.axes):
+        longest = max(longest, m.max_epochs())
+    return longest
 
 
 def _print_start(s: SweepSettings, m: Matrix, n_trials: int, cap: int | None, mode: str | None,
