@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +20,7 @@ import numpy as np
 import pytest
 import torch
 import torchvision
+from conftest import child_env
 from torchvision.transforms.v2 import functional as TF
 
 from harness.cli import main
@@ -346,8 +348,6 @@ T3_NAMES = {"step": "StepLR", "cyclic": "CyclicLR", "onecycle": "OneCycleLR", "p
 
 def _reported_figure(text: str, row: str, metric: str) -> float | None:
     """The figure ``reports.md`` gives for ``row`` on ``metric``, as a fraction; None where it gives none."""
-    import re
-
     cells = {}  # row id or range -> the "reported" cell of its table line
     for line in text.splitlines():
         parts = [p.strip() for p in line.strip().strip("|").split("|")]
@@ -413,9 +413,8 @@ def test_reproduce_reads_a_real_sweeps_rows_and_writes_the_page(tmp_path, monkey
         (presets / p.name).write_text(p.read_text())
     _report_matrix(presets / "testrep.yaml")
     monkeypatch.setattr(matrix_mod, "presets_dir", lambda: presets)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "WANDB_"))}
-    env.update(HARNESS_RESULTS_DIR=str(tmp_path / "results"), HARNESS_SWEEPS_DIR=str(tmp_path / "sweeps"),
-               HARNESS_DOCS_DIR=str(tmp_path / "docs"), PYTHONUNBUFFERED="1")
+    env = child_env(HARNESS_RESULTS_DIR=str(tmp_path / "results"), HARNESS_SWEEPS_DIR=str(tmp_path / "sweeps"),
+                    HARNESS_DOCS_DIR=str(tmp_path / "docs"))
     out = subprocess.run([sys.executable, "-m", "harness", "sweep", "--matrix", str(presets / "testrep.yaml"),
                           "--only", "row=R1,R2", "--seeds", "2", "--num-cpus", "2", "--wandb", "off",
                           "--name", "t"], env=env, capture_output=True, text=True, timeout=300)
@@ -436,6 +435,24 @@ def test_reproduce_reads_a_real_sweeps_rows_and_writes_the_page(tmp_path, monkey
     assert "batch 32: not stated" in page and "single runs" in page
     assert (tmp_path / "docs" / "reports" / "img" / "testrep.png").stat().st_size > 1000
     assert "testrep.md" in (tmp_path / "docs" / "reports" / "README.md").read_text()
+
+
+def test_the_index_says_why_each_row_is_not_run(tmp_path):
+    """On an empty results folder every row is not run, and the index splits each count by its reason."""
+    from harness.report.reproduce import write_index
+
+    (tmp_path / "docs").mkdir()
+    text = write_index(tmp_path / "docs", tmp_path / "results").read_text()
+    lines = {ln.split("](")[0].split("[")[-1]: ln for ln in text.splitlines() if ".md](" in ln}
+    assert set(lines) >= {"allcnn.md", "attention.md", "kfold.md", "optuna.md", "strategies.md"}
+    for line in lines.values():
+        found = re.search(r"not run (\d+) \(([^)]*)\)", line)
+        assert found, line
+        parts = [p.rsplit(" ", 1) for p in found[2].split(", ")]
+        assert sum(int(n) for _, n in parts) == int(found[1]), line
+        assert {why for why, _ in parts} <= {"GPU queue", "ImageNet weights", "too long for this CPU", "CPU campaign"}
+    assert "(GPU queue 7)" in lines["attention.md"], "the matrix queues every attention row for a GPU"
+    assert "ImageNet weights" in lines["strategies.md"] and "GPU queue" in lines["strategies.md"]
 
 
 def test_reproduce_bad_input_is_one_line(capsys):

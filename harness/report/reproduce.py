@@ -17,6 +17,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from harness.files import LEADERBOARD_CSV, write_text_atomic
+from harness.raycluster import available_cpus
+from harness.report.campaign import cost_jobs, missing_jobs
 from harness.report.cost_cells import COST_NOTE, cost_cells
 from harness.report.costs import duration
 from harness.report.plots import save_figure
@@ -209,18 +211,44 @@ def write_index(reports_dir: Path, results: Path) -> Path:
     lines = ["# Report reproductions", "",
              "Each report this product replaces is a matrix (`harness list presets`); `harness reproduce NAME` "
              "runs it or reads the runs already done, and writes its page. Verdicts compare our mean over "
-             "seeds with the report's single run.", "", "| report | page | rows | verdicts |", "|---|---|---|---|"]
+             "seeds with the report's single run. A row not run says why, here and row by row on its page: the "
+             "GPU queue (`scripts/gpu-reproduce.sh` on a lent GPU), ImageNet weights (the page gives the "
+             "`--set strategy.weights=FILE` command), too long for this CPU, or the CPU campaign "
+             "(`harness reproduce --all --run`) has not reached it yet.", "",
+             "| report | page | rows | verdicts |", "|---|---|---|---|"]
     lb = leaderboard_rows(results)
     for name, _desc in list_presets():
         m = load_matrix(name)
         if not m.report:
             continue
         rows = join(m, lb)
-        counts = ", ".join(f"{v} {n}" for v, n in sorted(summary_counts(rows).items()))
+        counts = ", ".join(f"{v} {n}" + (_not_run_why(m.name, rows, results) if v == "not run" else "")
+                           for v, n in sorted(summary_counts(rows).items()))
         lines.append(f"| {m.report.get('title') or name} | [{name}.md]({name}.md) | {len(rows)} | {counts} |")
     path = reports_dir / "README.md"
     write_text_atomic(path, "\n".join(lines) + "\n")
     return path
+
+
+#: The index's word for each reason a row is not run (:data:`harness.report.campaign.REASONS`; None: the
+#: CPU campaign runs it).
+WHY_SHORT = {"gpu": "GPU queue", "weights": "ImageNet weights", "cost": "too long for this CPU", None: "CPU campaign"}
+
+
+def _not_run_why(report: str, rows: list[Row], results: Path) -> str:
+    """`` (GPU queue 7, ImageNet weights 6)``: why the rows of ``report`` without a result have none, as its
+    page says row by row."""
+    jobs = missing_jobs(report, results)
+    # Only the campaign's own rows need a cost (a queued or weights row has its reason already); costs.csv is
+    # read, nothing is timed.
+    cost_jobs([j for j in jobs if j.reason is None], results, int(available_cpus()), [], measure=False)
+    reason = {rid: j.reason for j in jobs for rid in j.rows}
+    counts: dict[str, int] = {}
+    for r in rows:
+        if r.ours is None:
+            why = WHY_SHORT[reason.get(r.ref["row"])]
+            counts[why] = counts.get(why, 0) + 1
+    return " (" + ", ".join(f"{why} {n}" for why, n in counts.items()) + ")" if counts else ""
 
 
 def report_names() -> list[str]:
