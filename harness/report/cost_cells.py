@@ -11,8 +11,9 @@ from typing import Any
 
 from harness.provenance import cpu_model
 from harness.raycluster import available_cpus
-from harness.report.campaign import Job, job_config, plan
+from harness.report.campaign import CAMPAIGN_CSV, Job, job_config, plan
 from harness.report.costs import GPU_FLOPS, GPU_STEP_S, SETUP_S, Cost, duration, read_rates, run_cost
+from harness.results_csv import read_rows
 
 COST_NOTE = (f"- **Costs are measured here**, not extrapolated: a few training steps of each row's own configuration "
              "(model, strategy and frozen stages, batch, image size, precision, layout, threads), timed after a "
@@ -31,6 +32,7 @@ def cost_cells(m: Any, rows: list[Any], results: Path) -> tuple[dict[int, str], 
         for rid in j.rows:
             by_row.setdefault(rid, []).append(j)
     rates = read_rates(results)
+    searches = _searches(results)
     cells = {}
     for r in rows:
         rid = r.ref["row"]
@@ -40,12 +42,34 @@ def cost_cells(m: Any, rows: list[Any], results: Path) -> tuple[dict[int, str], 
             cells[id(r)] = not_run_cell(job)
         elif r.ours is not None:
             cells[id(r)] = run_cell(r, rates, m.name)
+            if rid in searches and "estimated" not in cells[id(r)]:
+                cells[id(r)] += searches[rid]
     queue, seen = [], set()
     for j in sorted((j for j in jobs if j.reason == "gpu"), key=lambda j: _gpu_s(j) or 1e18):
         if j.label not in seen:
             seen.add(j.label)
             queue.append(queue_line(j))
     return cells, queue
+
+
+def _searches(results: Path) -> dict[str, str]:
+    """``{row id: "; the campaign's job ran 1.6 h in all (estimated ...)"}`` for each row
+    of a finished campaign job (``results/campaign.csv``).
+
+    A search row's winning trial is a point no rate was measured for, so its cell shows the search's
+    estimate beside the search's wall time, summed over the calls that ran it.
+    """
+    lines = read_rows(results / CAMPAIGN_CSV)
+    out = {}
+    for done in (ln for ln in lines if ln.get("outcome") == "done" and ln.get("job", "").startswith("campaign-")):
+        est = _num(done.get("estimate_s"))
+        wall = sum(_num(ln.get("wall_s")) or 0.0 for ln in lines if ln.get("job") == done["job"])
+        if est is None or not wall:
+            continue
+        for rid in str(done.get("rows", "")).split():
+            out[rid] = (f"; the campaign's job ran {duration(wall)} in all (estimated {duration(est)} on "
+                        f"{done.get('hardware', 'this machine')})")
+    return out
 
 
 def _gpu_s(job: Job) -> float | None:
