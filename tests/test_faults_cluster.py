@@ -12,7 +12,6 @@ head started as tests/test_cluster_job.py starts one.
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -25,6 +24,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from conftest import child_env
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -36,10 +36,7 @@ def _free_port() -> int:
 
 
 def _env(tmp_path: Path, **extra: str) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "HARNESS_"))}
-    env["HARNESS_PROBE"] = "off"  # auto is fp32 NCHW without a probe, as in the whole suite
-    env.update(HARNESS_RESULTS_DIR=str(tmp_path / "results"), RAY_AUTH_MODE="disabled", **extra)
-    return env
+    return child_env(HARNESS_RESULTS_DIR=str(tmp_path / "results"), RAY_AUTH_MODE="disabled", **extra)
 
 
 def _harness(args: list[str], env: dict, timeout: float = 60) -> tuple[subprocess.CompletedProcess, float]:
