@@ -38,16 +38,17 @@ def test_plan_names_why_each_row_is_not_for_this_cpu(tmp_path):
 def test_a_search_rows_cell_gives_its_campaign_jobs_estimate_beside_its_wall_time(tmp_path):
     """O2's winning trial is a point no rate was measured for: the page shows its job's time over every call."""
     from harness.report.campaign import CAMPAIGN_COLUMNS, CAMPAIGN_CSV
-    from harness.report.cost_cells import _searches
+    from harness.report.cost_cells import _campaign_job_times
 
     line = {"job": "campaign-optuna-O2", "report": "optuna", "rows": "O2", "seeds": 1, "threads": 1,
             "estimate_s": 5400.0, "hardware": "2x CPU Test", "git_sha": "x", "date": "d"}
     append_rows(tmp_path / CAMPAIGN_CSV, [{**line, "wall_s": 600.0, "outcome": "stopped"}], CAMPAIGN_COLUMNS)
-    assert _searches(tmp_path) == {}, "a job not finished has no actual time yet"
+    assert _campaign_job_times(tmp_path) == {}, "a job not finished has no actual time yet"
     append_rows(tmp_path / CAMPAIGN_CSV, [{**line, "wall_s": 5400.0, "outcome": "done"},
                                           {**line, "job": "campaign-x-Y", "rows": "Y", "wall_s": 9.0,
                                            "outcome": "failed"}], CAMPAIGN_COLUMNS)
-    assert _searches(tmp_path) == {"O2": "; the campaign's job ran 1.7 h in all (estimated 1.5 h on 2x CPU Test)"}
+    assert _campaign_job_times(tmp_path) == {
+        "O2": "; the campaign's job ran 1.7 h in all (estimated 1.5 h on 2x CPU Test)"}
 
 
 def test_estimate_measures_each_configuration_once_and_orders_cheapest_first(tmp_path):

@@ -32,7 +32,7 @@ def cost_cells(m: Any, rows: list[Any], results: Path) -> tuple[dict[int, str], 
         for rid in j.rows:
             by_row.setdefault(rid, []).append(j)
     rates = read_rates(results)
-    searches = _searches(results)
+    job_times = _campaign_job_times(results)
     cells = {}
     for r in rows:
         rid = r.ref["row"]
@@ -41,9 +41,7 @@ def cost_cells(m: Any, rows: list[Any], results: Path) -> tuple[dict[int, str], 
             job = next((j for j in by_row[rid] if j.overrides == r.overrides), by_row[rid][0])
             cells[id(r)] = not_run_cell(job)
         elif r.ours is not None:
-            cells[id(r)] = run_cell(r, rates, m.name)
-            if rid in searches and "estimated" not in cells[id(r)]:
-                cells[id(r)] += searches[rid]
+            cells[id(r)] = run_cell(r, rates, m.name, job_times.get(rid, ""))
     queue, seen = [], set()
     for j in sorted((j for j in jobs if j.reason == "gpu"), key=lambda j: _gpu_s(j) or 1e18):
         if j.label not in seen:
@@ -52,16 +50,12 @@ def cost_cells(m: Any, rows: list[Any], results: Path) -> tuple[dict[int, str], 
     return cells, queue
 
 
-def _searches(results: Path) -> dict[str, str]:
-    """``{row id: "; the campaign's job ran 1.6 h in all (estimated ...)"}`` for each row
-    of a finished campaign job (``results/campaign.csv``).
-
-    A search row's winning trial is a point no rate was measured for, so its cell shows the search's
-    estimate beside the search's wall time, summed over the calls that ran it.
-    """
+def _campaign_job_times(results: Path) -> dict[str, str]:
+    """``{row id: "; the campaign's job ran 1.6 h in all (estimated ...)"}`` for each row of a finished
+    campaign job (``results/campaign.csv``): its wall time summed over the calls that ran it."""
     lines = read_rows(results / CAMPAIGN_CSV)
     out = {}
-    for done in (ln for ln in lines if ln.get("outcome") == "done" and ln.get("job", "").startswith("campaign-")):
+    for done in (ln for ln in lines if ln.get("outcome") == "done"):
         est = _num(done.get("estimate_s"))
         wall = sum(_num(ln.get("wall_s")) or 0.0 for ln in lines if ln.get("job") == done["job"])
         if est is None or not wall:
@@ -103,8 +97,11 @@ def not_run_cell(job: Job) -> str:
     return f"campaign: {what}{_here(job.cost, job.report)}; {gpu_text}"
 
 
-def run_cell(r: Any, rates: dict, report: str) -> str:
-    """A row of ``report`` run: its actual time per run beside the estimate for its configuration."""
+def run_cell(r: Any, rates: dict, report: str, job_time: str = "") -> str:
+    """A row of ``report`` run: its actual time per run beside the estimate for its configuration.
+
+    Without a rate for that configuration (a search row's winning trial is a point nobody timed), the
+    estimate is its campaign job's: ``job_time``, appended to the actual time."""
     src = r.source or {}
     wall, cpu_s = _num(src.get("total_s")), _num(src.get("cpu_s"))
     train = _num(src.get("train_s"))
@@ -119,9 +116,9 @@ def run_cell(r: Any, rates: dict, report: str) -> str:
         job = Job("", "", [], dict(r.overrides))
         cost = run_cost(job_config(job, []), threads, rates, cpu_model())
     except Exception:  # noqa: BLE001 - a row that no longer resolves here still shows its actual time
-        return actual
+        return actual + job_time
     if cost.seconds is None:
-        return actual
+        return actual + job_time
     return f"{actual}; estimated {_here(cost, report)}"
 
 
