@@ -18,7 +18,7 @@ from pathlib import Path
 
 from harness.files import LEADERBOARD_CSV, write_text_atomic
 from harness.raycluster import available_cpus
-from harness.report.campaign import cost_jobs, missing_jobs
+from harness.report.campaign import plan
 from harness.report.cost_cells import COST_NOTE, cost_cells
 from harness.report.costs import duration
 from harness.report.plots import save_figure
@@ -238,10 +238,7 @@ WHY_SHORT = {"gpu": "GPU queue", "weights": "ImageNet weights", "cost": "too lon
 def _not_run_why(report: str, rows: list[Row], results: Path) -> str:
     """`` (GPU queue 7, ImageNet weights 6)``: why the rows of ``report`` without a result have none, as its
     page says row by row."""
-    jobs = missing_jobs(report, results)
-    # Only the campaign's own rows need a cost (a queued or weights row has its reason already); costs.csv is
-    # read, nothing is timed.
-    cost_jobs([j for j in jobs if j.reason is None], results, int(available_cpus()), [], measure=False)
+    jobs = plan([report], results, int(available_cpus()), [], measure=False)  # costs.csv is read, nothing timed
     reason = {rid: j.reason for j in jobs for rid in j.rows}
     counts: dict[str, int] = {}
     for r in rows:
