@@ -86,10 +86,13 @@ class Terminated(KeyboardInterrupt):
 
 def given_settings(args: argparse.Namespace) -> set[str]:
     """The :class:`SweepSettings` fields whose flags were given in parsed ``harness sweep`` arguments."""
-    # Flags not given parse as None, [] or False (add_setting_flag). Compared by identity, not with `in`:
-    # 0 == False, so `--gpus-per-worker 0` would read as not given.
-    return {f.key for f in setting_fields() if f.flag
-            and not any(getattr(args, f.key) is v for v in (None, False)) and getattr(args, f.key) != []}
+    return {f.key for f in setting_fields() if f.flag and _given(getattr(args, f.key))}
+
+
+def _given(value: object) -> bool:
+    # Flags not given parse as None, [] or False (add_setting_flag). None and False by identity, not with
+    # `in`: 0 == False, so `--gpus-per-worker 0` would read as not given.
+    return value is not None and value is not False and value != []
 
 
 def run(args: argparse.Namespace) -> int:
