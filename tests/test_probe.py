@@ -124,7 +124,10 @@ def test_bench_probe_and_roofline_write_rows(probing, tmp_path, capsys):
     assert len(rows) == len(candidates(_cfg())) and sum("auto's choice" in r["note"] for r in rows) == 1
     assert [float(r["ratio"]) for r in rows if "fp32 NCHW" in r["note"]] == [1.0]
     assert read_rows(probing), "bench probe refreshes the cache auto reads"
-    assert main(["bench", "roofline", *common]) == 0
+    # One thread: the matmul peak and the training rate are timed moments apart, and under `make test`'s two
+    # workers a two-thread timing gets whatever core the other worker leaves. At two threads a peak timed
+    # while the other worker was busy (120 GFLOP/s, AMD EPYC with AVX-512) put training at 110 % of it.
+    assert main(["bench", "roofline", *common, "--threads", "1"]) == 0
     roof = [r for r in read_rows(out) if r["kind"] == "roofline"]
     peak = [r for r in roof if r["arch"] == "matmul" and r["precision"] == "fp32"]
     assert len(peak) == 1 and "GFLOP/s" in peak[0]["note"]
